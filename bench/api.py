@@ -1,0 +1,618 @@
+"""Load-test the AI Chats API on seeded data, against a bare ASGI baseline.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/api.py [--backends sqlite,postgresql] [--duration 10]
+
+For each backend it creates a fresh database, bulk-loads 201,000 chats (1,000 users
+with 100 each, one heavy user with 100,000, one light user with 1,000), starts
+``aichats serve`` on loopback and drives each call with ``wrk`` (1 thread, 32
+connections). A bare ASGI app on the same server stack, answering with the bytes
+of a retrieve response, gives the ceiling every figure is compared with. See
+``bench/README.md`` for what each printed figure means.
+
+Everything it starts or creates (servers, the PostgreSQL database, temp files) is
+stopped or removed before it exits. Exit status: 0 when every target is met, 1
+when a target is missed or a call answered anything but 2xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import random
+import secrets
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from aichats import ids
+from aichats.api.serializers import chat_json
+from aichats.clock import now_ms
+from aichats.services.keys import KEY_PREFIX, SCOPES, hash_key
+from aichats.storage import migrate
+
+# ------------------------------------------------------------------ settings
+
+CROWD_USERS = 1_000
+CHATS_PER_CROWD_USER = 100
+HEAVY_CHATS = 100_000
+LIGHT_CHATS = 1_000
+HISTORY_MS = 2 * 365 * 86_400_000  # chats' created_at spread over two years
+DEEP_WALK_PAGES = 800  # pages of 100: the deep cursor sits 80,000 chats (page 4,001 of 20) in
+WRK_THREADS = 1  # wrk and the server share two cores
+
+CHATS = "/api/v1/ai_chats"
+CREATE_BODY = json.dumps({"message_text": "Summarise last week's sales.", "title": "Bench chat"})
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+# The server flags of ``aichats serve`` (src/aichats/cli.py), used for the bare app too.
+SERVE_FLAGS = dict(
+    workers=1, loop="uvloop", http="httptools", access_log=False, log_level="info", server_header=False
+)
+
+TARGET_LIST_SCALING = 1.5  # heavy user's first-page p50 at most this times the light user's
+TARGET_RETRIEVE_SHARE = 0.25  # retrieve at least this share of bare requests/s
+
+
+class BenchError(Exception):
+    """A run that cannot give trustworthy figures: stop, clean up, exit 1."""
+
+
+# ------------------------------------------------------------------ seed data
+
+# Column order of the rows built below; both loaders insert exactly these columns.
+COLUMNS = {
+    "users": ("pk", "id", "created_at"),
+    "api_keys": ("pk", "id", "user_id", "key_hash", "prefix", "scopes", "created_at"),
+    "ai_chats": (
+        "pk", "id", "user_id", "title", "notification_preference", "agent_identifier",
+        "message_count", "blended_token_usage_micros", "created_at", "updated_at",
+        "last_message_at", "activity_at", "has_active_cron",
+    ),
+    "messages": (
+        "pk", "id", "chat_pk", "role", "content", "status", "source", "attachments",
+        "created_at", "completed_at",
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class Dataset:
+    """Rows for every table, plus what the load needs to know about them."""
+
+    rows: dict[str, list[tuple]] = field(default_factory=dict)
+    key_of: dict[str, str] = field(default_factory=dict)  # user id -> API key secret
+    crowd: list[str] = field(default_factory=list)  # the 1,000 ordinary users
+    heavy: str = ""
+    light: str = ""
+    samples: list[tuple[str, str]] = field(default_factory=list)  # (key, chat id), one per crowd user
+
+    @property
+    def chat_count(self) -> int:
+        return len(self.rows["ai_chats"])
+
+
+def generate_dataset(rng: random.Random) -> Dataset:
+    """Users, one key each, and their chats (each with its first message), oldest first."""
+    now = now_ms()
+    start = now - HISTORY_MS
+    data = Dataset()
+    data.crowd = [ids.new_id(ids.USER) for _ in range(CROWD_USERS)]
+    data.heavy, data.light = ids.new_id(ids.USER), ids.new_id(ids.USER)
+    everyone = [*data.crowd, data.heavy, data.light]
+    data.rows["users"] = [(pk, user, start - 86_400_000) for pk, user in enumerate(everyone, 1)]
+    data.rows["api_keys"] = [_key_row(pk, user, start, data.key_of) for pk, user in enumerate(everyone, 1)]
+
+    owners = [u for u in data.crowd for _ in range(CHATS_PER_CROWD_USER)]
+    owners += [data.heavy] * HEAVY_CHATS + [data.light] * LIGHT_CHATS
+    rng.shuffle(owners)
+    created = sorted(rng.randrange(start, now) for _ in owners)  # pk order is creation order
+    data.rows["ai_chats"] = [
+        _chat_row(pk, user, at, now, rng) for pk, (user, at) in enumerate(zip(owners, created), 1)
+    ]
+    data.rows["messages"] = [_message_row(chat) for chat in data.rows["ai_chats"]]
+    data.samples = _one_chat_per_user(data, rng)
+    return data
+
+
+def _key_row(pk: int, user: str, at: int, key_of: dict[str, str]) -> tuple:
+    secret = KEY_PREFIX + secrets.token_urlsafe(24)  # as services.keys.create_key makes them
+    key_of[user] = secret
+    return (pk, ids.new_id(ids.API_KEY), user, hash_key(secret), secret[:10], ",".join(SCOPES), at)
+
+
+def _chat_row(pk: int, user: str, created: int, now: int, rng: random.Random) -> tuple:
+    last_message = min(now, created + int(rng.expovariate(1 / 86_400_000)))  # ~a day of activity
+    return (
+        pk, ids.new_id(ids.CHAT), user, f"Chat {pk}", "all", rng.choice(("support", "general")),
+        1, rng.randrange(10_000_000), created, last_message, last_message,
+        max(created, last_message), rng.random() < 0.01,
+    )  # fmt: skip
+
+
+def _message_row(chat: tuple) -> tuple:
+    pk, created = chat[0], chat[8]
+    return (pk, ids.new_id(ids.MESSAGE), pk, "user", f"Question {pk}", "completed", "manual", "[]", created, created)
+
+
+def _one_chat_per_user(data: Dataset, rng: random.Random) -> list[tuple[str, str]]:
+    """A random chat of every crowd user, as (its owner's key, its id), in random order."""
+    chats_of: dict[str, list[str]] = {}
+    for row in data.rows["ai_chats"]:
+        chats_of.setdefault(row[2], []).append(row[1])
+    samples = [(data.key_of[user], rng.choice(chats_of[user])) for user in data.crowd]
+    rng.shuffle(samples)
+    return samples
+
+
+def retrieve_body(data: Dataset) -> bytes:
+    """What ``GET /ai_chats/{id}`` answers for the first sampled chat, byte for byte."""
+    chat_id = data.samples[0][1]
+    row = next(r for r in data.rows["ai_chats"] if r[1] == chat_id)
+    return orjson.dumps(chat_json(dict(zip(COLUMNS["ai_chats"], row))))
+
+
+# ------------------------------------------------------------------ databases
+
+
+@contextmanager
+def sqlite_database(workdir: Path) -> Iterator[str]:
+    """A SQLite file in ``workdir`` (removed with it)."""
+    yield f"sqlite:///{workdir / 'bench.db'}"
+
+
+@contextmanager
+def postgres_database(server_url: str, name: str) -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped on the way out."""
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    postgres_admin(server_url, drop, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server_url}/{name}"
+    finally:
+        postgres_admin(server_url, drop)
+
+
+def postgres_admin(server_url: str, *statements: str) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(f"{server_url}/postgres")
+        try:
+            for statement in statements:
+                await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def seed_sqlite(url: str, data: Dataset) -> None:
+    """All rows in one transaction. No ANALYZE: the service never runs one either."""
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        connection.execute("BEGIN")
+        for table, columns in COLUMNS.items():
+            marks = ", ".join("?" * len(columns))
+            connection.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", data.rows[table]
+            )
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def seed_postgresql(url: str, data: Dataset) -> None:
+    """COPY every table, move the pk sequences past the rows, then VACUUM ANALYZE
+    (the state autovacuum reaches on its own some time after a bulk load)."""
+
+    async def run() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            for table, columns in COLUMNS.items():
+                await connection.copy_records_to_table(table, records=data.rows[table], columns=columns)
+                await connection.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'pk'), (SELECT max(pk) FROM {table}))"
+                )
+            await connection.execute("VACUUM ANALYZE")
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+@contextmanager
+def seeded_database(backend: str, data: Dataset, workdir: Path, args: argparse.Namespace) -> Iterator[str]:
+    """A migrated database of ``backend`` holding ``data``; yields its URL."""
+    place = sqlite_database(workdir) if backend == "sqlite" else postgres_database(args.postgres, args.database)
+    with place as url:
+        migrate.upgrade(url)
+        started = time.perf_counter()
+        (seed_sqlite if backend == "sqlite" else seed_postgresql)(url, data)
+        print(f"  seeded {data.chat_count:,} chats in {time.perf_counter() - started:.1f} s", flush=True)
+        yield url
+
+
+# ------------------------------------------------------------------ servers
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def server(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a server process (given ``--port`` last); yields its base URL once it answers."""
+    port = free_port()
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [*argv, "--port", str(port)], stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    try:
+        wait_until_listening(port, process, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"server exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError(f"server not listening on port {port} after {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def aichats_server(url: str, workdir: Path) -> AbstractContextManager[str]:
+    argv = [str(Path(sys.executable).with_name("aichats")), "serve", "--host", "127.0.0.1"]
+    return server(argv, workdir / "aichats.log", {"AICHATS_DATABASE_URL": url})
+
+
+def bare_server(body: bytes, workdir: Path) -> AbstractContextManager[str]:
+    body_file = workdir / "bare-body.json"
+    body_file.write_bytes(body)
+    return server([sys.executable, __file__, "--serve-bare", str(body_file)], workdir / "bare.log")
+
+
+def bare_app(body: bytes):
+    """An ASGI app answering every request with ``body``, as Starlette would send it."""
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
+    }
+    end = {"type": "http.response.body", "body": body}
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})  # it was lifespan.shutdown
+            return
+        await send(start)
+        await send(end)
+
+    return app
+
+
+def serve_bare(body_file: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(bare_app(Path(body_file).read_bytes()), host="127.0.0.1", port=port, **SERVE_FLAGS)
+
+
+# ------------------------------------------------------------------ the API, directly
+
+
+def api_get(base: str, path: str, key: str) -> dict:
+    """One authenticated GET; its JSON, or BenchError if not 2xx."""
+    connection = http.client.HTTPConnection(urlsplit(base).netloc, timeout=30)
+    try:
+        connection.request("GET", path, headers={"Authorization": f"Bearer {key}"})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if not 200 <= response.status < 300:
+        raise BenchError(f"GET {path} answered {response.status}: {body[:300]!r}")
+    return json.loads(body)
+
+
+def deep_cursor(base: str, key: str) -> str:
+    """The end cursor after walking ``DEEP_WALK_PAGES`` pages of 100 of ``key``'s list."""
+    cursor = ""
+    for _ in range(DEEP_WALK_PAGES):
+        after = f"&after={cursor}" if cursor else ""
+        page = api_get(base, f"{CHATS}?first=100{after}", key)
+        if not page["page_info"]["has_next_page"]:
+            raise BenchError("the heavy user's list ended before the deep page")
+        cursor = page["page_info"]["end_cursor"]
+    return cursor
+
+
+# ------------------------------------------------------------------ wrk
+
+# wrk runs this with VARIANTS prepended: one pre-formatted request per variant, a random
+# one per call; counts non-2xx answers (keeping the first for the error message); and
+# prints one line of figures for bench/api.py to read.
+LUA = r"""
+local prepared = {}
+function init(args)
+  math.randomseed(os.time())
+  for i, v in ipairs(VARIANTS) do
+    local headers = {["Authorization"] = "Bearer " .. v[3]}
+    if v[4] then headers["Content-Type"] = "application/json" end
+    prepared[i] = wrk.format(v[1], v[2], headers, v[4])
+  end
+end
+function request() return prepared[math.random(#prepared)] end
+bad, first_bad = 0, ""
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    if bad == 0 then first_bad = status .. " " .. string.sub(body, 1, 200) end
+    bad = bad + 1
+  end
+end
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function done(summary, latency, requests)
+  local bad_total, sample = 0, ""
+  for _, t in ipairs(threads) do
+    bad_total = bad_total + t:get("bad")
+    if sample == "" then sample = t:get("first_bad") end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "non_2xx": %d, ' ..
+    '"socket_errors": %d, "first_bad": %q}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), bad_total,
+    e.connect + e.read + e.write + e.timeout, sample))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One measured call: requests as (method, path, key, JSON body or None)."""
+
+    name: str
+    variants: list[tuple[str, str, str, str | None]]
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+
+
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed: run `apt-get install -y wrk`")
+
+
+def lua_string(text: str) -> str:
+    if not text.isascii() or not text.isprintable():
+        raise ValueError(f"not plain ASCII: {text!r}")
+    return json.dumps(text)  # JSON and Lua agree on "..." with \" and \\ escapes
+
+
+def write_script(scenario: Scenario, workdir: Path) -> Path:
+    rows = ",\n".join(
+        "{" + ", ".join("nil" if part is None else lua_string(part) for part in variant) + "}"
+        for variant in scenario.variants
+    )
+    path = workdir / "wrk.lua"
+    path.write_text(f"VARIANTS = {{\n{rows}\n}}\n{LUA}")
+    return path
+
+
+def run_wrk(base: str, script: Path, seconds: int, connections: int) -> dict:
+    argv = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
+    finished = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((l for l in finished.stdout.splitlines() if l.startswith("BENCH ")), None)
+    if finished.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({finished.returncode}):\n{finished.stdout}{finished.stderr}")
+    return json.loads(line.removeprefix("BENCH "))
+
+
+def measure(base: str, scenario: Scenario, workdir: Path, args: argparse.Namespace) -> Result:
+    """Warm up, then load ``base`` for ``args.duration`` seconds; fail on any non-2xx."""
+    script = write_script(scenario, workdir)
+    runs = [run_wrk(base, script, seconds, args.connections) for seconds in (args.warmup, args.duration) if seconds]
+    for figures in runs:
+        if figures["non_2xx"] or figures["socket_errors"]:
+            raise BenchError(
+                f"{scenario.name}: {figures['non_2xx']} non-2xx responses, {figures['socket_errors']} "
+                f"socket errors; first bad answer: {figures['first_bad']}"
+            )
+    figures = runs[-1]
+    return Result(
+        scenario.name,
+        figures["requests"] / (figures["duration_us"] / 1e6),
+        figures["p50_us"] / 1000,
+        figures["p99_us"] / 1000,
+        figures["non_2xx"],
+    )
+
+
+def api_scenarios(base: str, data: Dataset) -> list[Scenario]:
+    """Every measured API call, in the order they run."""
+    crowd_keys = [data.key_of[user] for user in data.crowd]
+    heavy, light = data.key_of[data.heavy], data.key_of[data.light]
+    cursor = deep_cursor(base, heavy)
+    return [
+        Scenario("create", [("POST", CHATS, key, CREATE_BODY) for key in crowd_keys]),
+        Scenario("retrieve", [("GET", f"{CHATS}/{chat}", key, None) for key, chat in data.samples]),
+        Scenario(
+            "update",
+            [
+                ("PATCH", f"{CHATS}/{chat}", key, json.dumps({"title": f"Renamed {i}"}))
+                for i, (key, chat) in enumerate(data.samples)
+            ],
+        ),
+        Scenario("list first page", [("GET", f"{CHATS}?first=20", key, None) for key in crowd_keys]),
+        Scenario("list deep page", [("GET", f"{CHATS}?first=20&after={cursor}", heavy, None)]),
+        Scenario("list, light user", [("GET", f"{CHATS}?first=20", light, None)]),
+        Scenario("list, heavy user", [("GET", f"{CHATS}?first=20", heavy, None)]),
+    ]
+
+
+def bare_scenario(data: Dataset) -> Scenario:
+    """The same request as a retrieve (the bare app ignores it)."""
+    key, chat = data.samples[0]
+    return Scenario("bare ASGI", [("GET", f"{CHATS}/{chat}", key, None)])
+
+
+# ------------------------------------------------------------------ report
+
+DESCRIPTIONS = {
+    "create": "POST, 1,000 users at random",
+    "retrieve": "GET by id, 1,000 users' chats at random",
+    "update": "PATCH title, same chats",
+    "list first page": "first=20, 1,000 users at random",
+    "list deep page": "heavy user, first=20 after 80,000 chats",
+    "list, light user": f"first=20, user with {LIGHT_CHATS:,} chats",
+    "list, heavy user": f"first=20, user with {HEAVY_CHATS:,} chats",
+}
+
+
+def print_header() -> None:
+    print(f"  {'call':<18} {'req/s':>8} {'vs bare':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  what")
+
+
+def print_result(result: Result, bare: Result | None = None) -> None:
+    ratio = f"{result.rps / bare.rps:.2f}x" if bare else ""
+    print(
+        f"  {result.name:<18} {result.rps:>8,.0f} {ratio:>8} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}"
+        f" {result.non_2xx:>8}  {DESCRIPTIONS.get(result.name, '')}",
+        flush=True,
+    )
+
+
+def check_targets(results: dict[str, Result], bare: Result) -> bool:
+    """Print each target and whether it is met; True when all are."""
+    light, heavy = results["list, light user"], results["list, heavy user"]
+    targets = [
+        (
+            f"list p50 at {HEAVY_CHATS:,} chats within {TARGET_LIST_SCALING}x of {LIGHT_CHATS:,}",
+            f"{heavy.p50_ms:.2f} / {light.p50_ms:.2f} ms = {heavy.p50_ms / light.p50_ms:.2f}x",
+            heavy.p50_ms <= TARGET_LIST_SCALING * light.p50_ms,
+        ),
+        (
+            f"retrieve >= {TARGET_RETRIEVE_SHARE:.0%} of bare req/s",
+            f"{results['retrieve'].rps:,.0f} / {bare.rps:,.0f} = {results['retrieve'].rps / bare.rps:.0%}",
+            results["retrieve"].rps >= TARGET_RETRIEVE_SHARE * bare.rps,
+        ),
+    ]
+    for goal, figure, met in targets:
+        print(f"  target: {goal}: {figure}: {'met' if met else 'NOT MET'}")
+    return all(met for _, _, met in targets)
+
+
+# ------------------------------------------------------------------ main
+
+
+def bench_backend(backend: str, data: Dataset, bare: Result, workdir: Path, args: argparse.Namespace) -> bool:
+    print(f"\n{backend}", flush=True)
+    with seeded_database(backend, data, workdir, args) as url, aichats_server(url, workdir) as base:
+        scenarios = api_scenarios(base, data)
+        print_header()
+        results = {}
+        for scenario in scenarios:
+            results[scenario.name] = measure(base, scenario, workdir, args)
+            print_result(results[scenario.name], bare)
+    return check_targets(results, bare)
+
+
+def bench_bare(data: Dataset, workdir: Path, args: argparse.Namespace) -> Result:
+    body = retrieve_body(data)
+    print(f"\nbare ASGI app (uvicorn, httptools, uvloop, 1 process; {len(body)}-byte retrieve body)", flush=True)
+    with bare_server(body, workdir) as base:
+        result = measure(base, bare_scenario(data), workdir, args)
+    print_header()
+    print_result(result)
+    return result
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Load-test the AI Chats API on seeded SQLite and PostgreSQL databases with wrk.",
+        epilog="See bench/README.md for what each figure means.",
+    )
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated (default: %(default)s)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per call (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first (default: %(default)s)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
+    parser.add_argument(
+        "--postgres", default="postgresql://postgres@127.0.0.1:5432", help="PostgreSQL server (default: %(default)s)"
+    )
+    parser.add_argument("--database", default="aichats_bench", help="PostgreSQL database to create and drop")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the data's shape (default: %(default)s)")
+    parser.add_argument("--serve-bare", metavar="BODY_FILE", help=argparse.SUPPRESS)  # internal: the bare server
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for backend in args.backends:
+        if backend not in ("sqlite", "postgresql"):
+            parser.error(f"unknown backend {backend!r}: use sqlite and/or postgresql")
+    if "postgresql" in args.backends and urlsplit(args.postgres).hostname not in LOOPBACK:
+        parser.error("--postgres must be on a loopback address")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve_bare:
+        serve_bare(args.serve_bare, args.port)
+        return 0
+    try:
+        require_wrk()
+        with tempfile.TemporaryDirectory(prefix="aichats-bench-") as tmp:
+            workdir = Path(tmp)
+            started = time.perf_counter()
+            data = generate_dataset(random.Random(args.seed))
+            print(f"generated {data.chat_count:,} chats for {len(data.crowd) + 2:,} users "
+                  f"in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+            bare = bench_bare(data, workdir, args)
+            met = [bench_backend(backend, data, bare, workdir, args) for backend in args.backends]
+    except BenchError as error:
+        print(f"\nFAILED: {error}", file=sys.stderr)
+        return 1
+    print("\nall targets met" if all(met) else "\nsome targets NOT MET")
+    return 0 if all(met) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

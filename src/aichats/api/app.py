@@ -1,0 +1,66 @@
+"""The ASGI application: routes, error handlers and the database's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aichats.api import ai_chats
+from aichats.api.ai_chats import json_response
+from aichats.api.errors import http_error, service_error, unexpected_error
+from aichats.api.openapi import openapi_document
+from aichats.config import Settings, get_settings
+from aichats.errors import ServiceError
+from aichats.storage import database
+
+API = "/api/v1"
+_PING = sa.select(sa.literal(1).label("ok"))
+
+
+async def healthz(request: Request) -> Response:
+    await request.app.state.db.fetch_one(_PING)
+    return json_response({"status": "ok"})
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(openapi_document(str(request.base_url).rstrip("/") + API))
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.db = await database.connect(settings.database_url, pool_size=settings.postgres_pool_size)
+        try:
+            yield
+        finally:
+            await app.state.db.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(f"{API}/ai_chats", ai_chats.list_, methods=["GET"]),
+        Route(f"{API}/ai_chats", ai_chats.create, methods=["POST"]),
+        Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.retrieve, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.update, methods=["PATCH"]),
+        Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.delete, methods=["DELETE"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ServiceError: service_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+    )
+    app.state.settings = settings
+    return app

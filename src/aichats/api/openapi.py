@@ -1,0 +1,157 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``, built from the same models
+the handlers validate with (requests) and the tests check answers against (responses).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from aichats import __version__
+from aichats.api import schemas
+from aichats.services.chats import AgentIdentifier, ChatCreate, ChatOrder, ChatUpdate
+from aichats.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+_MODELS: tuple[type[BaseModel], ...] = (
+    ChatCreate,
+    ChatUpdate,
+    schemas.AiChat,
+    schemas.AiChatList,
+    schemas.Error,
+    schemas.Health,
+)
+
+_ERRORS = {
+    "400": "Malformed request (body is not a JSON object).",
+    "401": "No API key, or an unknown or revoked one.",
+    "403": "The API key lacks the permission this call needs.",
+    "404": "No such AI chat for this user (other users' chats are never revealed).",
+    "409": "A request with the same Idempotency-Key is still being processed.",
+    "413": "Request body too large.",
+    "422": "A field breaks the documented rules; nothing was changed.",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel] | dict[str, Any], description: str) -> dict[str, Any]:
+    schema = model if isinstance(model, dict) else _ref(model)
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(
+    op_id: str, summary: str, scope: str, ok: dict[str, Any], errors: tuple[str, ...], **extra: Any
+) -> dict[str, Any]:
+    responses = dict(ok)
+    for code in ("401", "403", *errors):
+        responses[code] = _json(schemas.Error, _ERRORS[code])
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "description": f"{summary}\n\nRequired permission: `{scope}`.",
+        "tags": ["AI chats"],
+        "security": [{"bearer": []}],
+        "responses": responses,
+        **extra,
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_CHAT_ID = {"name": "chat_id", "in": "path", "required": True, "schema": {"type": "string"}, "description": "The AI chat's id (`aich_...`)."}
+
+
+@lru_cache
+def _document() -> dict[str, Any]:
+    _, components = models_json_schema(
+        [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    idempotency = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 255},
+        "description": "Retrying with the same key and body returns the first answer and creates nothing new "
+        "(for 24 hours by default); the same key with another body is refused with 422.",
+    }
+    page_size = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}
+    list_params = [
+        _query("first", page_size, f"Page size, reading forwards (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})."),
+        _query("after", {"type": "string"}, "Cursor: return items after this one (`page_info.end_cursor`)."),
+        _query("last", page_size, f"Page size, reading backwards from `before` (at most {MAX_PAGE_SIZE})."),
+        _query("before", {"type": "string"}, "Cursor: return items before this one (`page_info.start_cursor`)."),
+        _query("only_active_crons", {"type": "boolean"}, "Only chats whose schedule is active."),
+        _query("agent_identifier", {"type": "string", "enum": [a.value for a in AgentIdentifier]}, "Only chats of this agent."),
+        _query(
+            "order",
+            {"type": "string", "enum": [o.value for o in ChatOrder], "default": "created_at"},
+            "`created_at` (default): newest created first, a stable order for walking every page. "
+            "`last_activity_at`: most recent message (or creation) first, for chat-list screens; "
+            "this order moves while chats receive messages, so a walk may see a chat twice or miss one.",
+        ),
+    ]
+    chat = _json(schemas.AiChat, "The AI chat.")
+    paths = {
+        "/ai_chats": {
+            "get": _operation(
+                "listAiChats",
+                "Returns a paginated list of AI chat threads for the current authenticated user.",
+                "ai_chat:read",
+                {"200": _json(schemas.AiChatList, "One page of AI chats, newest first.")},
+                ("422",),
+                parameters=list_params,
+            ),
+            "post": _operation(
+                "createAiChat",
+                "Create a new AI chat thread and send the first message to the AI agent.",
+                "ai_chat:create",
+                {"201": chat},
+                ("400", "409", "413", "422"),
+                parameters=[idempotency],
+                requestBody={"required": True, "content": {"application/json": {"schema": _ref(ChatCreate)}}},
+            ),
+        },
+        "/ai_chats/{chat_id}": {
+            "parameters": [_CHAT_ID],
+            "get": _operation("retrieveAiChat", "Retrieve an AI chat.", "ai_chat:read", {"200": chat}, ("404",)),
+            "patch": _operation(
+                "updateAiChat",
+                "Update an AI chat: only the fields sent change; `updated_at` moves.",
+                "ai_chat:update",
+                {"200": chat},
+                ("400", "404", "413", "422"),
+                requestBody={"required": True, "content": {"application/json": {"schema": _ref(ChatUpdate)}}},
+            ),
+            "delete": _operation(
+                "deleteAiChat",
+                "Delete an AI chat: it leaves retrieve and list at once (its rows are kept).",
+                "ai_chat:delete",
+                {"200": _json({"type": "boolean", "const": True}, "`true`.")},
+                ("404",),
+            ),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "aichats: the AI Chats API",
+            "version": __version__,
+            "description": "Every error answers `{\"error\": {\"type\": \"...\", \"message\": \"...\"}}`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components["$defs"],
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `aichats keys create`."}},
+        },
+    }
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    return {**_document(), "servers": [{"url": server_url}]}

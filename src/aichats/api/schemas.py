@@ -1,0 +1,68 @@
+"""Response shapes, for the OpenAPI document and for tests that hold the API to it.
+
+Handlers build plain dicts (``serializers.py``) for speed; tests validate real
+responses against these models, with unknown fields forbidden.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aichats.services.chats import AgentIdentifier, NotificationPreference
+
+DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+DECIMAL = r"^\d+(\.\d+)?$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserRef(Strict):
+    id: str = Field(pattern=r"^user_[A-Za-z0-9]+$", examples=["user_xxxxxxxxxxxxx"])
+
+
+class AiChat(Strict):
+    """An AI-powered chat conversation belonging to a user, with optional scheduled automation."""
+
+    id: str = Field(pattern=r"^aich_[A-Za-z0-9]+$", examples=["aich_xxxxxxxxxxxxx"])
+    title: str | None = Field(description="A short descriptive title; null if none is set.")
+    notification_preference: NotificationPreference = Field(
+        description="`all` delivers AI chat notifications and badges, `none` mutes them."
+    )
+    agent_identifier: AgentIdentifier
+    message_count: int = Field(ge=0, description="Messages exchanged in this conversation.")
+    blended_token_usage: str = Field(
+        pattern=DECIMAL, examples=["123.45"], description="Exact decimal total of tokens consumed across all messages."
+    )
+    created_at: str = Field(pattern=DATETIME, examples=["2023-12-01T05:00:00.401Z"])
+    updated_at: str = Field(pattern=DATETIME, examples=["2023-12-01T05:00:00.401Z"])
+    last_message_at: str | None = Field(pattern=DATETIME, description="Newest message; null before any.")
+    user: UserRef
+
+
+class PageInfo(Strict):
+    start_cursor: str | None
+    end_cursor: str | None
+    has_next_page: bool
+    has_previous_page: bool
+
+
+class AiChatList(Strict):
+    data: list[AiChat]
+    page_info: PageInfo
+
+
+class ErrorBody(Strict):
+    type: str = Field(examples=["not_found"])
+    message: str
+
+
+class Error(Strict):
+    error: ErrorBody
+
+
+class Health(Strict):
+    status: Literal["ok"]

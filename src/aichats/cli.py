@@ -1,0 +1,150 @@
+"""``aichats``: the operator's command line.
+
+Commands call the same services as the API. Each opens the configured database
+(``AICHATS_DATABASE_URL`` or ``--database-url``), bringing its schema up to date first,
+so a fresh machine can create users and keys before the server has ever run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from aichats.clock import isoformat_ms
+from aichats.config import Settings, get_settings
+from aichats.errors import ServiceError
+from aichats.services import keys, users
+from aichats.storage import database, migrate
+from aichats.storage.database import Database
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+def _with_db(ctx: click.Context, action: Callable[[Database], Awaitable[T]]) -> T:
+    settings = _settings(ctx)
+    migrate.upgrade(settings.database_url)
+
+    async def run() -> T:
+        db = await database.connect(settings.database_url, pool_size=2)
+        try:
+            return await action(db)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except ServiceError as error:
+        raise click.ClickException(error.message) from None
+
+
+@click.group()
+@click.option("--database-url", envvar="AICHATS_DATABASE_URL", help="Overrides AICHATS_DATABASE_URL.")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """aichats: self-hosted AI chats with scheduled automation."""
+    settings = get_settings()
+    if database_url:
+        settings = settings.model_copy(update={"database_url": Settings(database_url=database_url).database_url})
+    ctx.obj = {"settings": settings}
+
+
+@main.command()
+@click.option("--host", help="Interface to listen on (AICHATS_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (AICHATS_PORT, default 8000).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Server processes.")
+@click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int, access_log: bool) -> None:
+    """Run the HTTP service (uvicorn), after applying database migrations."""
+    import os
+
+    import uvicorn
+
+    settings = _settings(ctx)
+    if settings.migrate_on_start:
+        migrate.upgrade(settings.database_url)
+    # Worker processes rebuild settings from the environment: pass the URL along.
+    os.environ["AICHATS_DATABASE_URL"] = settings.database_url
+    uvicorn.run(
+        "aichats.api.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=access_log,
+        log_level="info",
+        server_header=False,
+    )
+
+
+@main.command("migrate")
+@click.pass_context
+def migrate_command(ctx: click.Context) -> None:
+    """Apply database migrations and exit."""
+    migrate.upgrade(_settings(ctx).database_url)
+    click.echo("database is up to date")
+
+
+@main.group("users")
+def users_group() -> None:
+    """Manage users."""
+
+
+@users_group.command("create")
+@click.option("--id", "user_id", help="The new user's id (user_...); random if left out.")
+@click.pass_context
+def users_create(ctx: click.Context, user_id: str | None) -> None:
+    """Create a user; prints its id as the last line."""
+    click.echo(_with_db(ctx, lambda db: users.create_user(db, user_id)))
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """Manage API keys."""
+
+
+@keys_group.command("create")
+@click.option("--user", "user_id", required=True, help="The user the key acts for.")
+@click.option(
+    "--scopes",
+    help=f"Comma-separated permissions (default: all of {','.join(keys.SCOPES)}).",
+)
+@click.pass_context
+def keys_create(ctx: click.Context, user_id: str, scopes: str | None) -> None:
+    """Create an API key; prints the key, once, as the last line."""
+    try:
+        wanted = keys.parse_scopes(scopes)
+    except ServiceError as error:
+        raise click.BadParameter(error.message, param_hint="--scopes") from None
+    info, secret = _with_db(ctx, lambda db: keys.create_key(db, user_id, wanted))
+    click.echo(f"created {info.id} for {info.user_id} with scopes {','.join(info.scopes)}")
+    click.echo("store this key now; it cannot be shown again:")
+    click.echo(secret)
+
+
+@keys_group.command("list")
+@click.option("--user", "user_id", required=True)
+@click.pass_context
+def keys_list(ctx: click.Context, user_id: str) -> None:
+    """List a user's keys (never the secrets)."""
+    for info in _with_db(ctx, lambda db: keys.list_keys(db, user_id)):
+        state = "revoked " + isoformat_ms(info.revoked_at) if info.revoked_at else "active"
+        click.echo(f"{info.id}\t{info.prefix}...\t{','.join(info.scopes)}\t{isoformat_ms(info.created_at)}\t{state}")
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key: requests with it fail from now on."""
+    changed: Any = _with_db(ctx, lambda db: keys.revoke_key(db, key_id))
+    click.echo(f"revoked {key_id}" if changed else f"{key_id} was already revoked")

@@ -1,0 +1,38 @@
+"""Time as the service sees it: integer milliseconds since the Unix epoch, UTC.
+
+Everything that needs "now" calls :func:`now_ms`, so tests and operators' commands can
+move time by swapping the one function (``set_clock``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+
+
+def now_ms() -> int:
+    return _clock()
+
+
+def set_clock(clock: Callable[[], int] | None) -> None:
+    """Replace the clock (``None`` restores the real one)."""
+    global _clock
+    _clock = clock or (lambda: time.time_ns() // 1_000_000)
+
+
+def isoformat_ms(ms: int) -> str:
+    """``2023-12-01T05:00:00.401Z``: ISO 8601, UTC, milliseconds, as the API writes it."""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def parse_iso(value: str) -> int:
+    """Milliseconds of an ISO 8601 instant (naive values are taken as UTC)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return (parsed - _EPOCH) // timedelta(milliseconds=1)

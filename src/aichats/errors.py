@@ -1,0 +1,51 @@
+"""Errors that services raise and the API turns into its error envelope.
+
+Each carries the HTTP status and the envelope's ``type``; the message is written for
+the person reading the client's exception, so it says what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 500
+    type = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServiceError):
+    status = 400
+    type = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    type = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    type = "forbidden"
+
+
+class NotFound(ServiceError):
+    status = 404
+    type = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    type = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    type = "payload_too_large"
+
+
+class Invalid(ServiceError):
+    status = 422
+    type = "invalid_request"

@@ -1,0 +1,31 @@
+"""Public identifiers: a type prefix and an unguessable random part.
+
+The random part is 16 characters of base 62 drawn from ``secrets`` (95 bits), so ids
+cannot be enumerated or guessed, and stay short in indexes and URLs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+_ALPHABET = string.ascii_letters + string.digits
+RANDOM_LENGTH = 16
+
+USER = "user"
+CHAT = "aich"
+MESSAGE = "aimsg"
+RUN = "airun"
+API_KEY = "key"
+FILE = "file"
+
+
+def new_id(prefix: str, length: int = RANDOM_LENGTH) -> str:
+    """A fresh id such as ``aich_3kTq9ZbW1xYv0pLm``."""
+    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def looks_like(prefix: str, value: str, max_length: int = 64) -> bool:
+    """Whether ``value`` has the shape of an id of type ``prefix``."""
+    return len(value) <= max_length and re.fullmatch(prefix + r"_[A-Za-z0-9]+", value) is not None

@@ -1,0 +1,119 @@
+"""API keys: bearer credentials bound to one user and a set of scopes.
+
+A key is shown once, when created; only its SHA-256 is stored. Keys carry 190 random
+bits, so a fast hash is enough (slow password hashes guard low-entropy secrets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from aichats import ids
+from aichats.clock import now_ms
+from aichats.errors import Invalid, NotFound
+from aichats.services.users import user_exists
+from aichats.storage.database import Database
+from aichats.storage.schema import api_keys
+
+SCOPES = ("ai_chat:read", "ai_chat:create", "ai_chat:update", "ai_chat:delete")
+KEY_PREFIX = "ak_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's user and what the key may do."""
+
+    user_id: str
+    key_id: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: str
+    user_id: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: int
+    revoked_at: int | None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_scopes(text: str | None) -> tuple[str, ...]:
+    """Scopes from ``"ai_chat:read,ai_chat:create"``; all of them when ``None``."""
+    if text is None:
+        return SCOPES
+    scopes = tuple(dict.fromkeys(s.strip() for s in text.replace(" ", ",").split(",") if s.strip()))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise Invalid(f"unknown scope(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SCOPES)}")
+    return scopes
+
+
+_INSERT = sa.insert(api_keys).values(
+    {c: sa.bindparam(c) for c in ("id", "user_id", "key_hash", "prefix", "scopes", "created_at")}
+)
+_BY_HASH = sa.select(api_keys.c.id, api_keys.c.user_id, api_keys.c.scopes).where(
+    api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+)
+_BY_USER = (
+    sa.select(api_keys).where(api_keys.c.user_id == sa.bindparam("user_id")).order_by(api_keys.c.pk)
+)
+_REVOKE = (
+    sa.update(api_keys)
+    .where(api_keys.c.id == sa.bindparam("key_id"), api_keys.c.revoked_at.is_(None))
+    .values(revoked_at=sa.bindparam("now"))
+)
+_EXISTS = sa.select(api_keys.c.id).where(api_keys.c.id == sa.bindparam("key_id"))
+
+
+async def create_key(db: Database, user_id: str, scopes: tuple[str, ...] = SCOPES) -> tuple[KeyInfo, str]:
+    """Create a key for ``user_id``; returns its record and the secret (shown once)."""
+    if not await user_exists(db, user_id):
+        raise NotFound(f"no user {user_id}")
+    secret = KEY_PREFIX + secrets.token_urlsafe(24)
+    info = KeyInfo(ids.new_id(ids.API_KEY), user_id, secret[:10], scopes, now_ms(), None)
+    async with db.transaction() as tx:
+        await tx.execute(
+            _INSERT,
+            {
+                "id": info.id,
+                "user_id": user_id,
+                "key_hash": hash_key(secret),
+                "prefix": info.prefix,
+                "scopes": ",".join(scopes),
+                "created_at": info.created_at,
+            },
+        )
+    return info, secret
+
+
+async def list_keys(db: Database, user_id: str) -> list[KeyInfo]:
+    rows = await db.fetch_all(_BY_USER, {"user_id": user_id})
+    return [
+        KeyInfo(r["id"], r["user_id"], r["prefix"], tuple(r["scopes"].split(",")), r["created_at"], r["revoked_at"])
+        for r in rows
+    ]
+
+
+async def revoke_key(db: Database, key_id: str) -> bool:
+    """Revoke ``key_id``: it fails from the next request on. False if already revoked."""
+    async with db.transaction() as tx:
+        if await tx.fetch_one(_EXISTS, {"key_id": key_id}) is None:
+            raise NotFound(f"no API key {key_id}")
+        return await tx.execute(_REVOKE, {"key_id": key_id, "now": now_ms()}) == 1
+
+
+async def authenticate(db: Database, secret: str) -> Principal | None:
+    """The principal of a live key, or None for an unknown or revoked one."""
+    row = await db.fetch_one(_BY_HASH, {"key_hash": hash_key(secret)})
+    if row is None:
+        return None
+    return Principal(row["user_id"], row["id"], frozenset(row["scopes"].split(",")))

@@ -1,0 +1,171 @@
+"""The database schema: one definition for SQLite and PostgreSQL.
+
+Design notes, for tables that grow to tens of millions of rows:
+
+* Every table has a compact integer primary key (``pk``) that also gives a stable
+  insertion order, and a public text id (``aich_...``) with its own unique index.
+  Keyset pagination walks ``(user_id, pk)`` indexes, never OFFSET.
+* Instants are integer milliseconds since the Unix epoch (UTC): the API speaks
+  milliseconds, both databases index and compare them the same way, and no driver
+  converts time zones behind our back.
+* Token usage is an integer count of millionths of a token, so sums are exact on
+  both databases (SQLite has no exact decimal type).
+* Soft-deleted chats keep their rows; partial indexes cover only live chats so that
+  deleted rows cost list queries nothing.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of its rowid (and so autoincrementing);
+# PostgreSQL gets a 64-bit identity.
+PrimaryKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+LIVE_CHAT = sa.text("deleted_at IS NULL")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False, index=True),
+    # SHA-256 of the whole key: keys are 190-bit random strings, so a fast hash is safe.
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("scopes", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+)
+
+ai_chats = sa.Table(
+    "ai_chats",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("notification_preference", sa.String(16), nullable=False),
+    sa.Column("agent_identifier", sa.String(32), nullable=False),
+    sa.Column("current_company_id", sa.String(64), nullable=True),
+    sa.Column("message_count", sa.Integer, nullable=False),
+    sa.Column("blended_token_usage_micros", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("last_message_at", sa.BigInteger, nullable=True),
+    # max(created_at, last_message_at): the sort key of the "recent activity" order.
+    sa.Column("activity_at", sa.BigInteger, nullable=False),
+    # Maintained by the scheduling service: true while the chat has an active schedule.
+    sa.Column("has_active_cron", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
+    sa.Index(
+        "ix_ai_chats_user_pk_live",
+        "user_id",
+        "pk",
+        sqlite_where=LIVE_CHAT,
+        postgresql_where=LIVE_CHAT,
+    ),
+    sa.Index(
+        "ix_ai_chats_user_activity_live",
+        "user_id",
+        "activity_at",
+        "pk",
+        sqlite_where=LIVE_CHAT,
+        postgresql_where=LIVE_CHAT,
+    ),
+    sa.Index(
+        "ix_ai_chats_user_agent_pk_live",
+        "user_id",
+        "agent_identifier",
+        "pk",
+        sqlite_where=LIVE_CHAT,
+        postgresql_where=LIVE_CHAT,
+    ),
+    sa.Index(
+        "ix_ai_chats_user_cron_pk_live",
+        "user_id",
+        "has_active_cron",
+        "pk",
+        sqlite_where=LIVE_CHAT,
+        postgresql_where=LIVE_CHAT,
+    ),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("chat_pk", sa.BigInteger, sa.ForeignKey("ai_chats.pk"), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("suggestion_type", sa.String(64), nullable=True),
+    # JSON list of {"id": "file_..."}: small, always read with the message.
+    sa.Column("attachments", sa.Text, nullable=False),
+    sa.Column("model", sa.String(128), nullable=True),
+    sa.Column("input_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("blended_tokens_micros", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("completed_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_messages_chat_pk_pk", "chat_pk", "pk"),
+)
+
+# An agent turn is queued work, done outside the request by a worker (the agent issue).
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("chat_pk", sa.BigInteger, sa.ForeignKey("ai_chats.pk"), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("user_message_pk", sa.BigInteger, sa.ForeignKey("messages.pk"), nullable=True),
+    sa.Column("scheduled_for", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=True),
+    sa.Column("finished_at", sa.BigInteger, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_runs_chat_pk_pk", "chat_pk", "pk"),
+    sa.Index(
+        "ix_runs_queued_pk",
+        "pk",
+        sqlite_where=sa.text("status = 'queued'"),
+        postgresql_where=sa.text("status = 'queued'"),
+    ),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("api_key_id", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("response_body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("api_key_id", "key"),
+    sa.Index("ix_idempotency_keys_created_at", "created_at"),
+)

@@ -1,0 +1,42 @@
+"""List queries are served by their indexes (keyset range scans, no sort, no full scan)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from aichats.services.chats import ChatOrder, _beyond_statement, _page_statement
+from aichats.storage import migrate
+from aichats.storage.database import compile_statement
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> sqlite3.Connection:
+    url = f"sqlite:///{tmp_path / 'plans.db'}"
+    migrate.upgrade(url)
+    return sqlite3.connect(str(tmp_path / "plans.db"))
+
+
+@pytest.mark.parametrize(
+    "order, flt, index",
+    [
+        (ChatOrder.created_at, (False, False), "ix_ai_chats_user_pk_live"),
+        (ChatOrder.created_at, (True, False), "ix_ai_chats_user_cron_pk_live"),
+        (ChatOrder.created_at, (False, True), "ix_ai_chats_user_agent_pk_live"),
+        (ChatOrder.last_activity_at, (False, False), "ix_ai_chats_user_activity_live"),
+    ],
+)
+@pytest.mark.parametrize("after, before, backwards", [(False, False, False), (True, False, False), (False, True, True), (True, True, False)])
+def test_sqlite_list_plans_use_the_index(sqlite_db, order, flt, index, after, before, backwards) -> None:
+    compiled = compile_statement(_page_statement(order, flt, after, before, backwards), "sqlite")
+    plan = " | ".join(row[3] for row in sqlite_db.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names)))
+    assert index in plan, plan
+    assert "TEMP B-TREE" not in plan, plan  # no sort step: the index gives the order
+
+
+@pytest.mark.parametrize("side", ["after", "before"])
+def test_sqlite_exists_probe_uses_the_index(sqlite_db, side) -> None:
+    compiled = compile_statement(_beyond_statement(ChatOrder.created_at, (False, False), side), "sqlite")
+    plan = " | ".join(row[3] for row in sqlite_db.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names)))
+    assert "ix_ai_chats_user_pk_live" in plan, plan
