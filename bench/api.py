@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -216,8 +217,8 @@ def seed_sqlite(url: str, data: Dataset) -> None:
 
 
 def seed_postgresql(url: str, data: Dataset) -> None:
-    """COPY every table, move the pk sequences past the rows, then VACUUM ANALYZE
-    (the state autovacuum reaches on its own some time after a bulk load)."""
+    """COPY every table, move the pk sequences past the rows, then VACUUM ANALYZE (the
+    state autovacuum reaches on its own some time after a bulk load) and CHECKPOINT."""
 
     async def run() -> None:
         connection = await asyncpg.connect(url)
@@ -228,6 +229,7 @@ def seed_postgresql(url: str, data: Dataset) -> None:
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'pk'), (SELECT max(pk) FROM {table}))"
                 )
             await connection.execute("VACUUM ANALYZE")
+            await connection.execute("CHECKPOINT")  # no background flush of the load during the calls
         finally:
             await connection.close()
 
@@ -303,7 +305,7 @@ def bare_server(body: bytes, workdir: Path) -> AbstractContextManager[str]:
     return server([sys.executable, __file__, "--serve-bare", str(body_file)], workdir / "bare.log")
 
 
-def bare_app(body: bytes):
+def bare_app(body: bytes) -> Any:
     """An ASGI app answering every request with ``body``, as Starlette would send it."""
     start = {
         "type": "http.response.start",
@@ -361,14 +363,14 @@ def deep_cursor(base: str, key: str) -> str:
 
 # ------------------------------------------------------------------ wrk
 
-# wrk runs this with VARIANTS prepended: one pre-formatted request per variant, a random
-# one per call; counts non-2xx answers (keeping the first for the error message); and
+# wrk runs this with CALLS prepended ({method, path, key, body} each): it formats every
+# call once, sends a random one per request, counts non-2xx answers (keeping the first for the error message); and
 # prints one line of figures for bench/api.py to read.
 LUA = r"""
 local prepared = {}
 function init(args)
   math.randomseed(os.time())
-  for i, v in ipairs(VARIANTS) do
+  for i, v in ipairs(CALLS) do
     local headers = {["Authorization"] = "Bearer " .. v[3]}
     if v[4] then headers["Content-Type"] = "application/json" end
     prepared[i] = wrk.format(v[1], v[2], headers, v[4])
@@ -400,12 +402,21 @@ end
 """
 
 
+class Call(NamedTuple):
+    """One HTTP request, as the user holding ``key`` sends it."""
+
+    method: str
+    path: str
+    key: str
+    body: str | None = None  # JSON
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """One measured call: requests as (method, path, key, JSON body or None)."""
+    """One measured call: wrk sends one of ``calls``, at random, per request."""
 
     name: str
-    variants: list[tuple[str, str, str, str | None]]
+    calls: list[Call]
 
 
 @dataclass(frozen=True)
@@ -430,11 +441,11 @@ def lua_string(text: str) -> str:
 
 def write_script(scenario: Scenario, workdir: Path) -> Path:
     rows = ",\n".join(
-        "{" + ", ".join("nil" if part is None else lua_string(part) for part in variant) + "}"
-        for variant in scenario.variants
+        "{" + ", ".join("nil" if part is None else lua_string(part) for part in call) + "}"
+        for call in scenario.calls
     )
     path = workdir / "wrk.lua"
-    path.write_text(f"VARIANTS = {{\n{rows}\n}}\n{LUA}")
+    path.write_text(f"CALLS = {{\n{rows}\n}}\n{LUA}")
     return path
 
 
@@ -473,36 +484,37 @@ def api_scenarios(base: str, data: Dataset) -> list[Scenario]:
     heavy, light = data.key_of[data.heavy], data.key_of[data.light]
     cursor = deep_cursor(base, heavy)
     return [
-        Scenario("create", [("POST", CHATS, key, CREATE_BODY) for key in crowd_keys]),
-        Scenario("retrieve", [("GET", f"{CHATS}/{chat}", key, None) for key, chat in data.samples]),
+        Scenario("create", [Call("POST", CHATS, key, CREATE_BODY) for key in crowd_keys]),
+        Scenario("retrieve", [Call("GET", f"{CHATS}/{chat}", key) for key, chat in data.samples]),
         Scenario(
             "update",
             [
-                ("PATCH", f"{CHATS}/{chat}", key, json.dumps({"title": f"Renamed {i}"}))
+                Call("PATCH", f"{CHATS}/{chat}", key, json.dumps({"title": f"Renamed {i}"}))
                 for i, (key, chat) in enumerate(data.samples)
             ],
         ),
-        Scenario("list first page", [("GET", f"{CHATS}?first=20", key, None) for key in crowd_keys]),
-        Scenario("list deep page", [("GET", f"{CHATS}?first=20&after={cursor}", heavy, None)]),
-        Scenario("list, light user", [("GET", f"{CHATS}?first=20", light, None)]),
-        Scenario("list, heavy user", [("GET", f"{CHATS}?first=20", heavy, None)]),
+        Scenario("list first page", [Call("GET", f"{CHATS}?first=20", key) for key in crowd_keys]),
+        Scenario("list deep page", [Call("GET", f"{CHATS}?first=20&after={cursor}", heavy)]),
+        Scenario("list, light user", [Call("GET", f"{CHATS}?first=20", light)]),
+        Scenario("list, heavy user", [Call("GET", f"{CHATS}?first=20", heavy)]),
     ]
 
 
 def bare_scenario(data: Dataset) -> Scenario:
     """The same request as a retrieve (the bare app ignores it)."""
     key, chat = data.samples[0]
-    return Scenario("bare ASGI", [("GET", f"{CHATS}/{chat}", key, None)])
+    return Scenario("bare ASGI", [Call("GET", f"{CHATS}/{chat}", key)])
 
 
 # ------------------------------------------------------------------ report
 
 DESCRIPTIONS = {
-    "create": "POST, 1,000 users at random",
-    "retrieve": "GET by id, 1,000 users' chats at random",
-    "update": "PATCH title, same chats",
-    "list first page": "first=20, 1,000 users at random",
-    "list deep page": "heavy user, first=20 after 80,000 chats",
+    "bare ASGI": "uvicorn+httptools+uvloop, no app: the ceiling",
+    "create": f"POST, {CROWD_USERS:,} users at random",
+    "retrieve": f"GET by id, a chat of each of {CROWD_USERS:,} users, at random",
+    "update": "PATCH title, the same chats",
+    "list first page": f"first=20, {CROWD_USERS:,} users ({CHATS_PER_CROWD_USER} chats each) at random",
+    "list deep page": f"heavy user, first=20 after {DEEP_WALK_PAGES * 100:,} chats",
     "list, light user": f"first=20, user with {LIGHT_CHATS:,} chats",
     "list, heavy user": f"first=20, user with {HEAVY_CHATS:,} chats",
 }
@@ -544,26 +556,40 @@ def check_targets(results: dict[str, Result], bare: Result) -> bool:
 # ------------------------------------------------------------------ main
 
 
-def bench_backend(backend: str, data: Dataset, bare: Result, workdir: Path, args: argparse.Namespace) -> bool:
+def bench_backend(backend: str, data: Dataset, workdir: Path, args: argparse.Namespace) -> bool:
+    """Seed ``backend``, measure the bare app then every API call; True when targets are met."""
     print(f"\n{backend}", flush=True)
-    with seeded_database(backend, data, workdir, args) as url, aichats_server(url, workdir) as base:
-        scenarios = api_scenarios(base, data)
+    with seeded_database(backend, data, workdir, args) as url:
+        warn_if_busy()
         print_header()
+        bare = measure_bare(data, workdir, args)
         results = {}
-        for scenario in scenarios:
-            results[scenario.name] = measure(base, scenario, workdir, args)
-            print_result(results[scenario.name], bare)
+        with aichats_server(url, workdir) as base:
+            for scenario in api_scenarios(base, data):
+                results[scenario.name] = measure(base, scenario, workdir, args)
+                print_result(results[scenario.name], bare)
     return check_targets(results, bare)
 
 
-def bench_bare(data: Dataset, workdir: Path, args: argparse.Namespace) -> Result:
-    body = retrieve_body(data)
-    print(f"\nbare ASGI app (uvicorn, httptools, uvloop, 1 process; {len(body)}-byte retrieve body)", flush=True)
-    with bare_server(body, workdir) as base:
+def measure_bare(data: Dataset, workdir: Path, args: argparse.Namespace) -> Result:
+    with bare_server(retrieve_body(data), workdir) as base:
         result = measure(base, bare_scenario(data), workdir, args)
-    print_header()
     print_result(result)
     return result
+
+
+def warn_if_busy(threshold: float = 0.15) -> None:
+    """Other work on the machine skews every figure: say so when the CPUs are not idle."""
+    def sample() -> tuple[int, int]:  # (idle, total) jiffies over all CPUs
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)
+
+    idle, total = sample()
+    time.sleep(1)
+    idle_after, total_after = sample()
+    busy = 1 - (idle_after - idle) / max(1, total_after - total)
+    if busy > threshold:
+        print(f"  warning: the machine was {busy:.0%} busy before this run; figures will be noisy", flush=True)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -605,8 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data = generate_dataset(random.Random(args.seed))
             print(f"generated {data.chat_count:,} chats for {len(data.crowd) + 2:,} users "
                   f"in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
-            bare = bench_bare(data, workdir, args)
-            met = [bench_backend(backend, data, bare, workdir, args) for backend in args.backends]
+            met = [bench_backend(backend, data, workdir, args) for backend in args.backends]
     except BenchError as error:
         print(f"\nFAILED: {error}", file=sys.stderr)
         return 1

@@ -216,3 +216,18 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
     operations = {op["operationId"] for path in document["paths"].values() for op in path.values() if isinstance(op, dict) and "operationId" in op}
     assert operations == {"listAiChats", "createAiChat", "retrieveAiChat", "updateAiChat", "deleteAiChat"}
     assert {"AiChat", "ChatCreate", "ChatUpdate", "Error"} <= set(document["components"]["schemas"])
+
+
+def test_concurrent_retries_create_one_chat(live_server: LiveServer, account: Account) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(_: int) -> httpx.Response:
+        with live_server.client(account) as client:
+            return client.post("/ai_chats", json={"message_text": "once"}, headers={"Idempotency-Key": "race"})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(8)))
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    with live_server.client(account) as client:
+        assert len(client.get("/ai_chats").json()["data"]) == 1

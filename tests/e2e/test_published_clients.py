@@ -9,21 +9,17 @@ test runs for each client on each database (``live_server`` is parametrised by b
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
-if TYPE_CHECKING:
-    from conftest import Account, LiveServer
+from tests.conftest import Account, LiveServer
 
-HERE = Path(__file__).parent
-DRIVER = HERE / "drive.py"
+DRIVER = Path(__file__).with_name("drive.py")
 CLIENTS_DIR = Path(__file__).parents[2] / ".venv" / "clients"
 CLIENTS = ["v0", "v2"]
 
@@ -41,7 +37,7 @@ def client(request: pytest.FixtureRequest) -> str:
 def key_for(server: LiveServer, account: Account, scopes: str) -> Account:
     """Another API key of ``account``'s user, limited to ``scopes``."""
     key = server.cli("keys", "create", "--user", account.user_id, "--scopes", scopes).stdout.strip().splitlines()[-1]
-    return dataclasses.replace(account, key=key)
+    return Account(account.user_id, key)
 
 
 def drive(client: str, scenario: str, server: LiveServer, **accounts: Account) -> None:

@@ -29,7 +29,6 @@ _ERRORS = {
     "401": "No API key, or an unknown or revoked one.",
     "403": "The API key lacks the permission this call needs.",
     "404": "No such AI chat for this user (other users' chats are never revealed).",
-    "409": "A request with the same Idempotency-Key is still being processed.",
     "413": "Request body too large.",
     "422": "A field breaks the documented rules; nothing was changed.",
 }
@@ -113,7 +112,7 @@ def _document() -> dict[str, Any]:
                 "Create a new AI chat thread and send the first message to the AI agent.",
                 "ai_chat:create",
                 {"201": chat},
-                ("400", "409", "413", "422"),
+                ("400", "413", "422"),
                 parameters=[idempotency],
                 requestBody={"required": True, "content": {"application/json": {"schema": _ref(ChatCreate)}}},
             ),

@@ -34,30 +34,30 @@ class Raw:
 
 
 class Sdk:
-    """What every adapter provides (see the two modules for the client-specific calls)."""
+    """The scenarios' view of a client. Both clients spell the calls alike
+    (``client.ai_chats.create(...)``, ``.with_raw_response.create(...)``, ``.retrieve(id)``...);
+    an adapter supplies ``chats`` and the hooks where they differ."""
 
-    name: str
     #: HTTP status -> the typed exception this client raises for it.
     errors: dict[int, type[Exception]]
-    #: The base class of every error raised for an HTTP status.
+    #: The base class of every error raised for an HTTP status (each has .status_code and .body).
     status_error: type[Exception]
+    #: The client's ``ai_chats`` resource.
+    chats: Any
+    #: The client's name for the chat's company/account context.
+    company_field: str
 
     def __init__(self, base_url: str, key: str) -> None:
         raise NotImplementedError
 
-    def create(self, *, headers: dict[str, str] | None = None, **fields: Any) -> Any:
-        return self.create_raw(headers=headers, **fields).chat
+    # Hooks each adapter provides.
 
-    def create_raw(self, *, headers: dict[str, str] | None = None, **fields: Any) -> Raw:
+    def create_args(self, headers: dict[str, str] | None, fields: dict[str, Any]) -> dict[str, Any]:
+        """Neutral create fields (and per-request headers) as this client's keyword arguments."""
         raise NotImplementedError
 
-    def retrieve(self, chat_id: str) -> Any:
-        raise NotImplementedError
-
-    def update(self, chat_id: str, **fields: Any) -> Any:
-        raise NotImplementedError
-
-    def delete(self, chat_id: str) -> Any:
+    def raw(self, response: Any) -> Raw:
+        """This client's raw-response wrapper as a :class:`Raw`."""
         raise NotImplementedError
 
     def list(self, **params: Any) -> Any:
@@ -71,13 +71,29 @@ class Sdk:
     def agent_of(self, chat: Any) -> Any:
         raise NotImplementedError
 
-    @staticmethod
-    def error_body(error: Exception) -> Any:
-        return getattr(error, "body", None)
+    # The calls, made the same way with either client.
 
-    @staticmethod
-    def error_status(error: Exception) -> Any:
-        return getattr(error, "status_code", None)
+    def rename(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``company_id`` under this client's name for it."""
+        fields = dict(fields)
+        if "company_id" in fields:
+            fields[self.company_field] = fields.pop("company_id")
+        return fields
+
+    def create(self, *, headers: dict[str, str] | None = None, **fields: Any) -> Any:
+        return self.chats.create(**self.create_args(headers, fields))
+
+    def create_raw(self, *, headers: dict[str, str] | None = None, **fields: Any) -> Raw:
+        return self.raw(self.chats.with_raw_response.create(**self.create_args(headers, fields)))
+
+    def retrieve(self, chat_id: str) -> Any:
+        return self.chats.retrieve(chat_id)
+
+    def update(self, chat_id: str, **fields: Any) -> Any:
+        return self.chats.update(chat_id, **self.rename(fields))
+
+    def delete(self, chat_id: str) -> Any:
+        return self.chats.delete(chat_id)
 
 
 def require_version(module: Any, expected: str) -> None:

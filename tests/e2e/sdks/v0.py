@@ -14,15 +14,7 @@ from sdks import Sdk as Base
 require_version(whop_sdk, "0.0.41")
 
 
-def _rename_company(fields: dict[str, Any]) -> dict[str, Any]:
-    fields = dict(fields)
-    if "company_id" in fields:
-        fields["current_company_id"] = fields.pop("company_id")
-    return fields
-
-
 class Sdk(Base):
-    name = "v0"
     errors = {
         400: whop_sdk.BadRequestError,
         401: whop_sdk.AuthenticationError,
@@ -31,27 +23,22 @@ class Sdk(Base):
         409: whop_sdk.ConflictError,
         422: whop_sdk.UnprocessableEntityError,
     }
+    company_field = "current_company_id"
     status_error = whop_sdk.APIStatusError
 
     def __init__(self, base_url: str, key: str) -> None:
         self.client = Whop(api_key=key, base_url=base_url, max_retries=0)
         self.chats = self.client.ai_chats
 
-    def create_raw(self, *, headers: dict[str, str] | None = None, **fields: Any) -> Raw:
-        fields = _rename_company(fields)
+    def create_args(self, headers: dict[str, str] | None, fields: dict[str, Any]) -> dict[str, Any]:
+        args = self.rename(fields)
         # This client has no agent_identifier parameter: its users send it as an extra body field.
-        extra_body = {"agent_identifier": fields.pop("agent_identifier")} if "agent_identifier" in fields else None
-        response = self.chats.with_raw_response.create(**fields, extra_headers=headers, extra_body=extra_body)
+        if "agent_identifier" in args:
+            args["extra_body"] = {"agent_identifier": args.pop("agent_identifier")}
+        return {**args, "extra_headers": headers}
+
+    def raw(self, response: Any) -> Raw:
         return Raw(response.parse(), response.status_code, dict(response.headers), response.json())
-
-    def retrieve(self, chat_id: str) -> Any:
-        return self.chats.retrieve(chat_id)
-
-    def update(self, chat_id: str, **fields: Any) -> Any:
-        return self.chats.update(chat_id, **_rename_company(fields))
-
-    def delete(self, chat_id: str) -> Any:
-        return self.chats.delete(chat_id)
 
     def list(self, *, agent_identifier: str | None = None, **params: Any) -> Any:
         # No agent_identifier parameter either: it goes in extra_query, which later pages keep.

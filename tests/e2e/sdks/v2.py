@@ -16,19 +16,7 @@ from sdks import Sdk as Base
 require_version(whop_sdk, "2.6.0")
 
 
-def _rename_company(fields: dict[str, Any]) -> dict[str, Any]:
-    fields = dict(fields)
-    if "company_id" in fields:
-        fields["current_account_id"] = fields.pop("company_id")
-    return fields
-
-
-def _options(headers: dict[str, str] | None) -> Any:
-    return {"additional_headers": headers} if headers else None
-
-
 class Sdk(Base):
-    name = "v2"
     errors = {
         400: whop_sdk.BadRequestError,
         401: whop_sdk.UnauthorizedError,
@@ -37,24 +25,20 @@ class Sdk(Base):
         409: whop_sdk.ConflictError,
         422: whop_sdk.UnprocessableEntityError,
     }
+    company_field = "current_account_id"
     status_error = ApiError
 
     def __init__(self, base_url: str, key: str) -> None:
         self.client = Whop(environment=WhopEnvironment(api=base_url, vault=base_url), token=key, max_retries=0)
         self.chats = self.client.ai_chats
 
-    def create_raw(self, *, headers: dict[str, str] | None = None, **fields: Any) -> Raw:
-        response = self.chats.with_raw_response.create(**_rename_company(fields), request_options=_options(headers))
+    def create_args(self, headers: dict[str, str] | None, fields: dict[str, Any]) -> dict[str, Any]:
+        # Per request, not the constructor's idempotency_key=, which would repeat one key on every call.
+        options = {"additional_headers": headers} if headers else None
+        return {**self.rename(fields), "request_options": options}
+
+    def raw(self, response: Any) -> Raw:
         return Raw(response.data, response.status_code, response.headers, response.response.json())
-
-    def retrieve(self, chat_id: str) -> Any:
-        return self.chats.retrieve(chat_id)
-
-    def update(self, chat_id: str, **fields: Any) -> Any:
-        return self.chats.update(chat_id, **_rename_company(fields))
-
-    def delete(self, chat_id: str) -> Any:
-        return self.chats.delete(chat_id)
 
     def list(self, **params: Any) -> Any:
         return self.chats.list(**params)

@@ -1,0 +1,60 @@
+"""Pure helpers: id, time, token and cursor formats."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aichats import clock, ids
+from aichats.api.serializers import decimal_tokens
+from aichats.services.pagination import decode_cursor, encode_cursor
+from aichats.errors import Invalid
+
+
+def test_ids_have_prefix_and_random_part() -> None:
+    made = {ids.new_id("aich") for _ in range(1000)}
+    assert len(made) == 1000
+    assert all(re.fullmatch(r"aich_[A-Za-z0-9]{16}", i) for i in made)
+    assert ids.looks_like("user", "user_abc") and not ids.looks_like("user", "user_a-b")
+    assert not ids.looks_like("user", "user_" + "a" * 64)
+
+
+@pytest.mark.parametrize(
+    "ms, text",
+    [(0, "1970-01-01T00:00:00.000Z"), (1701406800401, "2023-12-01T05:00:00.401Z"), (1701406800009, "2023-12-01T05:00:00.009Z")],
+)
+def test_isoformat_ms(ms: int, text: str) -> None:
+    assert clock.isoformat_ms(ms) == text
+    assert clock.parse_iso(text) == ms
+
+
+def test_parse_iso_takes_offsets_and_naive_utc() -> None:
+    assert clock.parse_iso("2023-12-01T06:00:00.401+01:00") == 1701406800401
+    assert clock.parse_iso("2023-12-01T05:00:00.401") == 1701406800401
+
+
+def test_clock_can_be_replaced() -> None:
+    clock.set_clock(lambda: 42)
+    try:
+        assert clock.now_ms() == 42
+    finally:
+        clock.set_clock(None)
+    assert clock.now_ms() > 1_700_000_000_000
+
+
+@pytest.mark.parametrize(
+    "micros, text",
+    [(0, "0"), (1, "0.000001"), (123_450_000, "123.45"), (1_000_000, "1"), (10**15 + 500_000, "1000000000.5")],
+)
+def test_decimal_tokens_are_exact(micros: int, text: str) -> None:
+    assert decimal_tokens(micros) == text
+
+
+def test_cursor_round_trip_and_rejection() -> None:
+    cursor = encode_cursor("a", (1700000000000, 42))
+    assert decode_cursor("a", cursor, 2, name="after") == (1700000000000, 42)
+    with pytest.raises(Invalid, match="after"):
+        decode_cursor("c", cursor, 1, name="after")
+    with pytest.raises(Invalid, match="before"):
+        decode_cursor("a", "%%%", 2, name="before")
