@@ -26,6 +26,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -35,8 +36,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -148,7 +149,8 @@ def _chat_row(pk: int, user: str, created: int, now: int, rng: random.Random) ->
 
 
 def _message_row(chat: tuple) -> tuple:
-    pk, created = chat[0], chat[8]
+    """The chat's first message, sharing its pk and created_at."""
+    pk, created = chat[0], chat[COLUMNS["ai_chats"].index("created_at")]
     return (pk, ids.new_id(ids.MESSAGE), pk, "user", f"Question {pk}", "completed", "manual", "[]", created, created)
 
 
@@ -259,7 +261,7 @@ def free_port() -> int:
 
 @contextmanager
 def server(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run a server process (given ``--port`` last); yields its base URL once it answers."""
+    """Run a server process (given ``--port`` last); yields its base URL once it listens."""
     port = free_port()
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -580,6 +582,7 @@ def measure_bare(data: Dataset, workdir: Path, args: argparse.Namespace) -> Resu
 
 def warn_if_busy(threshold: float = 0.15) -> None:
     """Other work on the machine skews every figure: say so when the CPUs are not idle."""
+
     def sample() -> tuple[int, int]:  # (idle, total) jiffies over all CPUs
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         return fields[3] + fields[4], sum(fields)
@@ -623,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve_bare:
         serve_bare(args.serve_bare, args.port)
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
     try:
         require_wrk()
         with tempfile.TemporaryDirectory(prefix="aichats-bench-") as tmp:
@@ -635,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as error:
         print(f"\nFAILED: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers stopped, database and temp files removed", file=sys.stderr)
+        return 130
     print("\nall targets met" if all(met) else "\nsome targets NOT MET")
     return 0 if all(met) else 1
 
