@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000
@@ -27,7 +28,14 @@ def set_clock(clock: Callable[[], int] | None) -> None:
 def isoformat_ms(ms: int) -> str:
     """``2023-12-01T05:00:00.401Z``: ISO 8601, UTC, milliseconds, as the API writes it."""
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_second(seconds)}{millis:03d}Z"
+
+
+@lru_cache(maxsize=65_536)
+def _second(seconds: int) -> str:
+    # Formatting dominates serialising a chat (three instants each); most instants
+    # repeat within a list or a busy minute, so the formatted second is cached.
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
 
 
 def parse_iso(value: str) -> int:

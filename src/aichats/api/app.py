@@ -18,6 +18,7 @@ from aichats.api.errors import http_error, service_error, unexpected_error
 from aichats.api.openapi import openapi_document
 from aichats.config import Settings, get_settings
 from aichats.errors import ServiceError
+from aichats.services.keys import KeyCache
 from aichats.storage import database
 
 API = "/api/v1"
@@ -38,20 +39,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.db = await database.connect(settings.database_url, pool_size=settings.postgres_pool_size)
+        app.state.db = db = await database.connect(settings.database_url, pool_size=settings.postgres_pool_size)
+        app.state.key_cache = None
+        if db.dialect == "postgresql":
+            app.state.key_cache = KeyCache()
+            await app.state.key_cache.attach(db)
         try:
             yield
         finally:
             await app.state.db.close()
 
+    # The router tries routes in order: the busiest come first.
     routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.retrieve, methods=["GET"]),
         Route(f"{API}/ai_chats", ai_chats.list_, methods=["GET"]),
         Route(f"{API}/ai_chats", ai_chats.create, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.retrieve, methods=["GET"]),
         Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.update, methods=["PATCH"]),
         Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.delete, methods=["DELETE"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -17,7 +17,7 @@ async def require(request: Request, scope: str) -> Principal:
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise Unauthorized("the Authorization header must be 'Bearer <key>'")
-    principal = await authenticate(request.app.state.db, secret)
+    principal = await authenticate(request.app.state.db, secret, request.app.state.key_cache)
     if principal is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
     if scope not in principal.scopes:

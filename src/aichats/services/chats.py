@@ -258,8 +258,13 @@ def _page_statement(
 def _beyond_statement(order: ChatOrder, flt: tuple[bool, bool], side: Literal["after", "before"]) -> sa.Select:
     """Whether any row lies on the far side of a cursor (the cursor's own row included)."""
     key, cursor = _key_and_cursor(order, side)
-    condition = key >= cursor if side == "after" else key <= cursor
-    return _filtered(sa.select(_c.pk), flt).where(condition).limit(1)
+    columns = _sort_key(order)
+    if side == "after":
+        condition, ordering = key >= cursor, [c.asc() for c in columns]
+    else:
+        condition, ordering = key <= cursor, [c.desc() for c in columns]
+    # Ordered so that the probe is a range scan of the list's index, nearest row first.
+    return _filtered(sa.select(_c.pk), flt).where(condition).order_by(*ordering).limit(1)
 
 
 def chat_cursor(order: ChatOrder, row: Row) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlalchemy as sa
 
@@ -108,12 +109,68 @@ async def revoke_key(db: Database, key_id: str) -> bool:
     async with db.transaction() as tx:
         if await tx.fetch_one(_EXISTS, {"key_id": key_id}) is None:
             raise NotFound(f"no API key {key_id}")
-        return await tx.execute(_REVOKE, {"key_id": key_id, "now": now_ms()}) == 1
+        revoked = await tx.execute(_REVOKE, {"key_id": key_id, "now": now_ms()}) == 1
+        await tx.notify(KEYS_CHANNEL, key_id)
+        return revoked
 
 
-async def authenticate(db: Database, secret: str) -> Principal | None:
+KEYS_CHANNEL = "aichats_keys"
+
+
+class KeyCache:
+    """Principals of keys seen recently, so that most requests skip the key lookup.
+
+    Correct only while every key change reaches this process: the cache is used only
+    while ``db.listening`` (PostgreSQL LISTEN on ``aichats_keys``, to which
+    :func:`revoke_key` sends a NOTIFY in its transaction), and any notification, or a
+    lost listening connection, empties it. A lookup that raced with a change is not
+    stored (the generation moved while it ran). SQLite servers do not use it: a key
+    lookup there costs microseconds, and a revocation by another process is not
+    announced.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Principal] = {}
+        self._generation = 0
+
+    def forget_all(self, _payload: str | None = None) -> None:
+        self._generation += 1
+        self._entries.clear()
+
+    async def attach(self, db: Database) -> None:
+        await db.listen(KEYS_CHANNEL, self.forget_all)
+
+    async def authenticate(self, db: Database, secret: str) -> Principal | None:
+        key_hash = hash_key(secret)
+        if db.listening:
+            hit = self._entries.get(key_hash)
+            if hit is not None:
+                return hit
+        generation = self._generation
+        principal = await _lookup(db, key_hash)
+        if principal is not None and db.listening and generation == self._generation:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key_hash] = principal
+        return principal
+
+
+async def authenticate(db: Database, secret: str, cache: KeyCache | None = None) -> Principal | None:
     """The principal of a live key, or None for an unknown or revoked one."""
-    row = await db.fetch_one(_BY_HASH, {"key_hash": hash_key(secret)})
+    if cache is not None:
+        return await cache.authenticate(db, secret)
+    return await _lookup(db, hash_key(secret))
+
+
+async def _lookup(db: Database, key_hash: str) -> Principal | None:
+    row = await db.fetch_one(_BY_HASH, {"key_hash": key_hash})
     if row is None:
         return None
-    return Principal(row["user_id"], row["id"], frozenset(row["scopes"].split(",")))
+    return Principal(row["user_id"], row["id"], _scope_set(row["scopes"]))
+
+
+@lru_cache(maxsize=64)
+def _scope_set(text: str) -> frozenset[str]:
+    return frozenset(text.split(","))

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Protocol
 
 import asyncpg
@@ -33,6 +34,9 @@ from sqlalchemy.engine import Dialect
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
+# Called with a notification's payload, or with None when notifications may have been
+# missed (the listening connection dropped): the listener must then assume anything changed.
+Listener = Callable[[str | None], None]
 
 _DIALECTS: dict[str, Dialect] = {
     "sqlite": sqlite_dialect.dialect(),
@@ -53,8 +57,13 @@ class Compiled:
     defaults: Mapping[str, Any]
 
     def bind(self, params: Params) -> tuple[Any, ...]:
-        defaults = self.defaults
-        return tuple(params[n] if n in params else defaults[n] for n in self.names)
+        if self.defaults:
+            params = {**self.defaults, **params}
+        if len(self.names) == 1:
+            return (params[self.names[0]],)
+        if not self.names:
+            return ()
+        return itemgetter(*self.names)(params)
 
 
 _compiled: dict[tuple[int, str], tuple[sa.Executable, Compiled]] = {}
@@ -90,12 +99,22 @@ class Connection(Protocol):
 
     async def execute(self, statement: sa.Executable, params: Params = ...) -> int: ...
 
+    async def notify(self, channel: str, payload: str) -> None:
+        """Tell listeners on ``channel``, once (and only if) the transaction commits."""
+
 
 class Database(Protocol):
-    """A database: reads outside transactions, writes inside them."""
+    """A database: reads outside transactions, writes inside them, and notifications.
+
+    ``listening`` is true while notifications from *other processes* reach this one
+    (PostgreSQL LISTEN); SQLite delivers them within its own process only.
+    """
 
     dialect: str
     url: str
+    listening: bool
+
+    async def listen(self, channel: str, listener: Listener) -> None: ...
 
     async def fetch_one(self, statement: sa.Executable, params: Params = ...) -> Row | None: ...
 
@@ -125,12 +144,17 @@ def _sqlite_connect(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute("PRAGMA busy_timeout=5000")
+    # Reads through a memory map skip a system call per page; a larger page cache keeps
+    # the hot part of the indexes in memory (both are per connection, in bytes / KiB).
+    connection.execute("PRAGMA mmap_size=268435456")
+    connection.execute("PRAGMA cache_size=-32768")
     return connection
 
 
 class _SQLiteConnection:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self.pending: list[tuple[str, str]] = []
 
     def _run(self, statement: sa.Executable, params: Params) -> sqlite3.Cursor:
         compiled = compile_statement(statement, "sqlite")
@@ -150,9 +174,13 @@ class _SQLiteConnection:
     async def execute(self, statement: sa.Executable, params: Params = {}) -> int:
         return self._run(statement, params).rowcount
 
+    async def notify(self, channel: str, payload: str) -> None:
+        self.pending.append((channel, payload))
+
 
 class SQLiteDatabase:
     dialect = "sqlite"
+    listening = False  # other processes' notifications never arrive
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -160,6 +188,10 @@ class SQLiteDatabase:
         self._writer = _sqlite_connect(path)
         self._reader = _SQLiteConnection(_sqlite_connect(path))
         self._write_lock = asyncio.Lock()
+        self._listeners: dict[str, list[Listener]] = {}
+
+    async def listen(self, channel: str, listener: Listener) -> None:
+        self._listeners.setdefault(channel, []).append(listener)
 
     async def fetch_one(self, statement: sa.Executable, params: Params = {}) -> Row | None:
         return await self._reader.fetch_one(statement, params)
@@ -171,12 +203,16 @@ class SQLiteDatabase:
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
+            connection = _SQLiteConnection(self._writer)
             try:
-                yield _SQLiteConnection(self._writer)
+                yield connection
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
+        for channel, payload in connection.pending:
+            for listener in self._listeners.get(channel, ()):
+                listener(payload)
 
     async def close(self) -> None:
         self._writer.close()
@@ -210,6 +246,13 @@ class _PostgresConnection:
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
+    async def notify(self, channel: str, payload: str) -> None:
+        await self._connection.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+
+async def _no_reset(connection: Any) -> None:
+    return None
+
 
 async def _translate(awaitable: Any) -> Any:
     try:
@@ -224,11 +267,77 @@ class PostgresDatabase:
     def __init__(self, url: str, pool: Any) -> None:
         self.url = url
         self._pool = pool
+        self._listeners: dict[str, list[Listener]] = {}
+        self._listen_connection: Any = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def listening(self) -> bool:
+        connection = self._listen_connection
+        return connection is not None and not connection.is_closed()
+
+    async def listen(self, channel: str, listener: Listener) -> None:
+        """Call ``listener`` for each NOTIFY on ``channel``, from any process.
+
+        One connection per process carries every LISTEN. If it drops, listeners hear
+        ``None`` (anything may have changed) and it is re-established in the background.
+        """
+        first = channel not in self._listeners
+        self._listeners.setdefault(channel, []).append(listener)
+        if self._listen_connection is None:
+            await self._open_listen_connection()
+        elif first and self.listening:
+            await self._listen_connection.add_listener(channel, self._dispatch)
+
+    async def _open_listen_connection(self) -> None:
+        connection = await asyncpg.connect(asyncpg_dsn(self.url))
+        connection.add_termination_listener(self._on_listen_lost)
+        for channel in self._listeners:
+            await connection.add_listener(channel, self._dispatch)
+        self._listen_connection = connection
+
+    def _dispatch(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
+        for listener in self._listeners.get(channel, ()):
+            listener(payload)
+
+    def _everyone(self, payload: str | None) -> None:
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener(payload)
+
+    def _on_listen_lost(self, _connection: Any) -> None:
+        self._everyone(None)
+        if not self._closed and self._reconnecting is None:
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.1
+        while not self._closed:
+            try:
+                await self._open_listen_connection()
+            except (OSError, asyncpg.PostgresError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._everyone(None)  # whatever was sent while deaf is lost
+            break
+        self._reconnecting = None
 
     @classmethod
     async def connect(cls, url: str, pool_size: int) -> "PostgresDatabase":
         pool = await asyncpg.create_pool(
-            asyncpg_dsn(url), min_size=1, max_size=pool_size, statement_cache_size=512
+            asyncpg_dsn(url),
+            min_size=1,
+            max_size=pool_size,
+            statement_cache_size=512,
+            # Connections carry no session state (no SET, LISTEN or session locks), so
+            # the default reset query on every release would be a wasted round trip.
+            reset=_no_reset,
+            # Every statement is a keyset query on an index chosen by its shape, not its
+            # values: generic plans skip re-planning and never swap the per-user index
+            # for a scan of the primary key when one user owns most rows.
+            server_settings={"plan_cache_mode": "force_generic_plan"},
         )
         return cls(url, pool)
 
@@ -247,6 +356,11 @@ class PostgresDatabase:
                 yield _PostgresConnection(connection)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        if self._listen_connection is not None:
+            await self._listen_connection.close()
         await self._pool.close()
 
 

@@ -1,0 +1,98 @@
+"""API keys: scopes, revocation, and the PostgreSQL key cache's invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+
+from aichats.errors import Invalid
+from aichats.services import keys, users
+from aichats.storage import database
+from aichats.storage.database import Database
+from aichats.storage.schema import api_keys
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    connection = await database.connect(database_url, pool_size=2)
+    yield connection
+    await connection.close()
+
+
+def test_scopes_parse() -> None:
+    assert keys.parse_scopes(None) == keys.SCOPES
+    assert keys.parse_scopes("ai_chat:read, ai_chat:read ai_chat:delete") == ("ai_chat:read", "ai_chat:delete")
+    with pytest.raises(Invalid):
+        keys.parse_scopes("ai_chat:admin")
+    with pytest.raises(Invalid):
+        keys.parse_scopes(",")
+
+
+async def test_only_the_hash_is_stored_and_revocation_works(db: Database) -> None:
+    user_id = await users.create_user(db)
+    info, secret = await keys.create_key(db, user_id, ("ai_chat:read",))
+    stored = await db.fetch_all(sa.select(api_keys.c.key_hash, api_keys.c.prefix).where(api_keys.c.id == sa.bindparam("i")), {"i": info.id})
+    assert stored[0]["key_hash"] == keys.hash_key(secret) and secret not in stored[0]["key_hash"]
+    principal = await keys.authenticate(db, secret)
+    assert principal is not None and principal.user_id == user_id and principal.scopes == {"ai_chat:read"}
+    assert await keys.revoke_key(db, info.id) is True
+    assert await keys.authenticate(db, secret) is None
+    assert await keys.revoke_key(db, info.id) is False
+
+
+async def eventually_none(cache: keys.KeyCache, db: Database, secret: str) -> bool:
+    for _ in range(100):
+        if await cache.authenticate(db, secret) is None:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+# The key cache runs on PostgreSQL only (SQLite looks keys up every time).
+postgres_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+@postgres_only
+async def test_key_cache_forgets_on_revocation_from_another_process(database_url: str, db: Database) -> None:
+    cache = keys.KeyCache()
+    await cache.attach(db)
+    user_id = await users.create_user(db)
+    info, secret = await keys.create_key(db, user_id)
+    assert await cache.authenticate(db, secret) is not None
+
+    other = await database.connect(database_url, pool_size=1)  # another process's view
+    try:
+        await keys.revoke_key(other, info.id)
+    finally:
+        await other.close()
+    assert await eventually_none(cache, db, secret)
+
+
+@postgres_only
+async def test_key_cache_is_bypassed_while_deaf(db: Database) -> None:
+    cache = keys.KeyCache()
+    await cache.attach(db)
+    user_id = await users.create_user(db)
+    info, secret = await keys.create_key(db, user_id)
+    assert await cache.authenticate(db, secret) is not None
+    # Kill the LISTEN connection, then revoke behind the cache's back (no NOTIFY).
+    listener_pid = db._listen_connection.get_server_pid()  # type: ignore[attr-defined]
+    async with db.transaction() as tx:
+        await tx.execute(sa.text(f"SELECT pg_terminate_backend({listener_pid})"))
+        await tx.execute(sa.update(api_keys).where(api_keys.c.id == sa.bindparam("i")).values(revoked_at=1), {"i": info.id})
+    assert await eventually_none(cache, db, secret)
+    for _ in range(200):  # and it listens again by itself
+        if db.listening:
+            break
+        await asyncio.sleep(0.02)
+    assert db.listening
