@@ -64,9 +64,7 @@ CREATE_BODY = json.dumps({"message_text": "Summarise last week's sales.", "title
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 # The server flags of ``aichats serve`` (src/aichats/cli.py), used for the bare app too.
-SERVE_FLAGS = dict(
-    workers=1, loop="uvloop", http="httptools", access_log=False, log_level="info", server_header=False
-)
+SERVE_FLAGS = dict(workers=1, loop="uvloop", http="httptools", access_log=False, log_level="info", server_header=False)
 
 TARGET_LIST_SCALING = 1.5  # heavy user's first-page p50 at most this times the light user's
 TARGET_RETRIEVE_SHARE = 0.25  # retrieve at least this share of bare requests/s
@@ -125,9 +123,8 @@ def generate_dataset(rng: random.Random) -> Dataset:
     owners += [data.heavy] * HEAVY_CHATS + [data.light] * LIGHT_CHATS
     rng.shuffle(owners)
     created = sorted(rng.randrange(start, now) for _ in owners)  # pk order is creation order
-    data.rows["ai_chats"] = [
-        _chat_row(pk, user, at, now, rng) for pk, (user, at) in enumerate(zip(owners, created), 1)
-    ]
+    pairs = enumerate(zip(owners, created, strict=True), 1)
+    data.rows["ai_chats"] = [_chat_row(pk, user, at, now, rng) for pk, (user, at) in pairs]
     data.rows["messages"] = [_message_row(chat) for chat in data.rows["ai_chats"]]
     data.samples = _one_chat_per_user(data, rng)
     return data
@@ -168,7 +165,7 @@ def retrieve_body(data: Dataset) -> bytes:
     """What ``GET /ai_chats/{id}`` answers for the first sampled chat, byte for byte."""
     chat_id = data.samples[0][1]
     row = next(r for r in data.rows["ai_chats"] if r[1] == chat_id)
-    return orjson.dumps(chat_json(dict(zip(COLUMNS["ai_chats"], row))))
+    return orjson.dumps(chat_json(dict(zip(COLUMNS["ai_chats"], row, strict=True))))
 
 
 # ------------------------------------------------------------------ databases
@@ -210,9 +207,7 @@ def seed_sqlite(url: str, data: Dataset) -> None:
         connection.execute("BEGIN")
         for table, columns in COLUMNS.items():
             marks = ", ".join("?" * len(columns))
-            connection.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", data.rows[table]
-            )
+            connection.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", data.rows[table])
         connection.execute("COMMIT")
     finally:
         connection.close()
@@ -443,8 +438,7 @@ def lua_string(text: str) -> str:
 
 def write_script(scenario: Scenario, workdir: Path) -> Path:
     rows = ",\n".join(
-        "{" + ", ".join("nil" if part is None else lua_string(part) for part in call) + "}"
-        for call in scenario.calls
+        "{" + ", ".join("nil" if part is None else lua_string(part) for part in call) + "}" for call in scenario.calls
     )
     path = workdir / "wrk.lua"
     path.write_text(f"CALLS = {{\n{rows}\n}}\n{LUA}")
@@ -454,7 +448,7 @@ def write_script(scenario: Scenario, workdir: Path) -> Path:
 def run_wrk(base: str, script: Path, seconds: int, connections: int) -> dict:
     argv = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
     finished = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    line = next((l for l in finished.stdout.splitlines() if l.startswith("BENCH ")), None)
+    line = next((text for text in finished.stdout.splitlines() if text.startswith("BENCH ")), None)
     if finished.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({finished.returncode}):\n{finished.stdout}{finished.stderr}")
     return json.loads(line.removeprefix("BENCH "))

@@ -47,7 +47,7 @@ def _postgres_admin(sql: str) -> None:
 def _postgres_database(name: str) -> str:
     try:
         _postgres_admin(f'CREATE DATABASE "{name}"')
-    except (OSError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError) as error:
         message = f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {error}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _real_clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_clock: Callable[[], int] = _real_clock
 
 
 def now_ms() -> int:
@@ -22,7 +28,7 @@ def now_ms() -> int:
 def set_clock(clock: Callable[[], int] | None) -> None:
     """Replace the clock (``None`` restores the real one)."""
     global _clock
-    _clock = clock or (lambda: time.time_ns() // 1_000_000)
+    _clock = clock or _real_clock
 
 
 def isoformat_ms(ms: int) -> str:
@@ -42,5 +48,5 @@ def parse_iso(value: str) -> int:
     """Milliseconds of an ISO 8601 instant (naive values are taken as UTC)."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return (parsed - _EPOCH) // timedelta(milliseconds=1)

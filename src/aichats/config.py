@@ -26,15 +26,11 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Interface `aichats serve` listens on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port `aichats serve` listens on.")
-    migrate_on_start: bool = Field(
-        True, description="Apply database migrations when `aichats serve` starts."
-    )
+    migrate_on_start: bool = Field(True, description="Apply database migrations when `aichats serve` starts.")
     postgres_pool_size: int = Field(
         10, ge=1, le=1000, description="Connections each server process keeps to PostgreSQL."
     )
-    max_body_bytes: int = Field(
-        1_048_576, ge=1024, description="Largest request body accepted; larger ones get 413."
-    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted; larger ones get 413.")
     idempotency_ttl_seconds: int = Field(
         86_400,
         ge=60,

@@ -38,7 +38,13 @@ def test_create_stores_chat_with_first_message(api: httpx.Client, account: Accou
 
 
 def test_create_accepts_general_agent_and_account_id(api: httpx.Client) -> None:
-    chat = create(api, agent_identifier="general", current_account_id="biz_9", message_source="suggestion", suggestion_type="revenue")
+    chat = create(
+        api,
+        agent_identifier="general",
+        current_account_id="biz_9",
+        message_source="suggestion",
+        suggestion_type="revenue",
+    )
     assert chat["agent_identifier"] == "general"
     assert chat["title"] is None
 
@@ -122,7 +128,13 @@ def test_body_too_large_is_413(api: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"notification_preference": "some"}, {"notification_preference": None}, {"title": ""}, {"title": "t" * 201}, {"id": "aich_x"}],
+    [
+        {"notification_preference": "some"},
+        {"notification_preference": None},
+        {"title": ""},
+        {"title": "t" * 201},
+        {"id": "aich_x"},
+    ],
 )
 def test_invalid_update_is_422_and_changes_nothing(api: httpx.Client, body: dict) -> None:
     chat = create(api, title="Keep")
@@ -188,7 +200,12 @@ class TestIdempotency:
     def test_same_key_other_body_is_refused(self, api: httpx.Client) -> None:
         headers = {"Idempotency-Key": "order-2"}
         assert api.post("/ai_chats", json={"message_text": "hi"}, headers=headers).status_code == 201
-        assert_error(api.post("/ai_chats", json={"message_text": "bye"}, headers=headers), 422, "invalid_request", "Idempotency-Key")
+        assert_error(
+            api.post("/ai_chats", json={"message_text": "bye"}, headers=headers),
+            422,
+            "invalid_request",
+            "Idempotency-Key",
+        )
         assert len(api.get("/ai_chats").json()["data"]) == 1
 
     def test_keys_belong_to_their_holder(self, live_server: LiveServer, api: httpx.Client) -> None:
@@ -213,7 +230,12 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
     assert httpx.get(live_server.root + "/healthz").json() == {"status": "ok"}
     document = httpx.get(live_server.root + "/openapi.json").json()
     assert document["servers"] == [{"url": live_server.api}]
-    operations = {op["operationId"] for path in document["paths"].values() for op in path.values() if isinstance(op, dict) and "operationId" in op}
+    operations = {
+        op["operationId"]
+        for path in document["paths"].values()
+        for op in path.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
     assert operations == {"listAiChats", "createAiChat", "retrieveAiChat", "updateAiChat", "deleteAiChat"}
     assert {"AiChat", "ChatCreate", "ChatUpdate", "Error"} <= set(document["components"]["schemas"])
 

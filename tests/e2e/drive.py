@@ -21,7 +21,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sdks import Sdk, load
@@ -59,7 +59,11 @@ class Context:
 
 def snapshot(sdk: Sdk, chat: Any) -> dict[str, Any]:
     """A chat's fields as comparable values (the same for a chat and a list item)."""
-    return {**{name: getattr(chat, name) for name in FIELDS}, "user": chat.user.id, "agent_identifier": sdk.agent_of(chat)}
+    return {
+        **{name: getattr(chat, name) for name in FIELDS},
+        "user": chat.user.id,
+        "agent_identifier": sdk.agent_of(chat),
+    }
 
 
 def ids(chats: Iterable[Any]) -> list[str]:
@@ -70,7 +74,7 @@ def ids(chats: Iterable[Any]) -> list[str]:
 def check_utc(value: Any, what: str) -> None:
     assert isinstance(value, datetime), f"{what} is {value!r}, not a datetime"
     assert value.utcoffset() == timedelta(0), f"{what} is {value!r}, not UTC"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert now - CLOCK_SLACK < value < now + CLOCK_SLACK, f"{what} is {value}, far from now ({now})"
 
 
@@ -102,7 +106,9 @@ def check_chat(
 def check_wire(body: Any, chat: Any) -> None:
     """The raw JSON of a chat: every documented field, datetimes as 2023-12-01T05:00:00.401Z."""
     expected = {*FIELDS, "agent_identifier", "user"}
-    assert isinstance(body, dict) and set(body) == expected, f"raw chat fields {sorted(body)}, expected {sorted(expected)}"
+    assert isinstance(body, dict) and set(body) == expected, (
+        f"raw chat fields {sorted(body)}, expected {sorted(expected)}"
+    )
     for name in ("created_at", "updated_at", "last_message_at"):
         assert WIRE_DATETIME.fullmatch(body[name]), f"raw {name} {body[name]!r} is not ISO 8601 UTC with milliseconds"
     assert body["id"] == chat.id and body["user"] == {"id": chat.user.id}
@@ -119,7 +125,9 @@ def expect_error(sdk: Sdk, status: int, error_type: str, call: Callable[[], Any]
         body = error.body  # type: ignore[attr-defined]
         assert isinstance(body, dict) and set(body) == {"error"}, f"{what}: error body {body!r}"
         assert set(body["error"]) == {"type", "message"}, f"{what}: error body {body!r}"
-        assert body["error"]["type"] == error_type, f"{what}: error type {body['error']['type']!r}, expected {error_type!r}"
+        assert body["error"]["type"] == error_type, (
+            f"{what}: error type {body['error']['type']!r}, expected {error_type!r}"
+        )
         message = body["error"]["message"]
         assert isinstance(message, str) and message.strip(), f"{what}: empty error message in {body!r}"
         return message

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import sqlalchemy as sa
 
@@ -12,23 +10,10 @@ from aichats.errors import Invalid
 from aichats.services import chats, users
 from aichats.services.chats import AgentIdentifier, ChatCreate, ChatFilter, ChatOrder
 from aichats.services.pagination import PageRequest
-from aichats.storage import database
 from aichats.storage.database import Database
 from aichats.storage.schema import ai_chats
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    connection = await database.connect(database_url, pool_size=2)
-    yield connection
-    await connection.close()
 
 
 async def make_chats(db: Database, count: int, **fields: object) -> tuple[str, list[str]]:

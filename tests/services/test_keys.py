@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
@@ -15,18 +14,6 @@ from aichats.storage.database import Database
 from aichats.storage.schema import api_keys
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    connection = await database.connect(database_url, pool_size=2)
-    yield connection
-    await connection.close()
 
 
 def test_scopes_parse() -> None:
@@ -41,7 +28,9 @@ def test_scopes_parse() -> None:
 async def test_only_the_hash_is_stored_and_revocation_works(db: Database) -> None:
     user_id = await users.create_user(db)
     info, secret = await keys.create_key(db, user_id, ("ai_chat:read",))
-    stored = await db.fetch_all(sa.select(api_keys.c.key_hash, api_keys.c.prefix).where(api_keys.c.id == sa.bindparam("i")), {"i": info.id})
+    stored = await db.fetch_all(
+        sa.select(api_keys.c.key_hash, api_keys.c.prefix).where(api_keys.c.id == sa.bindparam("i")), {"i": info.id}
+    )
     assert stored[0]["key_hash"] == keys.hash_key(secret) and secret not in stored[0]["key_hash"]
     principal = await keys.authenticate(db, secret)
     assert principal is not None and principal.user_id == user_id and principal.scopes == {"ai_chat:read"}
@@ -89,7 +78,9 @@ async def test_key_cache_is_bypassed_while_deaf(db: Database) -> None:
     listener_pid = db._listen_connection.get_server_pid()  # type: ignore[attr-defined]
     async with db.transaction() as tx:
         await tx.execute(sa.text(f"SELECT pg_terminate_backend({listener_pid})"))
-        await tx.execute(sa.update(api_keys).where(api_keys.c.id == sa.bindparam("i")).values(revoked_at=1), {"i": info.id})
+        await tx.execute(
+            sa.update(api_keys).where(api_keys.c.id == sa.bindparam("i")).values(revoked_at=1), {"i": info.id}
+        )
     assert await eventually_none(cache, db, secret)
     for _ in range(200):  # and it listens again by itself
         if db.listening:

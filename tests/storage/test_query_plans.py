@@ -27,10 +27,14 @@ def sqlite_db(tmp_path) -> sqlite3.Connection:
         (ChatOrder.last_activity_at, (False, False), "ix_ai_chats_user_activity_live"),
     ],
 )
-@pytest.mark.parametrize("after, before, backwards", [(False, False, False), (True, False, False), (False, True, True), (True, True, False)])
+@pytest.mark.parametrize(
+    "after, before, backwards", [(False, False, False), (True, False, False), (False, True, True), (True, True, False)]
+)
 def test_sqlite_list_plans_use_the_index(sqlite_db, order, flt, index, after, before, backwards) -> None:
     compiled = compile_statement(_page_statement(order, flt, after, before, backwards), "sqlite")
-    plan = " | ".join(row[3] for row in sqlite_db.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names)))
+    plan = " | ".join(
+        row[3] for row in sqlite_db.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names))
+    )
     assert index in plan, plan
     assert "TEMP B-TREE" not in plan, plan  # no sort step: the index gives the order
 
@@ -38,5 +42,7 @@ def test_sqlite_list_plans_use_the_index(sqlite_db, order, flt, index, after, be
 @pytest.mark.parametrize("side", ["after", "before"])
 def test_sqlite_exists_probe_uses_the_index(sqlite_db, side) -> None:
     compiled = compile_statement(_beyond_statement(ChatOrder.created_at, (False, False), side), "sqlite")
-    plan = " | ".join(row[3] for row in sqlite_db.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names)))
+    plan = " | ".join(
+        row[3] for row in sqlite_db.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names))
+    )
     assert "ix_ai_chats_user_pk_live" in plan, plan

@@ -8,8 +8,8 @@ import pytest
 
 from aichats import clock, ids
 from aichats.api.serializers import decimal_tokens
-from aichats.services.pagination import decode_cursor, encode_cursor
 from aichats.errors import Invalid
+from aichats.services.pagination import decode_cursor, encode_cursor
 
 
 def test_ids_have_prefix_and_random_part() -> None:
@@ -22,7 +22,11 @@ def test_ids_have_prefix_and_random_part() -> None:
 
 @pytest.mark.parametrize(
     "ms, text",
-    [(0, "1970-01-01T00:00:00.000Z"), (1701406800401, "2023-12-01T05:00:00.401Z"), (1701406800009, "2023-12-01T05:00:00.009Z")],
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (1701406800401, "2023-12-01T05:00:00.401Z"),
+        (1701406800009, "2023-12-01T05:00:00.009Z"),
+    ],
 )
 def test_isoformat_ms(ms: int, text: str) -> None:
     assert clock.isoformat_ms(ms) == text

@@ -11,7 +11,13 @@ from aichats.api.inputs import query_bool, query_int, query_str, read_json, vali
 from aichats.api.serializers import chat_json
 from aichats.errors import Invalid
 from aichats.services import chats, idempotency
-from aichats.services.chats import AgentIdentifier, ChatCreate, ChatFilter, ChatOrder, ChatUpdate
+from aichats.services.chats import (
+    AgentIdentifier,
+    ChatCreate,
+    ChatFilter,
+    ChatOrder,
+    ChatUpdate,
+)
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Connection
 

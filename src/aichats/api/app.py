@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,10 +20,12 @@ from aichats.api.errors import http_error, service_error, unexpected_error
 from aichats.api.openapi import openapi_document
 from aichats.config import Settings, get_settings
 from aichats.errors import ServiceError
+from aichats.services import idempotency
 from aichats.services.keys import KeyCache
 from aichats.storage import database
 
 API = "/api/v1"
+log = logging.getLogger("aichats")
 _PING = sa.select(sa.literal(1).label("ok"))
 
 
@@ -34,6 +38,16 @@ async def openapi(request: Request) -> Response:
     return json_response(openapi_document(str(request.base_url).rstrip("/") + API))
 
 
+async def _housekeeping(db: database.Database, settings: Settings) -> None:
+    """Hourly: forget idempotency answers past their TTL (a failure is logged, then retried)."""
+    while True:
+        try:
+            await idempotency.purge_expired(db, settings.idempotency_ttl_seconds * 1000)
+        except Exception:
+            log.exception("housekeeping failed")
+        await asyncio.sleep(3600)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
 
@@ -44,9 +58,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if db.dialect == "postgresql":
             app.state.key_cache = KeyCache()
             await app.state.key_cache.attach(db)
+        housekeeping = asyncio.create_task(_housekeeping(db, settings))
         try:
             yield
         finally:
+            housekeeping.cancel()
             await app.state.db.close()
 
     # The router tries routes in order: the busiest come first.

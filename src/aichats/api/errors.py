@@ -49,9 +49,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    return error_response(
-        exc.status_code, _HTTP_TYPES.get(exc.status_code, "error"), message, dict(exc.headers or {})
-    )
+    return error_response(exc.status_code, _HTTP_TYPES.get(exc.status_code, "error"), message, dict(exc.headers or {}))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

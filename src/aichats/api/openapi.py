@@ -64,7 +64,13 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-_CHAT_ID = {"name": "chat_id", "in": "path", "required": True, "schema": {"type": "string"}, "description": "The AI chat's id (`aich_...`)."}
+_CHAT_ID = {
+    "name": "chat_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The AI chat's id (`aich_...`).",
+}
 
 
 @lru_cache
@@ -82,12 +88,18 @@ def _document() -> dict[str, Any]:
     }
     page_size = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}
     list_params = [
-        _query("first", page_size, f"Page size, reading forwards (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})."),
+        _query(
+            "first", page_size, f"Page size, reading forwards (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})."
+        ),
         _query("after", {"type": "string"}, "Cursor: return items after this one (`page_info.end_cursor`)."),
         _query("last", page_size, f"Page size, reading backwards from `before` (at most {MAX_PAGE_SIZE})."),
         _query("before", {"type": "string"}, "Cursor: return items before this one (`page_info.start_cursor`)."),
         _query("only_active_crons", {"type": "boolean"}, "Only chats whose schedule is active."),
-        _query("agent_identifier", {"type": "string", "enum": [a.value for a in AgentIdentifier]}, "Only chats of this agent."),
+        _query(
+            "agent_identifier",
+            {"type": "string", "enum": [a.value for a in AgentIdentifier]},
+            "Only chats of this agent.",
+        ),
         _query(
             "order",
             {"type": "string", "enum": [o.value for o in ChatOrder], "default": "created_at"},
@@ -142,12 +154,14 @@ def _document() -> dict[str, Any]:
         "info": {
             "title": "aichats: the AI Chats API",
             "version": __version__,
-            "description": "Every error answers `{\"error\": {\"type\": \"...\", \"message\": \"...\"}}`.",
+            "description": 'Every error answers `{"error": {"type": "...", "message": "..."}}`.',
         },
         "paths": paths,
         "components": {
             "schemas": components["$defs"],
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `aichats keys create`."}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `aichats keys create`."}
+            },
         },
     }
 

@@ -8,8 +8,8 @@ found. Creating a chat stores its first user message and queues the agent's turn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-from functools import lru_cache
+from enum import Enum, StrEnum
+from functools import cache
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -19,7 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from aichats import ids
 from aichats.clock import now_ms
 from aichats.errors import NotFound
-from aichats.services.pagination import Page, PageRequest, build_page, decode_cursor, encode_cursor
+from aichats.services.pagination import (
+    Page,
+    PageRequest,
+    build_page,
+    decode_cursor,
+    encode_cursor,
+)
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, messages, runs
 
@@ -34,17 +40,17 @@ Reference = Annotated[
 ]
 
 
-class AgentIdentifier(str, Enum):
+class AgentIdentifier(StrEnum):
     support = "support"
     general = "general"
 
 
-class NotificationPreference(str, Enum):
+class NotificationPreference(StrEnum):
     all = "all"
     none = "none"
 
 
-class MessageSource(str, Enum):
+class MessageSource(StrEnum):
     manual = "manual"
     suggestion = "suggestion"
     link = "link"
@@ -100,7 +106,7 @@ class ChatCreate(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> "ChatCreate":
+    def _check(self) -> ChatCreate:
         if not self.message_text.strip():
             raise ValueError("message_text must not be blank")
         if self.suggestion_type is not None and self.message_source is not MessageSource.suggestion:
@@ -115,18 +121,20 @@ class ChatUpdate(BaseModel):
 
     title: Title | None = Field(None, description="New title; `null` clears it.")
     notification_preference: NotificationPreference | None = None
-    current_company_id: Reference | None = Field(None, description="`current_account_id` is accepted too; `null` clears it.")
+    current_company_id: Reference | None = Field(
+        None, description="`current_account_id` is accepted too; `null` clears it."
+    )
 
     _merge_company = model_validator(mode="before")(_same_company)
 
     @model_validator(mode="after")
-    def _check(self) -> "ChatUpdate":
+    def _check(self) -> ChatUpdate:
         if "notification_preference" in self.model_fields_set and self.notification_preference is None:
             raise ValueError("notification_preference must be 'all' or 'none'")
         return self
 
 
-class ChatOrder(str, Enum):
+class ChatOrder(StrEnum):
     created_at = "created_at"
     last_activity_at = "last_activity_at"
 
@@ -207,7 +215,7 @@ _INSERT_RUN = sa.insert(runs).values(
 _DELETE = sa.update(ai_chats).where(*_OWNED_LIVE).values(deleted_at=sa.bindparam("now"), updated_at=sa.bindparam("now"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _update_statement(fields: frozenset[str]) -> sa.Update:
     values: dict[str, Any] = {name: sa.bindparam("set_" + name) for name in sorted(fields)}
     values["updated_at"] = sa.bindparam("now")
@@ -237,10 +245,8 @@ def _filtered(statement: sa.Select, flt: tuple[bool, bool]) -> sa.Select:
     return statement
 
 
-@lru_cache(maxsize=None)
-def _page_statement(
-    order: ChatOrder, flt: tuple[bool, bool], after: bool, before: bool, backwards: bool
-) -> sa.Select:
+@cache
+def _page_statement(order: ChatOrder, flt: tuple[bool, bool], after: bool, before: bool, backwards: bool) -> sa.Select:
     """Rows of one page: the window between the cursors, read from one end."""
     statement = _filtered(sa.select(*CHAT_COLUMNS), flt)
     if after:
@@ -254,7 +260,7 @@ def _page_statement(
     return statement.order_by(*ordering).limit(sa.bindparam("limit"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _beyond_statement(order: ChatOrder, flt: tuple[bool, bool], side: Literal["after", "before"]) -> sa.Select:
     """Whether any row lies on the far side of a cursor (the cursor's own row included)."""
     key, cursor = _key_and_cursor(order, side)
@@ -379,11 +385,15 @@ async def list_chats(
     rows = await db.fetch_all(
         _page_statement(order, shape, page.after is not None, page.before is not None, page.backwards), params
     )
-    more_before = page.after is not None and not page.backwards and (
-        await db.fetch_one(_beyond_statement(order, shape, "after"), params) is not None
+    more_before = (
+        page.after is not None
+        and not page.backwards
+        and (await db.fetch_one(_beyond_statement(order, shape, "after"), params) is not None)
     )
-    more_after = page.before is not None and page.backwards and (
-        await db.fetch_one(_beyond_statement(order, shape, "before"), params) is not None
+    more_after = (
+        page.before is not None
+        and page.backwards
+        and (await db.fetch_one(_beyond_statement(order, shape, "before"), params) is not None)
     )
     return build_page(
         rows,

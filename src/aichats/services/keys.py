@@ -64,9 +64,7 @@ _INSERT = sa.insert(api_keys).values(
 _BY_HASH = sa.select(api_keys.c.id, api_keys.c.user_id, api_keys.c.scopes).where(
     api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
 )
-_BY_USER = (
-    sa.select(api_keys).where(api_keys.c.user_id == sa.bindparam("user_id")).order_by(api_keys.c.pk)
-)
+_BY_USER = sa.select(api_keys).where(api_keys.c.user_id == sa.bindparam("user_id")).order_by(api_keys.c.pk)
 _REVOKE = (
     sa.update(api_keys)
     .where(api_keys.c.id == sa.bindparam("key_id"), api_keys.c.revoked_at.is_(None))

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from operator import itemgetter
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import asyncpg
@@ -34,6 +35,7 @@ from sqlalchemy.engine import Dialect
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
+NO_PARAMS: Params = MappingProxyType({})
 # Called with a notification's payload, or with None when notifications may have been
 # missed (the listening connection dropped): the listener must then assume anything changed.
 Listener = Callable[[str | None], None]
@@ -131,7 +133,7 @@ class Database(Protocol):
 def sqlite_path(url: str) -> str:
     """The file of a ``sqlite:///path`` URL (``sqlite:///:memory:`` is refused)."""
     path = url.split("://", 1)[1]
-    path = path[1:] if path.startswith("/") else path
+    path = path.removeprefix("/")
     if not path or path == ":memory:":
         raise ValueError("the SQLite database must be a file, e.g. sqlite:///aichats.db")
     return path
@@ -165,13 +167,13 @@ class _SQLiteConnection:
                 raise UniqueViolation(str(error)) from error
             raise
 
-    async def fetch_one(self, statement: sa.Executable, params: Params = {}) -> Row | None:
+    async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         return self._run(statement, params).fetchone()
 
-    async def fetch_all(self, statement: sa.Executable, params: Params = {}) -> list[Row]:
+    async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
         return self._run(statement, params).fetchall()
 
-    async def execute(self, statement: sa.Executable, params: Params = {}) -> int:
+    async def execute(self, statement: sa.Executable, params: Params = NO_PARAMS) -> int:
         return self._run(statement, params).rowcount
 
     async def notify(self, channel: str, payload: str) -> None:
@@ -193,10 +195,10 @@ class SQLiteDatabase:
     async def listen(self, channel: str, listener: Listener) -> None:
         self._listeners.setdefault(channel, []).append(listener)
 
-    async def fetch_one(self, statement: sa.Executable, params: Params = {}) -> Row | None:
+    async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         return await self._reader.fetch_one(statement, params)
 
-    async def fetch_all(self, statement: sa.Executable, params: Params = {}) -> list[Row]:
+    async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
         return await self._reader.fetch_all(statement, params)
 
     @asynccontextmanager
@@ -224,23 +226,22 @@ class SQLiteDatabase:
 
 def asyncpg_dsn(url: str) -> str:
     """``postgresql://`` DSN for asyncpg (it does not take SQLAlchemy's ``+driver``)."""
-    scheme, rest = url.split("://", 1)
-    return "postgresql://" + rest
+    return "postgresql://" + url.split("://", 1)[1]
 
 
 class _PostgresConnection:
     def __init__(self, connection: Any) -> None:
         self._connection = connection
 
-    async def fetch_one(self, statement: sa.Executable, params: Params = {}) -> Row | None:
+    async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         compiled = compile_statement(statement, "postgresql")
         return await _translate(self._connection.fetchrow(compiled.sql, *compiled.bind(params)))
 
-    async def fetch_all(self, statement: sa.Executable, params: Params = {}) -> list[Row]:
+    async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
         compiled = compile_statement(statement, "postgresql")
         return await _translate(self._connection.fetch(compiled.sql, *compiled.bind(params)))
 
-    async def execute(self, statement: sa.Executable, params: Params = {}) -> int:
+    async def execute(self, statement: sa.Executable, params: Params = NO_PARAMS) -> int:
         compiled = compile_statement(statement, "postgresql")
         status = await _translate(self._connection.execute(compiled.sql, *compiled.bind(params)))
         tail = status.rsplit(" ", 1)[-1]
@@ -325,7 +326,7 @@ class PostgresDatabase:
         self._reconnecting = None
 
     @classmethod
-    async def connect(cls, url: str, pool_size: int) -> "PostgresDatabase":
+    async def connect(cls, url: str, pool_size: int) -> PostgresDatabase:
         pool = await asyncpg.create_pool(
             asyncpg_dsn(url),
             min_size=1,
@@ -341,19 +342,18 @@ class PostgresDatabase:
         )
         return cls(url, pool)
 
-    async def fetch_one(self, statement: sa.Executable, params: Params = {}) -> Row | None:
+    async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         async with self._pool.acquire() as connection:
             return await _PostgresConnection(connection).fetch_one(statement, params)
 
-    async def fetch_all(self, statement: sa.Executable, params: Params = {}) -> list[Row]:
+    async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
         async with self._pool.acquire() as connection:
             return await _PostgresConnection(connection).fetch_all(statement, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        async with self._pool.acquire() as connection:
-            async with connection.transaction():
-                yield _PostgresConnection(connection)
+        async with self._pool.acquire() as connection, connection.transaction():
+            yield _PostgresConnection(connection)
 
     async def close(self) -> None:
         self._closed = True

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import whop_sdk
-from whop_sdk import Whop
-
 from sdks import Raw, require_version
 from sdks import Sdk as Base
+from whop_sdk import Whop
 
 require_version(whop_sdk, "0.0.41")
 
 
 class Sdk(Base):
-    errors = {
+    errors: ClassVar[dict[int, type[Exception]]] = {
         400: whop_sdk.BadRequestError,
         401: whop_sdk.AuthenticationError,
         403: whop_sdk.PermissionDeniedError,

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import whop_sdk
+from sdks import Raw, require_version
+from sdks import Sdk as Base
 from whop_sdk import Whop
 from whop_sdk.core.api_error import ApiError
 from whop_sdk.environment import WhopEnvironment
-
-from sdks import Raw, require_version
-from sdks import Sdk as Base
 
 require_version(whop_sdk, "2.6.0")
 
 
 class Sdk(Base):
-    errors = {
+    errors: ClassVar[dict[int, type[Exception]]] = {
         400: whop_sdk.BadRequestError,
         401: whop_sdk.UnauthorizedError,
         403: whop_sdk.ForbiddenError,
