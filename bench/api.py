@@ -44,8 +44,8 @@ import asyncpg
 import orjson
 
 from aichats import ids
-from aichats.api.serializers import chat_json
 from aichats.clock import now_ms
+from aichats.services.chats import chat_json
 from aichats.services.keys import KEY_PREFIX, SCOPES, hash_key
 from aichats.storage import migrate
 

@@ -89,6 +89,7 @@ def run_cli(database_url: str, *args: str, check: bool = True) -> subprocess.Com
 class Account:
     user_id: str
     key: str
+    file_id: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -165,8 +166,14 @@ def stop_server(server: LiveServer) -> None:
 
 @pytest.fixture(scope="session")
 def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A real server process on each backend, shared by the session's tests."""
-    server = start_server(database_url, tmp_path_factory.mktemp("server") / "serve.log")
+    """A real server process on each backend, shared by the session's tests.
+
+    It runs no agent workers, so chats stay as the API calls leave them; the agent's
+    own tests use ``agent_server``.
+    """
+    directory = tmp_path_factory.mktemp("server")
+    env = {"AICHATS_WORKERS": "0", "AICHATS_FILES_DIR": str(directory / "files")}
+    server = start_server(database_url, directory / "serve.log", env)
     yield server
     stop_server(server)
 

@@ -86,6 +86,36 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int, 
     )
 
 
+@main.command()
+@click.option("--concurrency", type=int, help="Runs this process works on at once (default AICHATS_WORKERS, min 1).")
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None) -> None:
+    """Run agent workers alone (no HTTP), until interrupted. Any number may share one PostgreSQL."""
+    import logging
+    import signal
+
+    from aichats.runs.worker import WorkerPool
+
+    settings = _settings(ctx)
+    migrate.upgrade(settings.database_url)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        db = await database.connect(settings.database_url, pool_size=max(2, (concurrency or settings.workers) + 1))
+        pool = WorkerPool(db, settings, max(1, concurrency or settings.workers))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await pool.start()
+        click.echo(f"aichats worker: {pool.count} worker(s) on {db.dialect}", err=True)
+        await stop.wait()
+        await pool.stop()
+        await db.close()
+
+    asyncio.run(run())
+
+
 @main.command("migrate")
 @click.pass_context
 def migrate_command(ctx: click.Context) -> None:

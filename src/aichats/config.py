@@ -7,6 +7,7 @@ checks that the two stay in step.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 
 from pydantic import Field, field_validator
@@ -36,6 +37,77 @@ class Settings(BaseSettings):
         ge=60,
         description="How long a stored `Idempotency-Key` answer is replayed before the key may be reused.",
     )
+
+    model: str = Field(
+        "local:smollm2-135m",
+        description=(
+            "The model every agent uses, as `provider:model`: `local:smollm2-135m` (built in, offline), "
+            "`openai:<model>` (any OpenAI-compatible server; set `OPENAI_BASE_URL` and `OPENAI_API_KEY`), "
+            "`anthropic:<model>` (`ANTHROPIC_API_KEY`), or `test:echo` (deterministic, for tests)."
+        ),
+    )
+    model_support: str | None = Field(None, description="Model of the `support` agent (default: `AICHATS_MODEL`).")
+    model_general: str | None = Field(None, description="Model of the `general` agent (default: `AICHATS_MODEL`).")
+    system_prompt_support: str = Field(
+        "You are a helpful support agent. Answer the user's questions clearly and briefly.",
+        description="System prompt of the `support` agent.",
+    )
+    system_prompt_general: str = Field(
+        "You are a helpful assistant.", description="System prompt of the `general` agent."
+    )
+    token_weights: dict[str, dict[str, Decimal]] = Field(
+        default_factory=dict,
+        description=(
+            "JSON: per-model weights of input and output tokens in `blended_token_usage`, e.g. "
+            '`{"openai:gpt-4o": {"input": "1", "output": "4"}}`. '
+            "blended = input_tokens x input + output_tokens x output; weights default to 1; "
+            "at most 6 decimal places (sums stay exact)."
+        ),
+    )
+    max_output_tokens: int = Field(512, ge=1, description="Longest reply, in tokens.")
+    model_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "How long a reply may take to start, retries with backoff included, before it fails; "
+            "also the limit on any silence while it streams."
+        ),
+    )
+    workers: int = Field(1, ge=0, description="Agent workers `aichats serve` runs in-process (0: none).")
+    run_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A worker that stops renewing a run for this long is presumed dead; another retries the run.",
+    )
+    max_run_attempts: int = Field(
+        3, ge=1, description="Tries of one agent turn (crashed workers included) before it fails."
+    )
+    files_dir: str = Field("aichats-files", description="Directory where uploaded files are stored.")
+    max_file_bytes: int = Field(10_485_760, ge=1, description="Largest upload accepted by `POST /files`.")
+    max_attachment_chars: int = Field(
+        20_000, ge=0, description="Characters of one text attachment inlined into the model's context."
+    )
+
+    @field_validator("token_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, dict[str, Decimal]]) -> dict[str, dict[str, Decimal]]:
+        for model, weights in value.items():
+            for kind, weight in weights.items():
+                if kind not in ("input", "output") or weight < 0 or weight != round(weight, 6):
+                    raise ValueError(f"{model}: weights are input/output, >= 0, with at most 6 decimals")
+        return value
+
+    def model_for(self, agent_identifier: str) -> str:
+        return getattr(self, f"model_{agent_identifier}", None) or self.model
+
+    def system_prompt_for(self, agent_identifier: str) -> str:
+        return getattr(self, f"system_prompt_{agent_identifier}")
+
+    def blended_micros(self, model: str, input_tokens: int, output_tokens: int) -> int:
+        """Exact blended tokens in millionths: input x weight + output x weight."""
+        weights = self.token_weights.get(model, {})
+        blended = input_tokens * weights.get("input", Decimal(1)) + output_tokens * weights.get("output", Decimal(1))
+        return int(blended * 1_000_000)
 
     @field_validator("database_url")
     @classmethod

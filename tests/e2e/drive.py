@@ -159,7 +159,7 @@ def crud(ctx: Context) -> None:
         agent_identifier="general",
         message_source="suggestion",
         suggestion_type="whats_new",
-        message_attachments=[{"id": "file_abc123"}],
+        message_attachments=[{"id": ctx.accounts["main"]["file_id"]}],
     )
     check_chat(sdk, general, user_id=user_id, title=None, agent="general")
     assert general.id != chat.id

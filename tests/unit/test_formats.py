@@ -7,8 +7,8 @@ import re
 import pytest
 
 from aichats import clock, ids
-from aichats.api.serializers import decimal_tokens
 from aichats.errors import Invalid
+from aichats.services.messages import decimal_tokens
 from aichats.services.pagination import decode_cursor, encode_cursor
 
 

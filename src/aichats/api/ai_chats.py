@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aichats.api.auth import require
-from aichats.api.inputs import query_bool, query_int, query_str, read_json, validate
-from aichats.api.serializers import chat_json
+from aichats.api.inputs import page_request, query_bool, query_str, read_json, validate
+from aichats.api.responses import json_response
 from aichats.errors import Invalid
 from aichats.services import chats, idempotency
 from aichats.services.chats import (
@@ -17,13 +17,9 @@ from aichats.services.chats import (
     ChatFilter,
     ChatOrder,
     ChatUpdate,
+    chat_json,
 )
-from aichats.services.pagination import PageRequest
 from aichats.storage.database import Connection
-
-
-def json_response(value: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(value), status_code=status, media_type="application/json")
 
 
 async def create(request: Request) -> Response:
@@ -85,12 +81,7 @@ def _enum(request: Request, name: str, enum: type, default: object = None) -> ob
 
 async def list_(request: Request) -> Response:
     principal = await require(request, "ai_chat:read")
-    page = PageRequest(
-        first=query_int(request, "first"),
-        last=query_int(request, "last"),
-        after=query_str(request, "after"),
-        before=query_str(request, "before"),
-    )
+    page = page_request(request)
     flt = ChatFilter(
         only_active_crons=query_bool(request, "only_active_crons"),
         agent_identifier=_enum(request, "agent_identifier", AgentIdentifier),  # type: ignore[arg-type]

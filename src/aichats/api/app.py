@@ -14,13 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aichats.api import ai_chats
-from aichats.api.ai_chats import json_response
+from aichats.api import ai_chats, messages
 from aichats.api.errors import http_error, service_error, unexpected_error
 from aichats.api.openapi import openapi_document
+from aichats.api.responses import json_response
 from aichats.config import Settings, get_settings
 from aichats.errors import ServiceError
+from aichats.runs.worker import WorkerPool
 from aichats.services import idempotency
+from aichats.services.events import EventHub
 from aichats.services.keys import KeyCache
 from aichats.storage import database
 
@@ -58,11 +60,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if db.dialect == "postgresql":
             app.state.key_cache = KeyCache()
             await app.state.key_cache.attach(db)
+        app.state.event_hub = EventHub()
+        await app.state.event_hub.attach(db)
+        workers = WorkerPool(db, settings, settings.workers)
+        await workers.start()
         housekeeping = asyncio.create_task(_housekeeping(db, settings))
         try:
             yield
         finally:
             housekeeping.cancel()
+            await workers.stop()
             await app.state.db.close()
 
     # The router tries routes in order: the busiest come first.
@@ -72,6 +79,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(f"{API}/ai_chats", ai_chats.create, methods=["POST"]),
         Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.update, methods=["PATCH"]),
         Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.delete, methods=["DELETE"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/messages", messages.list_, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/messages", messages.create, methods=["POST"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/events", messages.stream, methods=["GET"]),
+        Route(f"{API}/files", messages.upload, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from aichats.errors import BadRequest, Invalid, PayloadTooLarge
+from aichats.services.pagination import PageRequest
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -97,3 +98,13 @@ def query_str(request: Request, name: str, max_length: int = 512) -> str | None:
     if len(raw) > max_length:
         raise Invalid(f"`{name}` is longer than {max_length} characters")
     return raw
+
+
+def page_request(request: Request) -> PageRequest:
+    """``first``/``after``/``last``/``before`` from the query string (422 if out of range)."""
+    return PageRequest(
+        first=query_int(request, "first"),
+        last=query_int(request, "last"),
+        after=query_str(request, "after"),
+        before=query_str(request, "before"),
+    )

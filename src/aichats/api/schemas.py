@@ -1,6 +1,6 @@
 """Response shapes, for the OpenAPI document and for tests that hold the API to it.
 
-Handlers build plain dicts (``serializers.py``) for speed; tests validate real
+Services build plain dicts (``chat_json``, ``message_json``) for speed; tests validate real
 responses against these models, with unknown fields forbidden.
 """
 

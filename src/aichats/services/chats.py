@@ -12,13 +12,13 @@ from enum import Enum, StrEnum
 from functools import cache
 from typing import Annotated, Any, Literal
 
-import orjson
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from aichats import ids
-from aichats.clock import now_ms
+from aichats.clock import isoformat_ms, now_ms
 from aichats.errors import NotFound
+from aichats.services.messages import MessageInput, add_user_message, decimal_tokens
 from aichats.services.pagination import (
     Page,
     PageRequest,
@@ -27,11 +27,9 @@ from aichats.services.pagination import (
     encode_cursor,
 )
 from aichats.storage.database import Connection, Database, Row
-from aichats.storage.schema import ai_chats, messages, runs
+from aichats.storage.schema import ai_chats
 
 MAX_TITLE_LENGTH = 200
-MAX_MESSAGE_LENGTH = 32_000
-MAX_ATTACHMENTS = 10
 MAX_REFERENCE_LENGTH = 64
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_LENGTH)]
@@ -50,22 +48,6 @@ class NotificationPreference(StrEnum):
     none = "none"
 
 
-class MessageSource(StrEnum):
-    manual = "manual"
-    suggestion = "suggestion"
-    link = "link"
-
-
-class Attachment(BaseModel):
-    """A previously uploaded file, by id."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: Annotated[str, StringConstraints(max_length=MAX_REFERENCE_LENGTH, pattern=r"^file_[A-Za-z0-9]+$")]
-
-
-_NULL_MEANS_DEFAULT = ("message_attachments", "message_source", "agent_identifier")
-
-
 def _same_company(data: Any) -> Any:
     """``current_company_id`` (older clients) and ``current_account_id`` are one field."""
     if isinstance(data, dict) and "current_account_id" in data:
@@ -78,40 +60,19 @@ def _same_company(data: Any) -> Any:
     return data
 
 
-class ChatCreate(BaseModel):
-    """Body of ``POST /ai_chats``."""
+class ChatCreate(MessageInput):
+    """Body of ``POST /ai_chats``: the chat and its first message."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    message_text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_LENGTH)] = Field(
-        description="The first message to the agent."
-    )
     title: Title | None = None
     current_company_id: Reference | None = Field(
         None, description="The company (or account) the chat is about; `current_account_id` is accepted too."
-    )
-    message_attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
-    message_source: MessageSource = MessageSource.manual
-    suggestion_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
-        None, description="Which suggestion the user picked; only with `message_source: suggestion`."
     )
     agent_identifier: AgentIdentifier = AgentIdentifier.support
 
     @model_validator(mode="before")
     @classmethod
-    def _normalise(cls, data: Any) -> Any:
-        data = _same_company(data)
-        if isinstance(data, dict):  # an explicit null means "the default" for these
-            data = {k: v for k, v in data.items() if not (v is None and k in _NULL_MEANS_DEFAULT)}
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> ChatCreate:
-        if not self.message_text.strip():
-            raise ValueError("message_text must not be blank")
-        if self.suggestion_type is not None and self.message_source is not MessageSource.suggestion:
-            raise ValueError("suggestion_type is only allowed with message_source 'suggestion'")
-        return self
+    def _merge_company(cls, data: Any) -> Any:
+        return _same_company(data)
 
 
 class ChatUpdate(BaseModel):
@@ -174,6 +135,7 @@ _INSERT_CHAT = (
                 "id",
                 "user_id",
                 "title",
+                "title_locked",
                 "notification_preference",
                 "agent_identifier",
                 "current_company_id",
@@ -188,30 +150,6 @@ _INSERT_CHAT = (
     )
     .returning(_c.pk)
 )
-_INSERT_MESSAGE = (
-    sa.insert(messages)
-    .values(
-        {
-            c: sa.bindparam(c)
-            for c in (
-                "id",
-                "chat_pk",
-                "role",
-                "content",
-                "status",
-                "source",
-                "suggestion_type",
-                "attachments",
-                "created_at",
-                "completed_at",
-            )
-        }
-    )
-    .returning(messages.c.pk)
-)
-_INSERT_RUN = sa.insert(runs).values(
-    {c: sa.bindparam(c) for c in ("id", "chat_pk", "trigger", "status", "user_message_pk", "created_at")}
-)
 _DELETE = sa.update(ai_chats).where(*_OWNED_LIVE).values(deleted_at=sa.bindparam("now"), updated_at=sa.bindparam("now"))
 
 
@@ -219,6 +157,8 @@ _DELETE = sa.update(ai_chats).where(*_OWNED_LIVE).values(deleted_at=sa.bindparam
 def _update_statement(fields: frozenset[str]) -> sa.Update:
     values: dict[str, Any] = {name: sa.bindparam("set_" + name) for name in sorted(fields)}
     values["updated_at"] = sa.bindparam("now")
+    if "title" in fields:  # the user chose (or cleared) the title: never generate one over it
+        values["title_locked"] = sa.true()
     return sa.update(ai_chats).where(*_OWNED_LIVE).values(values).returning(*CHAT_COLUMNS)
 
 
@@ -282,6 +222,23 @@ def chat_cursor(order: ChatOrder, row: Row) -> str:
 # ------------------------------------------------------------------------ services
 
 
+def chat_json(row: Row) -> dict[str, Any]:
+    """The AI chat as the API shows it (and as the published clients parse it)."""
+    last = row["last_message_at"]
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "notification_preference": row["notification_preference"],
+        "agent_identifier": row["agent_identifier"],
+        "message_count": row["message_count"],
+        "blended_token_usage": decimal_tokens(row["blended_token_usage_micros"]),
+        "created_at": isoformat_ms(row["created_at"]),
+        "updated_at": isoformat_ms(row["updated_at"]),
+        "last_message_at": None if last is None else isoformat_ms(last),
+        "user": {"id": row["user_id"]},
+    }
+
+
 async def create_chat(tx: Connection, user_id: str, data: ChatCreate) -> dict[str, Any]:
     """Store a chat, its first user message and the queued agent turn (inside ``tx``)."""
     now = now_ms()
@@ -289,46 +246,22 @@ async def create_chat(tx: Connection, user_id: str, data: ChatCreate) -> dict[st
         "id": ids.new_id(ids.CHAT),
         "user_id": user_id,
         "title": data.title,
+        "title_locked": data.title is not None,
         "notification_preference": NotificationPreference.all.value,
         "agent_identifier": data.agent_identifier.value,
         "current_company_id": data.current_company_id,
-        "message_count": 1,
+        "message_count": 0,
         "blended_token_usage_micros": 0,
         "created_at": now,
         "updated_at": now,
-        "last_message_at": now,
+        "last_message_at": None,
         "activity_at": now,
     }
     row = await tx.fetch_one(_INSERT_CHAT, chat)
     assert row is not None
     chat["pk"] = row["pk"]
-    message = await tx.fetch_one(
-        _INSERT_MESSAGE,
-        {
-            "id": ids.new_id(ids.MESSAGE),
-            "chat_pk": chat["pk"],
-            "role": "user",
-            "content": data.message_text,
-            "status": "completed",
-            "source": data.message_source.value,
-            "suggestion_type": data.suggestion_type,
-            "attachments": orjson.dumps([a.model_dump() for a in data.message_attachments]).decode(),
-            "created_at": now,
-            "completed_at": now,
-        },
-    )
-    assert message is not None
-    await tx.execute(
-        _INSERT_RUN,
-        {
-            "id": ids.new_id(ids.RUN),
-            "chat_pk": chat["pk"],
-            "trigger": "message",
-            "status": "queued",
-            "user_message_pk": message["pk"],
-            "created_at": now,
-        },
-    )
+    await add_user_message(tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data, now=now)
+    chat.update(message_count=1, last_message_at=now)
     return chat
 
 

@@ -75,6 +75,8 @@ ai_chats = sa.Table(
     sa.Column("activity_at", sa.BigInteger, nullable=False),
     # Maintained by the scheduling service: true while the chat has an active schedule.
     sa.Column("has_active_cron", sa.Boolean, nullable=False, server_default=sa.false()),
+    # True once the user chose the title (on create or update): generated titles never replace it.
+    sa.Column("title_locked", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("deleted_at", sa.BigInteger, nullable=True),
     sa.Index(
         "ix_ai_chats_user_pk_live",
@@ -147,13 +149,49 @@ runs = sa.Table(
     sa.Column("started_at", sa.BigInteger, nullable=True),
     sa.Column("finished_at", sa.BigInteger, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # Claiming: a worker holds a run while its lease is in the future, renewing it
+    # (heartbeat); a run whose lease lapsed belonged to a dead worker and is claimed again.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("worker_id", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", sa.BigInteger, nullable=True),
+    sa.Column("assistant_message_pk", sa.BigInteger, sa.ForeignKey("messages.pk"), nullable=True),
+    sa.Column("model", sa.String(128), nullable=True),
+    sa.Column("input_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("blended_tokens_micros", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_runs_chat_pk_pk", "chat_pk", "pk"),
     sa.Index(
-        "ix_runs_queued_pk",
+        "ix_runs_active_pk",
         "pk",
-        sqlite_where=sa.text("status = 'queued'"),
-        postgresql_where=sa.text("status = 'queued'"),
+        sqlite_where=sa.text("status IN ('queued', 'running')"),
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
     ),
+)
+
+# Everything that happens in a chat, in order: what the events stream replays from
+# ``Last-Event-ID`` (the pk). Deltas are coalesced (a row per ~50 ms of output).
+chat_events = sa.Table(
+    "chat_events",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("chat_pk", sa.BigInteger, sa.ForeignKey("ai_chats.pk"), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_chat_events_chat_pk_pk", "chat_pk", "pk"),
+)
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("content_type", sa.String(127), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
 idempotency_keys = sa.Table(

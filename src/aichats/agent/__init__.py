@@ -1,0 +1,1 @@
+"""The agent: model providers and the context a turn sends them."""

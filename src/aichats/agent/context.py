@@ -1,0 +1,72 @@
+"""What one agent turn sends its model: instructions, then as much history as fits.
+
+The system prompt of the chat's agent comes first, with the chat's company or account.
+Then the conversation up to the user message being answered, newest kept, oldest
+dropped first when the model's context window (less the reply's budget) is full. Text
+attachments are inlined into their message (cut at ``AICHATS_MAX_ATTACHMENT_CHARS``);
+other files are named, not read.
+"""
+
+from __future__ import annotations
+
+import orjson
+import sqlalchemy as sa
+
+from aichats.agent.models import ChatMessage, Model
+from aichats.config import Settings
+from aichats.services import files
+from aichats.storage.database import Database, Row
+from aichats.storage.schema import messages
+
+HISTORY_LIMIT = 200  # messages read per turn, before trimming to the window
+
+_m = messages.c
+_HISTORY = (
+    sa.select(_m.role, _m.content, _m.attachments)
+    .where(
+        _m.chat_pk == sa.bindparam("chat_pk"),
+        _m.pk <= sa.bindparam("upto"),
+        _m.status == "completed",
+    )
+    .order_by(_m.pk.desc())
+    .limit(HISTORY_LIMIT)
+)
+
+
+def system_prompt(settings: Settings, chat: Row) -> str:
+    prompt = settings.system_prompt_for(chat["agent_identifier"])
+    if chat["current_company_id"]:
+        prompt += f"\n\nThe user is working in the context of the company or account {chat['current_company_id']}."
+    return prompt
+
+
+async def _with_attachments(db: Database, settings: Settings, user_id: str, row: Row) -> str:
+    text = row["content"]
+    for attachment in orjson.loads(row["attachments"]):
+        try:
+            record = await files.get_file(db, user_id, attachment["id"])
+        except Exception:
+            continue
+        body = files.read_text(settings.files_dir, record, settings.max_attachment_chars)
+        if body is None:
+            text += f"\n\n[Attached file {record['filename']} ({record['content_type']}, {record['size']} bytes)]"
+        else:
+            text += f"\n\n[Attached file {record['filename']}]\n{body}"
+    return text
+
+
+async def build(db: Database, settings: Settings, model: Model, chat: Row, upto_message_pk: int) -> list[ChatMessage]:
+    system = ChatMessage("system", system_prompt(settings, chat))
+    budget = model.context_window - settings.max_output_tokens - model.count_tokens(system.content) - 16
+    kept: list[ChatMessage] = []
+    for row in await db.fetch_all(_HISTORY, {"chat_pk": chat["pk"], "upto": upto_message_pk}):
+        content = await _with_attachments(db, settings, chat["user_id"], row)
+        cost = model.count_tokens(content) + 8  # role markers
+        if cost > budget:
+            if not kept:  # the message being answered must go in, cut to what fits
+                content = content[: max(budget, 1) * 3]
+                kept.append(ChatMessage(row["role"], content))
+            break
+        budget -= cost
+        kept.append(ChatMessage(row["role"], content))
+    return [system, *reversed(kept)]

@@ -1,0 +1,82 @@
+"""One small interface that every model provider implements.
+
+A model streams a reply to a list of chat messages: text deltas as they are
+generated, then exactly one :class:`Usage` taken from the provider's own report (or,
+for the local model, counted with its tokenizer). Providers raise :class:`ModelError`,
+saying whether trying again may help (``transient``), so that the run loop owns retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+
+class ModelError(Exception):
+    """A provider failed; ``transient`` errors (timeouts, 429, 5xx, refused connections) may pass."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class Model(Protocol):
+    """A chat model. ``name`` is ``provider:model``, as configured and as recorded on messages."""
+
+    name: str
+    context_window: int
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in a prompt (exact where the provider's tokenizer is local)."""
+        ...
+
+    def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
+        """Yield text deltas, then one :class:`Usage`."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"openai:gpt-4o-mini"`` -> ``("openai", "gpt-4o-mini")``."""
+    provider, sep, model = spec.partition(":")
+    if not sep or not provider or not model:
+        raise ValueError(f"a model is named 'provider:model', got {spec!r}")
+    return provider, model
+
+
+def load_model(spec: str, *, timeout_seconds: float) -> Model:
+    """Build the model that ``spec`` names (providers import their SDKs only when used)."""
+    provider, model = parse_spec(spec)
+    if provider == "test":
+        from aichats.agent.models.testing import TestModel
+
+        return TestModel(model)
+    if provider == "local":
+        from aichats.agent.models.local import LocalModel
+
+        return LocalModel(model)
+    if provider == "openai":
+        from aichats.agent.models.openai_compatible import OpenAIModel
+
+        return OpenAIModel(model, timeout_seconds=timeout_seconds)
+    if provider == "anthropic":
+        from aichats.agent.models.anthropic_api import AnthropicModel
+
+        return AnthropicModel(model, timeout_seconds=timeout_seconds)
+    raise ValueError(f"unknown model provider {provider!r} (known: local, openai, anthropic, test)")

@@ -1,0 +1,60 @@
+"""Anthropic's Messages API, through the official ``anthropic`` SDK (``ANTHROPIC_API_KEY``,
+``ANTHROPIC_BASE_URL``). Usage comes from the stream's ``message_start`` and
+``message_delta`` events."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+from aichats.agent.models import ChatMessage, ModelError, Usage
+
+CONTEXT_WINDOW = int(os.environ.get("AICHATS_ANTHROPIC_CONTEXT_WINDOW", "200000"))
+
+
+class AnthropicModel:
+    context_window = CONTEXT_WINDOW
+
+    def __init__(self, model: str, *, timeout_seconds: float) -> None:
+        import anthropic
+
+        self.name = f"anthropic:{model}"
+        self._model = model
+        self._client = anthropic.AsyncAnthropic(timeout=timeout_seconds, max_retries=0)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+    async def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
+        import anthropic
+
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+        input_tokens = output_tokens = 0
+        try:
+            stream = await self._client.messages.create(
+                model=self._model,
+                system=system or anthropic.NOT_GIVEN,
+                messages=turns,  # type: ignore[arg-type]
+                max_tokens=max_output_tokens,
+                stream=True,
+            )
+            async for event in stream:
+                if event.type == "message_start":
+                    input_tokens = event.message.usage.input_tokens
+                    output_tokens = event.message.usage.output_tokens
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    yield event.delta.text
+                elif event.type == "message_delta":
+                    output_tokens = event.usage.output_tokens
+        except anthropic.APIStatusError as error:
+            transient = error.status_code in (408, 409, 429) or error.status_code >= 500
+            raise ModelError(
+                f"{self.name} answered {error.status_code}: {error.message}", transient=transient
+            ) from error
+        except (anthropic.APIConnectionError, anthropic.APITimeoutError) as error:
+            raise ModelError(f"{self.name} is unreachable: {error}", transient=True) from error
+        yield Usage(input_tokens, output_tokens)
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,73 @@
+"""Any OpenAI-compatible chat-completions endpoint, through the official ``openai`` SDK.
+
+OpenAI itself, Ollama, vLLM, llama.cpp's server, LM Studio: the SDK's own settings
+choose the endpoint (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``). Usage comes from the
+provider's report: the streamed usage chunk when it sends one; servers that never do
+(llama.cpp's) get their output counted as one token per streamed chunk (which is how
+those servers stream) and their prompt estimated, and the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from aichats.agent.models import ChatMessage, ModelError, Usage
+
+log = logging.getLogger("aichats.models")
+CONTEXT_WINDOW = int(os.environ.get("AICHATS_OPENAI_CONTEXT_WINDOW", "8192"))
+
+
+class OpenAIModel:
+    context_window = CONTEXT_WINDOW
+
+    def __init__(self, model: str, *, timeout_seconds: float) -> None:
+        import openai
+
+        self.name = f"openai:{model}"
+        self._model = model
+        # Retries belong to the run loop (it knows the deadline), not to the SDK.
+        self._client = openai.AsyncOpenAI(
+            api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
+            timeout=timeout_seconds,
+            max_retries=0,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1  # no local tokenizer: a conservative estimate for trimming history
+
+    async def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
+        import openai
+
+        usage: Usage | None = None
+        chunks = 0
+        try:
+            response = await self._client.chat.completions.create(
+                model=self._model,
+                messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+                max_tokens=max_output_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for chunk in response:
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        chunks += 1
+                        yield choice.delta.content
+        except openai.APIStatusError as error:
+            transient = error.status_code in (408, 409, 429) or error.status_code >= 500
+            raise ModelError(
+                f"{self.name} answered {error.status_code}: {error.message}", transient=transient
+            ) from error
+        except (openai.APIConnectionError, openai.APITimeoutError) as error:
+            raise ModelError(f"{self.name} is unreachable: {error}", transient=True) from error
+        if usage is None:
+            log.warning("%s streamed no usage report; counting chunks and estimating the prompt", self.name)
+            usage = Usage(sum(self.count_tokens(m.content) for m in messages), chunks)
+        yield usage
+
+    async def close(self) -> None:
+        await self._client.close()

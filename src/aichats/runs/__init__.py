@@ -1,0 +1,1 @@
+"""Agent turns as queued work: runs stored in the database, claimed by workers."""

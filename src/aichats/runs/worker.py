@@ -1,0 +1,343 @@
+"""Workers: claim runs, stream the agent's reply into the chat, account for its tokens.
+
+A worker is a coroutine; ``aichats serve`` runs ``AICHATS_WORKERS`` of them beside the
+API (the embedded default) and ``aichats worker`` runs them alone, as many processes as
+wanted against one PostgreSQL. Model calls stream from their own threads or sockets, so
+the event loop keeps serving. While a run executes, a heartbeat renews its lease; a
+worker that dies stops renewing, and after ``AICHATS_RUN_LEASE_SECONDS`` another worker
+claims the run again (up to ``AICHATS_MAX_RUN_ATTEMPTS`` tries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from aichats import ids
+from aichats.agent import context
+from aichats.agent.models import Model, ModelError, Usage, load_model
+from aichats.clock import now_ms
+from aichats.config import Settings
+from aichats.runs import queue
+from aichats.runs.queue import Claim
+from aichats.services import events
+from aichats.services.chats import CHAT_COLUMNS, chat_json
+from aichats.services.messages import MESSAGE_COLUMNS, RUNS_CHANNEL, insert_message, message_json
+from aichats.storage.database import Connection, Database, Row
+from aichats.storage.schema import ai_chats, messages
+
+log = logging.getLogger("aichats.runs")
+
+FLUSH_SECONDS = 0.05  # deltas are written (and streamed to watchers) at most this often
+POLL_SECONDS = 1.0  # without a notification, look for work (and lapsed leases) this often
+TITLE_LENGTH = 60
+
+_c = ai_chats.c
+_m = messages.c
+_CHAT = sa.select(
+    _c.pk, _c.id, _c.user_id, _c.agent_identifier, _c.title, _c.title_locked, _c.current_company_id, _c.deleted_at
+).where(_c.pk == sa.bindparam("chat_pk"))
+_RESET_MESSAGE = (
+    sa.update(messages)
+    .where(_m.pk == sa.bindparam("message_pk"))
+    .values(content="", status="streaming", error=None, completed_at=None, model=sa.bindparam("model"))
+    .returning(*MESSAGE_COLUMNS)
+)
+_WRITE_CONTENT = sa.update(messages).where(_m.pk == sa.bindparam("message_pk")).values(content=sa.bindparam("content"))
+_FINISH_MESSAGE = (
+    sa.update(messages)
+    .where(_m.pk == sa.bindparam("message_pk"))
+    .values(
+        content=sa.bindparam("content"),
+        status=sa.bindparam("status"),
+        error=sa.bindparam("error"),
+        input_tokens=sa.bindparam("input_tokens"),
+        output_tokens=sa.bindparam("output_tokens"),
+        blended_tokens_micros=sa.bindparam("blended_tokens_micros"),
+        completed_at=sa.bindparam("now"),
+    )
+    .returning(*MESSAGE_COLUMNS)
+)
+_ADD_USAGE = (
+    sa.update(ai_chats)
+    .where(_c.pk == sa.bindparam("chat_pk"))
+    .values(
+        blended_token_usage_micros=_c.blended_token_usage_micros + sa.bindparam("blended_tokens_micros"),
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(*CHAT_COLUMNS)
+)
+_FIRST_USER_MESSAGE = (
+    sa.select(_m.content).where(_m.chat_pk == sa.bindparam("chat_pk"), _m.role == "user").order_by(_m.pk).limit(1)
+)
+_SET_TITLE = (
+    sa.update(ai_chats)
+    .where(_c.pk == sa.bindparam("chat_pk"), _c.title.is_(None), _c.title_locked == sa.false())
+    .values(title=sa.bindparam("title"))
+    .returning(*CHAT_COLUMNS)
+)
+
+
+class LostRun(Exception):
+    """The run's lease passed to another worker: stop, write nothing more."""
+
+
+def generated_title(first_message: str) -> str:
+    """A title from the chat's first message: its first line, cut at a word boundary."""
+    line = re.sub(r"\s+", " ", first_message.strip().splitlines()[0] if first_message.strip() else "").strip()
+    if len(line) <= TITLE_LENGTH:
+        return line or "New chat"
+    cut = line[:TITLE_LENGTH].rsplit(" ", 1)[0] or line[:TITLE_LENGTH]
+    return cut.rstrip(",.;:") + "…"
+
+
+class Models:
+    """The models this process has loaded, one per ``provider:model`` (loading is slow)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._models: dict[str, Model] = {}
+
+    def get(self, spec: str) -> Model:
+        if spec not in self._models:
+            self._models[spec] = load_model(spec, timeout_seconds=self._settings.model_timeout_seconds)
+        return self._models[spec]
+
+    async def close(self) -> None:
+        for model in self._models.values():
+            await model.close()
+
+
+class Worker:
+    def __init__(self, db: Database, settings: Settings, models: Models, wake: asyncio.Event, name: str) -> None:
+        self.db = db
+        self.settings = settings
+        self.models = models
+        self.wake = wake
+        self.worker_id = name
+        self.lease_ms = int(settings.run_lease_seconds * 1000)
+
+    async def run_forever(self) -> None:
+        while True:
+            self.wake.clear()  # before looking: a notification during the claim is kept
+            try:
+                worked = await self.run_one()
+            except Exception:
+                log.exception("worker %s failed to run a turn", self.worker_id)
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+
+    async def run_one(self) -> bool:
+        """Claim and execute one run; False when there was none."""
+        run = await queue.claim(self.db, self.worker_id, self.lease_ms)
+        if run is None:
+            return False
+        execution = asyncio.current_task()
+        assert execution is not None
+        heartbeat = asyncio.create_task(self._heartbeat(run, execution))
+        try:
+            await self._execute(run)
+        except (LostRun, asyncio.CancelledError):
+            if heartbeat.done() and not heartbeat.cancelled() and heartbeat.result() is False:
+                execution.uncancel()
+                log.warning("run %s was taken over by another worker", run.id)
+                return True
+            raise
+        finally:
+            heartbeat.cancel()
+        return True
+
+    async def _heartbeat(self, run: Claim, execution: asyncio.Task[Any]) -> bool:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            if not await queue.renew(self.db, run, self.lease_ms):
+                execution.cancel()
+                return False
+
+    # ------------------------------------------------------------------ one turn
+
+    async def _execute(self, run: Claim) -> None:
+        chat = await self.db.fetch_one(_CHAT, {"chat_pk": run.chat_pk})
+        assert chat is not None
+        if chat["deleted_at"] is not None or run.user_message_pk is None:
+            async with self.db.transaction() as tx:
+                await queue.finish(tx, run, status="cancelled", error="the chat was deleted")
+            return
+        model = self.models.get(self.settings.model_for(chat["agent_identifier"]))
+        if run.attempt > self.settings.max_run_attempts:
+            message = await self._start_message(run, chat, model)
+            await self._fail(run, chat, message, model, f"the reply was interrupted {run.attempt - 1} times")
+            return
+        prompt = await context.build(self.db, self.settings, model, chat, run.user_message_pk)
+        message = await self._start_message(run, chat, model)
+        text = ""
+        try:
+            usage = None
+            async for item in self._stream_with_retries(model, prompt):
+                if isinstance(item, Usage):
+                    usage = item
+                    continue
+                text += item
+                await self._write_delta(run, chat, message, text, item)
+            if usage is None:
+                raise ModelError(f"{model.name} ended without reporting usage", transient=False)
+        except ModelError as error:
+            await self._fail(run, chat, message, model, str(error), text)
+            return
+        await self._complete(run, chat, message, model, text, usage)
+
+    async def _start_message(self, run: Claim, chat: Row, model: Model) -> Row:
+        async with self.db.transaction() as tx:
+            if run.assistant_message_pk is not None:  # a retry: reuse the reply, start it over
+                message = await tx.fetch_one(
+                    _RESET_MESSAGE, {"message_pk": run.assistant_message_pk, "model": model.name}
+                )
+                assert message is not None
+            else:
+                message = await insert_message(
+                    tx, chat["pk"], now_ms(), role="assistant", content="", status="streaming", source="agent",
+                    model=model.name,
+                )  # fmt: skip
+                if not await queue.set_message(tx, run, message["pk"]):
+                    raise LostRun(run.id)
+            await events.append(tx, chat["pk"], events.MESSAGE_CREATED, message_json(message, chat["id"]))
+        return message
+
+    async def _stream_with_retries(self, model: Model, prompt: list[Any]) -> AsyncIterator[str | Usage]:
+        """The model's stream; transient failures before the first token are retried with
+        backoff until ``AICHATS_MODEL_TIMEOUT_SECONDS`` has passed, and silence longer than
+        that ends the reply."""
+        timeout = self.settings.model_timeout_seconds
+        deadline = time.monotonic() + timeout
+        delay = 0.5
+        while True:
+            started = False
+            stream = model.stream(prompt, max_output_tokens=self.settings.max_output_tokens).__aiter__()
+            try:
+                while True:
+                    remaining = timeout if started else max(deadline - time.monotonic(), 0.001)
+                    try:
+                        item = await asyncio.wait_for(stream.__anext__(), remaining)
+                    except StopAsyncIteration:
+                        return
+                    except TimeoutError:
+                        raise ModelError(f"{model.name} did not answer within {timeout:g} s", transient=False) from None
+                    started = True
+                    yield item
+            except ModelError as error:
+                if started or not error.transient or time.monotonic() + delay >= deadline:
+                    raise
+                log.info("%s failed (%s); retrying in %.1f s", model.name, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 8.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _write_delta(self, run: Claim, chat: Row, message: Row, text: str, delta: str) -> None:
+        """Buffer deltas; write them (content and one event) at most every FLUSH_SECONDS."""
+        buffer = getattr(self, "_buffer", None)
+        now = time.monotonic()
+        if buffer is None or buffer[0] != message["pk"]:
+            buffer = self._buffer = [message["pk"], "", 0.0]
+        buffer[1] += delta
+        if now - buffer[2] < FLUSH_SECONDS and buffer[2] != 0.0:
+            return
+        pending, buffer[1], buffer[2] = buffer[1], "", now
+        async with self.db.transaction() as tx:
+            await tx.execute(_WRITE_CONTENT, {"message_pk": message["pk"], "content": text})
+            await events.append(tx, chat["pk"], events.MESSAGE_DELTA, {"message_id": message["id"], "delta": pending})
+
+    async def _flush(self, tx: Connection, chat: Row, message: Row) -> None:
+        buffer = getattr(self, "_buffer", None)
+        if buffer is not None and buffer[0] == message["pk"] and buffer[1]:
+            await events.append(tx, chat["pk"], events.MESSAGE_DELTA, {"message_id": message["id"], "delta": buffer[1]})
+        self._buffer = None
+
+    async def _complete(self, run: Claim, chat: Row, message: Row, model: Model, text: str, usage: Usage) -> None:
+        blended = self.settings.blended_micros(model.name, usage.input_tokens, usage.output_tokens)
+        now = now_ms()
+        async with self.db.transaction() as tx:
+            await self._flush(tx, chat, message)
+            if not await queue.finish(
+                tx, run, status="completed", model=model.name, input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens, blended_tokens_micros=blended,
+            ):  # fmt: skip
+                raise LostRun(run.id)
+            done = await tx.fetch_one(
+                _FINISH_MESSAGE,
+                {
+                    "message_pk": message["pk"], "content": text, "status": "completed", "error": None,
+                    "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                    "blended_tokens_micros": blended, "now": now,
+                },
+            )  # fmt: skip
+            assert done is not None
+            updated = await tx.fetch_one(
+                _ADD_USAGE, {"chat_pk": chat["pk"], "blended_tokens_micros": blended, "now": now}
+            )
+            titled = await self._title(tx, chat)
+            await events.append(tx, chat["pk"], events.MESSAGE_COMPLETED, message_json(done, chat["id"]))
+            await events.append(tx, chat["pk"], events.CHAT_UPDATED, chat_json(titled or updated))
+
+    async def _title(self, tx: Connection, chat: Row) -> Row | None:
+        if chat["title"] is not None or chat["title_locked"]:
+            return None
+        first = await tx.fetch_one(_FIRST_USER_MESSAGE, {"chat_pk": chat["pk"]})
+        if first is None:
+            return None
+        return await tx.fetch_one(_SET_TITLE, {"chat_pk": chat["pk"], "title": generated_title(first["content"])})
+
+    async def _fail(self, run: Claim, chat: Row, message: Row, model: Model, error: str, text: str = "") -> None:
+        log.warning("run %s failed: %s", run.id, error)
+        async with self.db.transaction() as tx:
+            await self._flush(tx, chat, message)
+            if not await queue.finish(tx, run, status="failed", error=error, model=model.name):
+                raise LostRun(run.id)
+            failed = await tx.fetch_one(
+                _FINISH_MESSAGE,
+                {
+                    "message_pk": message["pk"], "content": text, "status": "failed", "error": error,
+                    "input_tokens": 0, "output_tokens": 0, "blended_tokens_micros": 0, "now": now_ms(),
+                },
+            )  # fmt: skip
+            assert failed is not None
+            await events.append(tx, chat["pk"], events.MESSAGE_FAILED, message_json(failed, chat["id"]))
+
+
+class WorkerPool:
+    """``count`` workers in this process, woken by ``aichats_runs`` notifications."""
+
+    def __init__(self, db: Database, settings: Settings, count: int) -> None:
+        self.db = db
+        self.settings = settings
+        self.count = count
+        self.models = Models(settings)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.db.listen(RUNS_CHANNEL, lambda _payload: self._wake.set())
+        prefix = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('w', 6)}"
+        for n in range(self.count):
+            worker = Worker(self.db, self.settings, self.models, self._wake, f"{prefix}:{n}")
+            self._tasks.append(asyncio.create_task(worker.run_forever(), name=f"aichats-worker-{n}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.models.close()
