@@ -236,7 +236,10 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
         for op in path.values()
         if isinstance(op, dict) and "operationId" in op
     }
-    assert operations == {"listAiChats", "createAiChat", "retrieveAiChat", "updateAiChat", "deleteAiChat"}
+    assert operations == {
+        "listAiChats", "createAiChat", "retrieveAiChat", "updateAiChat", "deleteAiChat",
+        "listMessages", "createMessage", "streamEvents", "uploadFile",
+    }  # fmt: skip
     assert {"AiChat", "ChatCreate", "ChatUpdate", "Error"} <= set(document["components"]["schemas"])
 
 

@@ -13,11 +13,16 @@ from pydantic.json_schema import models_json_schema
 from aichats import __version__
 from aichats.api import schemas
 from aichats.services.chats import AgentIdentifier, ChatCreate, ChatOrder, ChatUpdate
+from aichats.services.messages import MessageInput
 from aichats.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 _MODELS: tuple[type[BaseModel], ...] = (
     ChatCreate,
     ChatUpdate,
+    MessageInput,
+    schemas.Message,
+    schemas.MessageList,
+    schemas.File,
     schemas.AiChat,
     schemas.AiChatList,
     schemas.Error,
@@ -28,7 +33,7 @@ _ERRORS = {
     "400": "Malformed request (body is not a JSON object).",
     "401": "No API key, or an unknown or revoked one.",
     "403": "The API key lacks the permission this call needs.",
-    "404": "No such AI chat for this user (other users' chats are never revealed).",
+    "404": "No such AI chat (or file) for this user (other users' are never revealed).",
     "413": "Request body too large.",
     "422": "A field breaks the documented rules; nothing was changed.",
 }
@@ -44,7 +49,13 @@ def _json(model: type[BaseModel] | dict[str, Any], description: str) -> dict[str
 
 
 def _operation(
-    op_id: str, summary: str, scope: str, ok: dict[str, Any], errors: tuple[str, ...], **extra: Any
+    op_id: str,
+    summary: str,
+    scope: str,
+    ok: dict[str, Any],
+    errors: tuple[str, ...],
+    tag: str = "AI chats",
+    **extra: Any,
 ) -> dict[str, Any]:
     responses = dict(ok)
     for code in ("401", "403", *errors):
@@ -53,7 +64,7 @@ def _operation(
         "operationId": op_id,
         "summary": summary,
         "description": f"{summary}\n\nRequired permission: `{scope}`.",
-        "tags": ["AI chats"],
+        "tags": [tag],
         "security": [{"bearer": []}],
         "responses": responses,
         **extra,
@@ -148,6 +159,74 @@ def _document() -> dict[str, Any]:
                 ("404",),
             ),
         },
+    }
+    paging = [p for p in list_params if p["name"] in ("first", "after", "last", "before")]
+    paths["/ai_chats/{chat_id}/messages"] = {
+        "parameters": [_CHAT_ID],
+        "get": _operation(
+            "listMessages",
+            "The chat's messages, oldest first (`last=N`: the newest N).",
+            "ai_chat:read",
+            {"200": _json(schemas.MessageList, "One page of messages.")},
+            ("404", "422"),
+            tag="Messages",
+            parameters=paging,
+        ),
+        "post": _operation(
+            "createMessage",
+            "Send a message to the agent: stored at once (201), the agent's reply is queued.",
+            "ai_chat:create",
+            {"201": _json(schemas.Message, "The user's message.")},
+            ("400", "404", "413", "422"),
+            tag="Messages",
+            requestBody={"required": True, "content": {"application/json": {"schema": _ref(MessageInput)}}},
+        ),
+    }
+    paths["/ai_chats/{chat_id}/events"] = {
+        "parameters": [_CHAT_ID],
+        "get": _operation(
+            "streamEvents",
+            "Server-sent events of the chat: `message.created`, `message.delta` (`{message_id, delta}`), "
+            "`message.completed`, `message.failed`, `chat.updated`. Each event's `id` orders it; reconnect with "
+            "`Last-Event-ID` (or `?after=`) to receive exactly the events after it. Without it the stream replays "
+            "the chat's events from the start, then follows new ones.",
+            "ai_chat:read",
+            {
+                "200": {
+                    "description": "An event stream.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                }
+            },
+            ("404", "422"),
+            tag="Messages",
+            parameters=[
+                {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                _query("after", {"type": "integer", "minimum": 0}, "Same as `Last-Event-ID`."),
+            ],
+        ),
+    }
+    paths["/files"] = {
+        "post": _operation(
+            "uploadFile",
+            "Upload a file (multipart field `file`) to attach to messages: text (inlined into the agent's "
+            "context), JSON, PDF or images; 10 MiB by default.",
+            "ai_chat:create",
+            {"201": _json(schemas.File, "The stored file.")},
+            ("400", "413", "422"),
+            tag="Files",
+            requestBody={
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
+                    }
+                },
+            },
+        ),
     }
     return {
         "openapi": "3.1.0",

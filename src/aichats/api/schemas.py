@@ -55,6 +55,47 @@ class AiChatList(Strict):
     page_info: PageInfo
 
 
+class Usage(Strict):
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    blended_tokens: str = Field(pattern=DECIMAL, description="Exact decimal: tokens weighted per model.")
+
+
+class AttachmentRef(Strict):
+    id: str = Field(pattern=r"^file_[A-Za-z0-9]+$")
+
+
+class Message(Strict):
+    """One message of a chat: the user's, or the agent's reply (streamed, then completed or failed)."""
+
+    id: str = Field(pattern=r"^aimsg_[A-Za-z0-9]+$")
+    ai_chat_id: str = Field(pattern=r"^aich_[A-Za-z0-9]+$")
+    role: Literal["user", "assistant"]
+    content: str
+    status: Literal["pending", "streaming", "completed", "failed"]
+    error: str | None = Field(description="Why the reply failed; null otherwise.")
+    source: str = Field(
+        description="`manual`, `suggestion`, `link` or `schedule` for user messages; `agent` for replies."
+    )
+    attachments: list[AttachmentRef]
+    model: str | None = Field(description="`provider:model` that wrote the reply; null for user messages.")
+    usage: Usage
+    created_at: str = Field(pattern=DATETIME)
+    completed_at: str | None = Field(pattern=DATETIME)
+
+
+class MessageList(Strict):
+    data: list[Message]
+    page_info: PageInfo
+
+
+class File(Strict):
+    id: str = Field(pattern=r"^file_[A-Za-z0-9]+$")
+    filename: str
+    content_type: str
+    size: int = Field(ge=0)
+
+
 class ErrorBody(Strict):
     type: str = Field(examples=["not_found"])
     message: str

@@ -2,7 +2,8 @@
 
 ``test:echo`` answers ``"You said: <last user message>"`` word by word; tokens are
 whitespace-separated words, so usage is predictable. ``test:slow`` waits 20 ms per word;
-``test:fail`` raises a non-transient error. ``test:echo-N`` streams N words (benchmarks).
+``test:fail`` raises a non-transient error; ``test:flaky-N`` fails transiently on its
+first N calls, then echoes. ``test:echo-N`` streams N words (benchmarks).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class TestModel:
     def __init__(self, variant: str) -> None:
         self.name = f"test:{variant}"
         self.variant = variant
+        self.failures_left = int(variant.removeprefix("flaky-")) if variant.startswith("flaky-") else 0
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -26,6 +28,9 @@ class TestModel:
     async def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
         if self.variant == "fail":
             raise ModelError("the test model was told to fail", transient=False)
+        if self.failures_left:
+            self.failures_left -= 1
+            raise ModelError("the test model is flaky (try again)", transient=True)
         last = next((m.content for m in reversed(messages) if m.role == "user"), "")
         if self.variant.startswith("echo-"):
             words = ["word"] * int(self.variant.removeprefix("echo-"))

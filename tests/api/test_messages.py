@@ -1,0 +1,106 @@
+"""Messages, files and the events stream over real HTTP (no workers: nothing answers)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from aichats.api.schemas import File, MessageList
+from tests.api.test_ai_chats import assert_error, create
+from tests.conftest import LiveServer
+
+
+def upload(
+    api: httpx.Client, content: bytes = b"hello", name: str = "a.txt", kind: str = "text/plain"
+) -> httpx.Response:
+    return api.post("/files", files={"file": (name, content, kind)})
+
+
+def test_post_and_list_messages(api: httpx.Client) -> None:
+    chat = create(api, title="t")
+    response = api.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "second", "message_source": "link"})
+    assert response.status_code == 201, response.text
+    message = response.json()
+    assert message["id"].startswith("aimsg_") and message["ai_chat_id"] == chat["id"]
+    assert (message["role"], message["status"], message["source"], message["content"]) == (
+        "user",
+        "completed",
+        "link",
+        "second",
+    )
+    assert message["usage"] == {"input_tokens": 0, "output_tokens": 0, "blended_tokens": "0"}
+
+    listed = api.get(f"/ai_chats/{chat['id']}/messages").json()
+    MessageList.model_validate(listed)
+    assert [m["content"] for m in listed["data"]] == ["Hello", "second"]
+    newest = api.get(f"/ai_chats/{chat['id']}/messages", params={"last": 1}).json()
+    assert [m["content"] for m in newest["data"]] == ["second"] and newest["page_info"]["has_previous_page"]
+    assert api.get(f"/ai_chats/{chat['id']}").json()["message_count"] == 2
+
+
+def test_message_validation_and_ownership(live_server: LiveServer, api: httpx.Client) -> None:
+    chat = create(api)
+    path = f"/ai_chats/{chat['id']}/messages"
+    assert_error(api.post(path, json={"message_text": ""}), 422, "invalid_request", "message_text")
+    assert_error(api.post(path, json={"message_text": "x", "message_source": "schedule"}), 422, "invalid_request")
+    assert_error(
+        api.post(path, json={"message_text": "x", "message_attachments": [{"id": "file_nothere"}]}), 404, "not_found"
+    )
+    with live_server.client(live_server.account()) as other:
+        assert_error(other.post(path, json={"message_text": "x"}), 404, "not_found")
+        assert_error(other.get(path), 404, "not_found")
+        assert_error(other.get(f"/ai_chats/{chat['id']}/events"), 404, "not_found")
+        theirs = upload(other).json()["id"]
+    assert_error(api.post(path, json={"message_text": "x", "message_attachments": [{"id": theirs}]}), 404, "not_found")
+    assert len(api.get(path).json()["data"]) == 1  # nothing was stored
+
+
+def test_files(live_server: LiveServer, api: httpx.Client) -> None:
+    response = upload(api, b"Revenue: 42", "report.txt")
+    assert response.status_code == 201, response.text
+    record = File.model_validate(response.json()).model_dump()
+    assert record["id"].startswith("file_") and record == {
+        "id": record["id"],
+        "filename": "report.txt",
+        "content_type": "text/plain",
+        "size": 11,
+    }
+    chat = create(api, message_attachments=[{"id": record["id"]}])
+    first = api.get(f"/ai_chats/{chat['id']}/messages").json()["data"][0]
+    assert first["attachments"] == [{"id": record["id"]}]
+
+    assert_error(upload(api, b"MZ", "x.exe", "application/x-msdownload"), 422, "invalid_request", "not accepted")
+    assert_error(api.post("/files", content=b"plain", headers={"Content-Type": "text/plain"}), 400, "bad_request")
+    assert_error(api.post("/files", files={"other": ("a.txt", b"x", "text/plain")}), 422, "invalid_request", "'file'")
+    assert_error(upload(api, b"x" * (10_485_760 + 1)), 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("last_event_id", ["abc", "-1"])
+def test_bad_last_event_id(api: httpx.Client, last_event_id: str) -> None:
+    chat = create(api)
+    response = api.get(f"/ai_chats/{chat['id']}/events", headers={"Last-Event-ID": last_event_id})
+    assert_error(response, 422, "invalid_request", "Last-Event-ID")
+
+
+def test_events_replay_from_the_start_and_resume(api: httpx.Client) -> None:
+    chat = create(api)
+    api.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "again"})
+    seen: list[tuple[str, str]] = []
+    with api.stream("GET", f"/ai_chats/{chat['id']}/events", timeout=5) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event_id = event = ""
+        for line in response.iter_lines():
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                seen.append((event_id, event))
+                if len(seen) == 2:
+                    break
+    assert [kind for _, kind in seen] == ["message.created", "message.created"]
+    with api.stream(
+        "GET", f"/ai_chats/{chat['id']}/events", headers={"Last-Event-ID": seen[0][0]}, timeout=5
+    ) as response:
+        first_id = next(line[3:].strip() for line in response.iter_lines() if line.startswith("id:"))
+    assert first_id == seen[1][0]

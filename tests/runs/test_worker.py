@@ -1,0 +1,201 @@
+"""Agent turns: claiming, streaming, accounting, titles, failures and lapsed leases."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from aichats import clock
+from aichats.config import Settings
+from aichats.runs import queue
+from aichats.runs.worker import Models, Worker, generated_title
+from aichats.services import chats, events, users
+from aichats.services.chats import ChatCreate, ChatUpdate
+from aichats.services.messages import MessageInput, add_user_message, list_messages
+from aichats.services.pagination import PageRequest
+from aichats.storage.database import Database
+from aichats.storage.schema import runs
+
+pytestmark = pytest.mark.anyio
+
+
+def make_worker(db: Database, name: str = "w1", **overrides: Any) -> Worker:
+    settings = Settings(**{"model": "test:echo", "model_timeout_seconds": 5, **overrides})
+    return Worker(db, settings, Models(settings), asyncio.Event(), name)
+
+
+async def new_chat(db: Database, text: str = "hello there", **fields: Any) -> dict[str, Any]:
+    user_id = await users.create_user(db)
+    async with db.transaction() as tx:
+        return await chats.create_chat(tx, user_id, ChatCreate(message_text=text, **fields))
+
+
+async def messages_of(db: Database, chat: dict[str, Any]) -> list[Any]:
+    return list((await list_messages(db, chat["pk"], PageRequest(first=100))).items)
+
+
+async def drain(worker: Worker) -> int:
+    done = 0
+    while await worker.run_one():
+        done += 1
+    return done
+
+
+async def test_a_turn_streams_completes_and_is_accounted(db: Database) -> None:
+    chat = await new_chat(db, "What is the weekly revenue?")
+    assert await drain(make_worker(db)) >= 1
+    user, reply = await messages_of(db, chat)
+    assert (user["role"], user["status"]) == ("user", "completed")
+    assert reply["role"] == "assistant" and reply["status"] == "completed"
+    assert reply["content"] == "You said: What is the weekly revenue?"
+    assert reply["model"] == "test:echo" and reply["output_tokens"] == 7
+    assert reply["input_tokens"] > 5  # the system prompt and the question
+    assert reply["blended_tokens_micros"] == (reply["input_tokens"] + reply["output_tokens"]) * 1_000_000
+
+    row = await chats.get_chat(db, chat["user_id"], chat["id"])
+    assert row["message_count"] == 2
+    assert row["blended_token_usage_micros"] == reply["blended_tokens_micros"]
+    assert row["last_message_at"] == reply["created_at"]
+    assert row["title"] == "What is the weekly revenue?"
+
+    kinds = [r["type"] for r in await events.read_after(db, chat["pk"], 0)]
+    assert kinds[:2] == [events.MESSAGE_CREATED, events.MESSAGE_CREATED]
+    assert events.MESSAGE_DELTA in kinds and kinds[-2:] == [events.MESSAGE_COMPLETED, events.CHAT_UPDATED]
+    deltas = [
+        orjson.loads(r["data"])["delta"]
+        for r in await events.read_after(db, chat["pk"], 0)
+        if r["type"] == events.MESSAGE_DELTA
+    ]
+    assert "".join(deltas) == reply["content"]
+
+
+async def test_weights_make_exact_decimal_usage(db: Database) -> None:
+    chat = await new_chat(db, "one two")
+    weights = {"test:echo": {"input": "0.25", "output": "1.5"}}
+    await drain(make_worker(db, token_weights=weights))
+    _, reply = await messages_of(db, chat)
+    expected = reply["input_tokens"] * 250_000 + reply["output_tokens"] * 1_500_000
+    assert reply["blended_tokens_micros"] == expected
+    row = await chats.get_chat(db, chat["user_id"], chat["id"])
+    assert chats.chat_json(row)["blended_token_usage"] == chats.decimal_tokens(expected)
+
+
+async def test_history_is_sent(db: Database) -> None:
+    chat = await new_chat(db, "first question here")
+    worker = make_worker(db)
+    await drain(worker)
+    async with db.transaction() as tx:
+        await add_user_message(
+            tx,
+            user_id=chat["user_id"],
+            chat_pk=chat["pk"],
+            chat_id=chat["id"],
+            data=MessageInput(message_text="and then?"),
+            now=clock.now_ms(),
+        )
+    await drain(worker)
+    _, first, _, second = await messages_of(db, chat)
+    assert second["content"] == "You said: and then?"
+    # The second prompt holds the first exchange: its words are counted again.
+    assert second["input_tokens"] == first["input_tokens"] + first["output_tokens"] + 2
+
+
+async def test_user_titles_are_never_replaced(db: Database) -> None:
+    titled = await new_chat(db, "a b c", title="Mine")
+    cleared = await new_chat(db, "d e f")
+    await chats.update_chat(db, cleared["user_id"], cleared["id"], ChatUpdate(title=None))
+    await drain(make_worker(db))
+    assert (await chats.get_chat(db, titled["user_id"], titled["id"]))["title"] == "Mine"
+    assert (await chats.get_chat(db, cleared["user_id"], cleared["id"]))["title"] is None
+
+
+def test_generated_titles() -> None:
+    assert generated_title("  Weekly   revenue\nplease ") == "Weekly revenue"
+    long = generated_title("word " * 40)
+    assert len(long) <= 61 and long.endswith("…")
+    assert generated_title("   ") == "New chat"
+
+
+async def test_one_run_at_a_time_per_chat_in_order(db: Database) -> None:
+    chat = await new_chat(db, "first")
+    async with db.transaction() as tx:
+        await add_user_message(
+            tx,
+            user_id=chat["user_id"],
+            chat_pk=chat["pk"],
+            chat_id=chat["id"],
+            data=MessageInput(message_text="second"),
+            now=clock.now_ms(),
+        )
+    first = await queue.claim(db, "a", 60_000)
+    assert first is not None
+    other = await queue.claim(db, "b", 60_000)
+    assert other is None or other.chat_pk != chat["pk"]  # the chat's second turn waits
+    async with db.transaction() as tx:
+        assert await queue.finish(tx, first, status="completed")
+    second = await queue.claim(db, "b", 60_000)
+    while second is not None and second.chat_pk != chat["pk"]:
+        second = await queue.claim(db, "b", 60_000)
+    assert second is not None and second.pk > first.pk
+
+
+async def test_a_lapsed_lease_is_claimed_again_and_fences_the_old_worker(db: Database) -> None:
+    await new_chat(db, "slow one")
+    now = clock.now_ms()
+    clock.set_clock(lambda: now)
+    dead = await queue.claim(db, "dead", 1_000)
+    assert dead is not None and dead.attempt == 1
+    clock.set_clock(lambda: now + 2_000)
+    taken = await queue.claim(db, "alive", 1_000)
+    assert taken is not None and taken.pk == dead.pk and taken.attempt == 2
+    async with db.transaction() as tx:
+        assert not await queue.finish(tx, dead, status="completed")  # fenced off
+    assert not await queue.renew(db, dead, 1_000)
+    async with db.transaction() as tx:
+        assert await queue.finish(tx, taken, status="completed")
+
+
+async def test_after_too_many_attempts_the_reply_fails(db: Database) -> None:
+    chat = await new_chat(db, "doomed")
+    now = clock.now_ms()
+    for attempt in range(3):
+        clock.set_clock(lambda attempt=attempt: now + attempt * 10_000)
+        assert await queue.claim(db, f"dead{attempt}", 1_000) is not None
+    clock.set_clock(lambda: now + 100_000)
+    await drain(make_worker(db, max_run_attempts=3, run_lease_seconds=1))
+    user, reply = await messages_of(db, chat)
+    assert user["status"] == "completed"
+    assert reply["status"] == "failed" and "interrupted" in reply["error"]
+
+
+async def test_a_failing_model_fails_the_reply_and_keeps_the_message(db: Database) -> None:
+    chat = await new_chat(db, "please fail")
+    await drain(make_worker(db, model="test:fail"))
+    user, reply = await messages_of(db, chat)
+    assert user["content"] == "please fail" and user["status"] == "completed"
+    assert reply["status"] == "failed" and "fail" in reply["error"]
+    status = await db.fetch_one(
+        sa.select(runs.c.status, runs.c.error).where(runs.c.chat_pk == sa.bindparam("c")), {"c": chat["pk"]}
+    )
+    assert status is not None and status["status"] == "failed"
+    assert [r["type"] for r in await events.read_after(db, chat["pk"], 0)][-1] == events.MESSAGE_FAILED
+    assert (await chats.get_chat(db, chat["user_id"], chat["id"]))["message_count"] == 2
+
+
+async def test_transient_failures_are_retried(db: Database) -> None:
+    chat = await new_chat(db, "try again")
+    await drain(make_worker(db, model="test:flaky-2"))
+    _, reply = await messages_of(db, chat)
+    assert reply["status"] == "completed" and reply["content"] == "You said: try again"
+
+
+async def test_runs_of_deleted_chats_are_cancelled(db: Database) -> None:
+    chat = await new_chat(db, "never mind")
+    await chats.delete_chat(db, chat["user_id"], chat["id"])
+    await drain(make_worker(db))
+    row = await db.fetch_one(sa.select(runs.c.status).where(runs.c.chat_pk == sa.bindparam("c")), {"c": chat["pk"]})
+    assert row is not None and row["status"] == "cancelled"
