@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from aichats.agent.models import ChatMessage, Model
 from aichats.config import Settings
+from aichats.errors import NotFound
 from aichats.services import files
 from aichats.storage.database import Database, Row
 from aichats.storage.schema import messages
@@ -45,7 +46,7 @@ async def _with_attachments(db: Database, settings: Settings, user_id: str, row:
     for attachment in orjson.loads(row["attachments"]):
         try:
             record = await files.get_file(db, user_id, attachment["id"])
-        except Exception:
+        except NotFound:  # deleted since it was attached
             continue
         body = files.read_text(settings.files_dir, record, settings.max_attachment_chars)
         if body is None:

@@ -179,10 +179,10 @@ class Worker:
             message = await self._start_message(run, chat, model)
             await self._fail(run, chat, message, model, f"the reply was interrupted {run.attempt - 1} times")
             return
-        prompt = await context.build(self.db, self.settings, model, chat, run.user_message_pk)
         message = await self._start_message(run, chat, model)
         text = ""
         try:
+            prompt = await context.build(self.db, self.settings, model, chat, run.user_message_pk)
             usage = None
             async for item in self._stream_with_retries(model, prompt):
                 if isinstance(item, Usage):
@@ -194,6 +194,12 @@ class Worker:
                 raise ModelError(f"{model.name} ended without reporting usage", transient=False)
         except ModelError as error:
             await self._fail(run, chat, message, model, str(error), text)
+            return
+        except (LostRun, asyncio.CancelledError):
+            raise
+        except Exception as error:  # a bug or a broken file: fail this reply, not the worker
+            log.exception("run %s failed unexpectedly", run.id)
+            await self._fail(run, chat, message, model, f"internal error: {type(error).__name__}", text)
             return
         await self._complete(run, chat, message, model, text, usage)
 

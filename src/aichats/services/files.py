@@ -102,9 +102,12 @@ def file_json(row: Any) -> dict[str, Any]:
 
 
 def read_text(files_dir: str, row: Row, max_chars: int) -> str | None:
-    """The file's text (cut at ``max_chars``), or None if it is not a text file."""
+    """The file's text (cut at ``max_chars``), or None if it is not a text file or is gone from disk."""
     if not is_text(row["content_type"]):
         return None
-    with open(path_of(files_dir, row["id"]), encoding="utf-8", errors="replace") as handle:
-        text = handle.read(max_chars + 1)
+    try:
+        with open(path_of(files_dir, row["id"]), encoding="utf-8", errors="replace") as handle:
+            text = handle.read(max_chars + 1)
+    except FileNotFoundError:
+        return None
     return text if len(text) <= max_chars else text[:max_chars] + "\n[... cut: the file is longer]"
