@@ -20,6 +20,9 @@ from aichats.services import chats, events, files
 from aichats.services.messages import MessageInput, add_user_message, list_messages, message_json
 
 KEEPALIVE_SECONDS = 15
+# Without cross-process notifications (SQLite, or a lost LISTEN connection), a stream also
+# looks for new events this often, so replies written by another process still arrive.
+POLL_SECONDS = 1.0
 
 
 async def list_(request: Request) -> Response:
@@ -68,7 +71,7 @@ async def stream(request: Request) -> Response:
                     after = row["pk"]
                     yield ServerSentEvent(data=row["data"], event=row["type"], id=str(row["pk"]))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), KEEPALIVE_SECONDS)
+                    await asyncio.wait_for(woken.wait(), KEEPALIVE_SECONDS if db.listening else POLL_SECONDS)
         finally:
             hub.unsubscribe(chat["pk"], woken)
 
