@@ -1,0 +1,80 @@
+"""What a turn sends its model: system prompt, company, attachments, trimmed history."""
+
+from __future__ import annotations
+
+import pytest
+
+from aichats import clock
+from aichats.agent import context
+from aichats.agent.models import load_model, parse_spec
+from aichats.config import Settings
+from aichats.services import chats, files, users
+from aichats.services.chats import AgentIdentifier, ChatCreate
+from aichats.services.messages import MessageInput, add_user_message
+from aichats.storage.database import Database
+
+pytestmark = pytest.mark.anyio
+
+
+async def chat_with(db: Database, settings: Settings, *texts: str, **fields: object) -> tuple[dict, int]:
+    user_id = await users.create_user(db)
+    async with db.transaction() as tx:
+        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text=texts[0], **fields))  # type: ignore[arg-type]
+        last = None
+        for text in texts[1:]:
+            data = MessageInput(message_text=text)
+            last = await add_user_message(
+                tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data, now=clock.now_ms()
+            )
+    row = await chats.get_chat(db, user_id, chat["id"])
+    upto = last["pk"] if last is not None else 10**12
+    return dict(row) | {"current_company_id": fields.get("current_company_id")}, upto
+
+
+async def test_system_prompt_company_and_history(db: Database) -> None:
+    settings = Settings(model="test:echo", system_prompt_general="Be brief.")
+    chat, upto = await chat_with(
+        db, settings, "one", "two", "three", agent_identifier=AgentIdentifier.general, current_company_id="biz_42"
+    )
+    sent = await context.build(db, settings, load_model("test:echo", timeout_seconds=1), chat, upto)
+    assert sent[0].role == "system" and sent[0].content.startswith("Be brief.") and "biz_42" in sent[0].content
+    assert [(m.role, m.content) for m in sent[1:]] == [("user", "one"), ("user", "two"), ("user", "three")]
+
+
+async def test_oldest_history_is_dropped_first(db: Database) -> None:
+    model = load_model("test:echo", timeout_seconds=1)  # 4,096-token window, a token per word
+    settings = Settings(model="test:echo", max_output_tokens=4096 - 60)
+    words = " ".join(["w"] * 20)
+    chat, upto = await chat_with(db, settings, "oldest " + words, "middle " + words, "newest " + words)
+    sent = await context.build(db, settings, model, chat, upto)
+    assert [m.content.split()[0] for m in sent[1:]] == ["newest"]
+
+
+async def test_text_attachments_are_inlined(db: Database, tmp_path) -> None:
+    settings = Settings(model="test:echo", files_dir=str(tmp_path), max_attachment_chars=10)
+    user_id = await users.create_user(db)
+    text = await files.save_upload(
+        db, files_dir=str(tmp_path), max_bytes=1000, user_id=user_id, filename="notes.txt",
+        content_type="text/plain; charset=utf-8", data=b"0123456789abcdef",
+    )  # fmt: skip
+    image = await files.save_upload(
+        db, files_dir=str(tmp_path), max_bytes=1000, user_id=user_id, filename="chart.png",
+        content_type="image/png", data=b"\x89PNG",
+    )  # fmt: skip
+    data = ChatCreate(message_text="see files", message_attachments=[{"id": text["id"]}, {"id": image["id"]}])
+    async with db.transaction() as tx:
+        chat = await chats.create_chat(tx, user_id, data)
+    row = dict(await chats.get_chat(db, user_id, chat["id"])) | {"current_company_id": None}
+    sent = await context.build(db, settings, load_model("test:echo", timeout_seconds=1), row, 10**12)
+    body = sent[-1].content
+    assert body.startswith("see files") and "[Attached file notes.txt]\n0123456789\n[... cut" in body
+    assert "[Attached file chart.png (image/png, 4 bytes)]" in body
+
+
+def test_model_specs() -> None:
+    assert parse_spec("openai:gpt-4o-mini") == ("openai", "gpt-4o-mini")
+    for bad in ("gpt-4o", "openai:", ":x"):
+        with pytest.raises(ValueError):
+            parse_spec(bad)
+    with pytest.raises(ValueError, match="unknown model provider"):
+        load_model("nope:x", timeout_seconds=1)
