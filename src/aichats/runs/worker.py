@@ -87,6 +87,40 @@ _SET_TITLE = (
 )
 
 
+class DeltaWriter:
+    """Writes a streaming reply's text and ``message.delta`` events, coalesced.
+
+    The first delta goes out at once (time to first token); later ones at most every
+    ``FLUSH_SECONDS``, each write one small transaction. Whatever is pending at the end is
+    written by :meth:`flush`, inside the transaction that completes or fails the reply.
+    """
+
+    def __init__(self, db: Database, chat: Row, message: Row) -> None:
+        self.db = db
+        self.chat_pk = chat["pk"]
+        self.message = message
+        self.text = ""
+        self.pending = ""
+        self.last_write: float | None = None
+
+    async def add(self, delta: str) -> None:
+        self.text += delta
+        self.pending += delta
+        now = time.monotonic()
+        if self.last_write is not None and now - self.last_write < FLUSH_SECONDS:
+            return
+        self.last_write = now
+        async with self.db.transaction() as tx:
+            await tx.execute(_WRITE_CONTENT, {"message_pk": self.message["pk"], "content": self.text})
+            await self.flush(tx)
+
+    async def flush(self, tx: Connection) -> None:
+        if self.pending:
+            delta = {"message_id": self.message["id"], "delta": self.pending}
+            await events.append(tx, self.chat_pk, events.MESSAGE_DELTA, delta)
+            self.pending = ""
+
+
 class LostRun(Exception):
     """The run's lease passed to another worker: stop, write nothing more."""
 
@@ -176,32 +210,31 @@ class Worker:
             return
         model = self.models.get(self.settings.model_for(chat["agent_identifier"]))
         if run.attempt > self.settings.max_run_attempts:
-            message = await self._start_message(run, chat, model)
-            await self._fail(run, chat, message, model, f"the reply was interrupted {run.attempt - 1} times")
+            reply = DeltaWriter(self.db, chat, await self._start_message(run, chat, model))
+            await self._fail(run, chat, reply, model, f"the reply was interrupted {run.attempt - 1} times")
             return
         message = await self._start_message(run, chat, model)
-        text = ""
+        reply = DeltaWriter(self.db, chat, message)
         try:
             prompt = await context.build(self.db, self.settings, model, chat, run.user_message_pk)
             usage = None
             async for item in self._stream_with_retries(model, prompt):
                 if isinstance(item, Usage):
                     usage = item
-                    continue
-                text += item
-                await self._write_delta(run, chat, message, text, item)
+                else:
+                    await reply.add(item)
             if usage is None:
                 raise ModelError(f"{model.name} ended without reporting usage", transient=False)
         except ModelError as error:
-            await self._fail(run, chat, message, model, str(error), text)
+            await self._fail(run, chat, reply, model, str(error))
             return
         except (LostRun, asyncio.CancelledError):
             raise
         except Exception as error:  # a bug or a broken file: fail this reply, not the worker
             log.exception("run %s failed unexpectedly", run.id)
-            await self._fail(run, chat, message, model, f"internal error: {type(error).__name__}", text)
+            await self._fail(run, chat, reply, model, f"internal error: {type(error).__name__}")
             return
-        await self._complete(run, chat, message, model, text, usage)
+        await self._complete(run, chat, reply, model, usage)
 
     async def _start_message(self, run: Claim, chat: Row, model: Model) -> Row:
         async with self.db.transaction() as tx:
@@ -251,31 +284,11 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await stream.aclose()  # type: ignore[attr-defined]
 
-    async def _write_delta(self, run: Claim, chat: Row, message: Row, text: str, delta: str) -> None:
-        """Buffer deltas; write them (content and one event) at most every FLUSH_SECONDS."""
-        buffer = getattr(self, "_buffer", None)
-        now = time.monotonic()
-        if buffer is None or buffer[0] != message["pk"]:
-            buffer = self._buffer = [message["pk"], "", 0.0]
-        buffer[1] += delta
-        if now - buffer[2] < FLUSH_SECONDS and buffer[2] != 0.0:
-            return
-        pending, buffer[1], buffer[2] = buffer[1], "", now
-        async with self.db.transaction() as tx:
-            await tx.execute(_WRITE_CONTENT, {"message_pk": message["pk"], "content": text})
-            await events.append(tx, chat["pk"], events.MESSAGE_DELTA, {"message_id": message["id"], "delta": pending})
-
-    async def _flush(self, tx: Connection, chat: Row, message: Row) -> None:
-        buffer = getattr(self, "_buffer", None)
-        if buffer is not None and buffer[0] == message["pk"] and buffer[1]:
-            await events.append(tx, chat["pk"], events.MESSAGE_DELTA, {"message_id": message["id"], "delta": buffer[1]})
-        self._buffer = None
-
-    async def _complete(self, run: Claim, chat: Row, message: Row, model: Model, text: str, usage: Usage) -> None:
+    async def _complete(self, run: Claim, chat: Row, reply: DeltaWriter, model: Model, usage: Usage) -> None:
         blended = self.settings.blended_micros(model.name, usage.input_tokens, usage.output_tokens)
         now = now_ms()
         async with self.db.transaction() as tx:
-            await self._flush(tx, chat, message)
+            await reply.flush(tx)
             if not await queue.finish(
                 tx, run, status="completed", model=model.name, input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens, blended_tokens_micros=blended,
@@ -284,7 +297,7 @@ class Worker:
             done = await tx.fetch_one(
                 _FINISH_MESSAGE,
                 {
-                    "message_pk": message["pk"], "content": text, "status": "completed", "error": None,
+                    "message_pk": reply.message["pk"], "content": reply.text, "status": "completed", "error": None,
                     "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
                     "blended_tokens_micros": blended, "now": now,
                 },
@@ -305,16 +318,16 @@ class Worker:
             return None
         return await tx.fetch_one(_SET_TITLE, {"chat_pk": chat["pk"], "title": generated_title(first["content"])})
 
-    async def _fail(self, run: Claim, chat: Row, message: Row, model: Model, error: str, text: str = "") -> None:
+    async def _fail(self, run: Claim, chat: Row, reply: DeltaWriter, model: Model, error: str) -> None:
         log.warning("run %s failed: %s", run.id, error)
         async with self.db.transaction() as tx:
-            await self._flush(tx, chat, message)
+            await reply.flush(tx)
             if not await queue.finish(tx, run, status="failed", error=error, model=model.name):
                 raise LostRun(run.id)
             failed = await tx.fetch_one(
                 _FINISH_MESSAGE,
                 {
-                    "message_pk": message["pk"], "content": text, "status": "failed", "error": error,
+                    "message_pk": reply.message["pk"], "content": reply.text, "status": "failed", "error": error,
                     "input_tokens": 0, "output_tokens": 0, "blended_tokens_micros": 0, "now": now_ms(),
                 },
             )  # fmt: skip
