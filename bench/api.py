@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
-import os
 import random
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,10 +35,20 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
+from common import (
+    CHATS,
+    DEFAULT_POSTGRES,
+    BenchError,
+    aichats_server,
+    api_get,
+    is_loopback,
+    postgres_database,
+    server,
+    warn_if_busy,
+)
 
 from aichats import ids
 from aichats.clock import now_ms
@@ -59,19 +66,13 @@ HISTORY_MS = 2 * 365 * 86_400_000  # chats' created_at spread over two years
 DEEP_WALK_PAGES = 800  # pages of 100: the deep cursor sits 80,000 chats (page 4,001 of 20) in
 WRK_THREADS = 1  # wrk and the server share two cores
 
-CHATS = "/api/v1/ai_chats"
 CREATE_BODY = json.dumps({"message_text": "Summarise last week's sales.", "title": "Bench chat"})
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 # The server flags of ``aichats serve`` (src/aichats/cli.py), used for the bare app too.
 SERVE_FLAGS = dict(workers=1, loop="uvloop", http="httptools", access_log=False, log_level="info", server_header=False)
 
 TARGET_LIST_SCALING = 1.5  # heavy user's first-page p50 at most this times the light user's
 TARGET_RETRIEVE_SHARE = 0.25  # retrieve at least this share of bare requests/s
-
-
-class BenchError(Exception):
-    """A run that cannot give trustworthy figures: stop, clean up, exit 1."""
 
 
 # ------------------------------------------------------------------ seed data
@@ -177,29 +178,6 @@ def sqlite_database(workdir: Path) -> Iterator[str]:
     yield f"sqlite:///{workdir / 'bench.db'}"
 
 
-@contextmanager
-def postgres_database(server_url: str, name: str) -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped on the way out."""
-    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-    postgres_admin(server_url, drop, f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server_url}/{name}"
-    finally:
-        postgres_admin(server_url, drop)
-
-
-def postgres_admin(server_url: str, *statements: str) -> None:
-    async def run() -> None:
-        connection = await asyncpg.connect(f"{server_url}/postgres")
-        try:
-            for statement in statements:
-                await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run())
-
-
 def seed_sqlite(url: str, data: Dataset) -> None:
     """All rows in one transaction. No ANALYZE: the service never runs one either."""
     connection = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
@@ -248,58 +226,10 @@ def seeded_database(backend: str, data: Dataset, workdir: Path, args: argparse.N
 # ------------------------------------------------------------------ servers
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def server(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run a server process (given ``--port`` last); yields its base URL once it listens."""
-    port = free_port()
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [*argv, "--port", str(port)], stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-    try:
-        wait_until_listening(port, process, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
-
-
-def wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"server exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise BenchError(f"server not listening on port {port} after {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def aichats_server(url: str, workdir: Path) -> AbstractContextManager[str]:
-    argv = [str(Path(sys.executable).with_name("aichats")), "serve", "--host", "127.0.0.1"]
-    return server(argv, workdir / "aichats.log", {"AICHATS_DATABASE_URL": url})
-
-
 def bare_server(body: bytes, workdir: Path) -> AbstractContextManager[str]:
     body_file = workdir / "bare-body.json"
     body_file.write_bytes(body)
-    return server([sys.executable, __file__, "--serve-bare", str(body_file)], workdir / "bare.log")
+    return server([sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(body_file)], workdir / "bare.log")
 
 
 def bare_app(body: bytes) -> Any:
@@ -330,20 +260,6 @@ def serve_bare(body_file: str, port: int) -> None:
 
 
 # ------------------------------------------------------------------ the API, directly
-
-
-def api_get(base: str, path: str, key: str) -> dict:
-    """One authenticated GET; its JSON, or BenchError if not 2xx."""
-    connection = http.client.HTTPConnection(urlsplit(base).netloc, timeout=30)
-    try:
-        connection.request("GET", path, headers={"Authorization": f"Bearer {key}"})
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    if not 200 <= response.status < 300:
-        raise BenchError(f"GET {path} answered {response.status}: {body[:300]!r}")
-    return json.loads(body)
 
 
 def deep_cursor(base: str, key: str) -> str:
@@ -560,7 +476,7 @@ def bench_backend(backend: str, data: Dataset, workdir: Path, args: argparse.Nam
         print_header()
         bare = measure_bare(data, workdir, args)
         results = {}
-        with aichats_server(url, workdir) as base:
+        with aichats_server(url, workdir, {"AICHATS_WORKERS": "0"}) as base:  # the API alone, no agent
             for scenario in api_scenarios(base, data):
                 results[scenario.name] = measure(base, scenario, workdir, args)
                 print_result(results[scenario.name], bare)
@@ -574,21 +490,6 @@ def measure_bare(data: Dataset, workdir: Path, args: argparse.Namespace) -> Resu
     return result
 
 
-def warn_if_busy(threshold: float = 0.15) -> None:
-    """Other work on the machine skews every figure: say so when the CPUs are not idle."""
-
-    def sample() -> tuple[int, int]:  # (idle, total) jiffies over all CPUs
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return fields[3] + fields[4], sum(fields)
-
-    idle, total = sample()
-    time.sleep(1)
-    idle_after, total_after = sample()
-    busy = 1 - (idle_after - idle) / max(1, total_after - total)
-    if busy > threshold:
-        print(f"  warning: the machine was {busy:.0%} busy before this run; figures will be noisy", flush=True)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Load-test the AI Chats API on seeded SQLite and PostgreSQL databases with wrk.",
@@ -598,9 +499,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per call (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first (default: %(default)s)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
-    parser.add_argument(
-        "--postgres", default="postgresql://postgres@127.0.0.1:5432", help="PostgreSQL server (default: %(default)s)"
-    )
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server (default: %(default)s)")
     parser.add_argument("--database", default="aichats_bench", help="PostgreSQL database to create and drop")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data's shape (default: %(default)s)")
     parser.add_argument("--serve-bare", metavar="BODY_FILE", help=argparse.SUPPRESS)  # internal: the bare server
@@ -610,7 +509,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for backend in args.backends:
         if backend not in ("sqlite", "postgresql"):
             parser.error(f"unknown backend {backend!r}: use sqlite and/or postgresql")
-    if "postgresql" in args.backends and urlsplit(args.postgres).hostname not in LOOPBACK:
+    if "postgresql" in args.backends and not is_loopback(args.postgres):
         parser.error("--postgres must be on a loopback address")
     return args
 

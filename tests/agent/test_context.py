@@ -14,21 +14,20 @@ from aichats.services.messages import MessageInput, add_user_message
 from aichats.storage.database import Database
 
 pytestmark = pytest.mark.anyio
+LAST = 10**12  # a reply after every message: the whole chat is history
 
 
 async def chat_with(db: Database, settings: Settings, *texts: str, **fields: object) -> tuple[dict, int]:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
         chat = await chats.create_chat(tx, user_id, ChatCreate(message_text=texts[0], **fields))  # type: ignore[arg-type]
-        last = None
         for text in texts[1:]:
             data = MessageInput(message_text=text)
-            last = await add_user_message(
+            await add_user_message(
                 tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data, now=clock.now_ms()
             )
     row = await chats.get_chat(db, user_id, chat["id"])
-    upto = last["pk"] if last is not None else 10**12
-    return dict(row) | {"current_company_id": fields.get("current_company_id")}, upto
+    return dict(row) | {"current_company_id": fields.get("current_company_id")}, LAST
 
 
 async def test_system_prompt_company_and_history(db: Database) -> None:
@@ -65,7 +64,7 @@ async def test_text_attachments_are_inlined(db: Database, tmp_path) -> None:
     async with db.transaction() as tx:
         chat = await chats.create_chat(tx, user_id, data)
     row = dict(await chats.get_chat(db, user_id, chat["id"])) | {"current_company_id": None}
-    sent = await context.build(db, settings, load_model("test:echo", timeout_seconds=1), row, 10**12)
+    sent = await context.build(db, settings, load_model("test:echo", timeout_seconds=1), row, LAST)
     body = sent[-1].content
     assert body.startswith("see files") and "[Attached file notes.txt]\n0123456789\n[... cut" in body
     assert "[Attached file chart.png (image/png, 4 bytes)]" in body

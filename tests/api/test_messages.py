@@ -32,10 +32,16 @@ def test_post_and_list_messages(api: httpx.Client) -> None:
 
     listed = api.get(f"/ai_chats/{chat['id']}/messages").json()
     MessageList.model_validate(listed)
-    assert [m["content"] for m in listed["data"]] == ["Hello", "second"]
-    newest = api.get(f"/ai_chats/{chat['id']}/messages", params={"last": 1}).json()
-    assert [m["content"] for m in newest["data"]] == ["second"] and newest["page_info"]["has_previous_page"]
-    assert api.get(f"/ai_chats/{chat['id']}").json()["message_count"] == 2
+    # Each user message is followed by its reply-to-be, pending until a worker starts it.
+    assert [(m["role"], m["status"], m["content"]) for m in listed["data"]] == [
+        ("user", "completed", "Hello"),
+        ("assistant", "pending", ""),
+        ("user", "completed", "second"),
+        ("assistant", "pending", ""),
+    ]
+    newest = api.get(f"/ai_chats/{chat['id']}/messages", params={"last": 2}).json()
+    assert [m["content"] for m in newest["data"]] == ["second", ""] and newest["page_info"]["has_previous_page"]
+    assert api.get(f"/ai_chats/{chat['id']}").json()["message_count"] == 2  # pending replies do not count
 
 
 def test_message_validation_and_ownership(live_server: LiveServer, api: httpx.Client) -> None:
@@ -52,7 +58,7 @@ def test_message_validation_and_ownership(live_server: LiveServer, api: httpx.Cl
         assert_error(other.get(f"/ai_chats/{chat['id']}/events"), 404, "not_found")
         theirs = upload(other).json()["id"]
     assert_error(api.post(path, json={"message_text": "x", "message_attachments": [{"id": theirs}]}), 404, "not_found")
-    assert len(api.get(path).json()["data"]) == 1  # nothing was stored
+    assert len(api.get(path).json()["data"]) == 2  # the first message and its pending reply: nothing new
 
 
 def test_files(live_server: LiveServer, api: httpx.Client) -> None:

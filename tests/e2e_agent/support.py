@@ -7,6 +7,7 @@ process would otherwise claim the runs another test queued for a different model
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -24,8 +25,16 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.conftest import AICHATS, LiveServer, _postgres_admin, _postgres_database, free_port, start_server, stop_server
 from aichats.storage import migrate
+from tests.conftest import (
+    AICHATS,
+    LiveServer,
+    _postgres_admin,
+    _postgres_database,
+    free_port,
+    start_server,
+    stop_server,
+)
 
 T = TypeVar("T")
 LOCAL_MODEL = "local:smollm2-135m"
@@ -122,16 +131,19 @@ class WorkerProcess:
                 self.process.wait(10)
 
 
-def start_worker(database_url: str, log_path: Path, env: dict[str, str], *args: str) -> WorkerProcess:
-    """``aichats worker`` (``args`` e.g. ``--concurrency 2``); started once it says so."""
+def launch_worker(database_url: str, log_path: Path, env: dict[str, str], *args: str) -> WorkerProcess:
+    """Start ``aichats worker`` (``args`` e.g. ``--concurrency 2``) without waiting for it."""
     full = {**os.environ, **env, "AICHATS_DATABASE_URL": database_url}
-    log = open(log_path, "wb")
-    process = subprocess.Popen([AICHATS, "worker", *args], env=full, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    worker = WorkerProcess(process, log_path)
-    deadline = time.monotonic() + 30
-    while "aichats worker:" not in log_path.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([AICHATS, "worker", *args], env=full, stdout=log, stderr=subprocess.STDOUT)
+    return WorkerProcess(process, log_path)
+
+
+def wait_started(worker: WorkerProcess, timeout: float = 30) -> WorkerProcess:
+    """Wait until the worker says it runs (its LISTEN is then in place)."""
+    deadline = time.monotonic() + timeout
+    while "aichats worker:" not in worker.log_path.read_text(errors="replace"):
+        if worker.process.poll() is not None or time.monotonic() > deadline:
             worker.stop()
             raise AssertionError(f"aichats worker did not start:\n{worker.log()}")
         time.sleep(0.05)
@@ -139,21 +151,21 @@ def start_worker(database_url: str, log_path: Path, env: dict[str, str], *args: 
 
 
 @contextmanager
-def llama_server() -> Iterator[str]:
+def llama_server(log_path: Path) -> Iterator[str]:
     """llama.cpp's own OpenAI-compatible server on the built-in GGUF; yields its /v1 URL."""
     port = free_port()
     command = [
         str(Path(AICHATS).with_name("python")), "-m", "llama_cpp.server", "--model", gguf_path(),
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2",
     ]  # fmt: skip
-    log = subprocess.DEVNULL
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.PIPE)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"llama_cpp.server exited:\n{process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+                raise AssertionError(f"llama_cpp.server exited:\n{log_path.read_text(errors='replace')[-3000:]}")
             try:
                 if httpx.get(base + "/models", timeout=1).status_code == 200:
                     break
@@ -162,8 +174,6 @@ def llama_server() -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise AssertionError("llama_cpp.server did not answer GET /v1/models within 60 s")
             time.sleep(0.2)
-        # Its stderr is chatty: drain it so that the pipe never fills and blocks it.
-        threading.Thread(target=process.stderr.read, daemon=True).start()  # type: ignore[union-attr]
         yield base
     finally:
         process.terminate()
@@ -201,17 +211,23 @@ class SilentServer:
 
     def __exit__(self, *_exc: object) -> None:
         self._closed.set()
+        self._thread.join(5)
         self._listener.close()
         for connection in self.connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
             connection.close()
-        self._thread.join(5)
 
     def _accept(self) -> None:
+        self._listener.settimeout(0.1)  # closing a socket does not wake a blocked accept()
         while not self._closed.is_set():
             try:
                 connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            connection.settimeout(None)
             self.connections.append(connection)
             threading.Thread(target=self._hold, args=(connection,), daemon=True).start()
 
@@ -344,14 +360,20 @@ def post_message(client: httpx.Client, chat_id: str, text: str, **body: Any) -> 
 
 
 def reply_to(client: httpx.Client, chat_id: str, user_message_id: str, timeout: float = 30) -> dict[str, Any]:
-    """The assistant message that follows ``user_message_id``, once it is completed or failed."""
+    """The reply to ``user_message_id`` once it is completed or failed.
+
+    Turns run one per user message, in order, so the n-th user message's reply is the
+    n-th assistant message (not necessarily the next message: a reply is created when its
+    turn starts, after any message sent while earlier turns waited).
+    """
 
     def finished() -> dict[str, Any] | None:
         listed = messages_of(client, chat_id)
-        index = next(i for i, m in enumerate(listed) if m["id"] == user_message_id)
-        later = [m for m in listed[index + 1 :] if m["role"] == "assistant"]
-        if later and later[0]["status"] in ("completed", "failed"):
-            return later[0]
+        users = [m["id"] for m in listed if m["role"] == "user"]
+        replies = [m for m in listed if m["role"] == "assistant"]
+        n = users.index(user_message_id)
+        if len(replies) > n and replies[n]["status"] in ("completed", "failed"):
+            return replies[n]
         return None
 
     return wait_for(finished, timeout, f"the reply to {user_message_id}", interval=0.1)

@@ -26,7 +26,7 @@ _HISTORY = (
     sa.select(_m.role, _m.content, _m.attachments)
     .where(
         _m.chat_pk == sa.bindparam("chat_pk"),
-        _m.pk <= sa.bindparam("upto"),
+        _m.pk < sa.bindparam("reply_pk"),
         _m.status == "completed",
     )
     .order_by(_m.pk.desc())
@@ -56,18 +56,26 @@ async def _with_attachments(db: Database, settings: Settings, user_id: str, row:
     return text
 
 
-async def build(db: Database, settings: Settings, model: Model, chat: Row, upto_message_pk: int) -> list[ChatMessage]:
+async def build(db: Database, settings: Settings, model: Model, chat: Row, reply_pk: int) -> list[ChatMessage]:
+    """The prompt for the reply ``reply_pk``: everything completed before it in the chat."""
     system = ChatMessage("system", system_prompt(settings, chat))
     budget = model.context_window - settings.max_output_tokens - model.count_tokens(system.content) - 16
     kept: list[ChatMessage] = []
-    for row in await db.fetch_all(_HISTORY, {"chat_pk": chat["pk"], "upto": upto_message_pk}):
+    for row in await db.fetch_all(_HISTORY, {"chat_pk": chat["pk"], "reply_pk": reply_pk}):
         content = await _with_attachments(db, settings, chat["user_id"], row)
         cost = model.count_tokens(content) + 8  # role markers
         if cost > budget:
             if not kept:  # the message being answered must go in, cut to what fits
-                content = content[: max(budget, 1) * 3]
-                kept.append(ChatMessage(row["role"], content))
+                kept.append(ChatMessage(row["role"], _cut_to(model, content, budget - 8)))
             break
         budget -= cost
         kept.append(ChatMessage(row["role"], content))
     return [system, *reversed(kept)]
+
+
+def _cut_to(model: Model, text: str, tokens: int) -> str:
+    """The start of ``text`` that takes at most ``tokens`` (by the model's own count)."""
+    tokens = max(tokens, 1)
+    while len(text) > 1 and (cost := model.count_tokens(text)) > tokens:
+        text = text[: max(1, int(len(text) * tokens / cost * 0.95))]
+    return text

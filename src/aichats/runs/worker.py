@@ -31,7 +31,7 @@ from aichats.runs import queue
 from aichats.runs.queue import Claim
 from aichats.services import events
 from aichats.services.chats import CHAT_COLUMNS, chat_json
-from aichats.services.messages import MESSAGE_COLUMNS, RUNS_CHANNEL, insert_message, message_json
+from aichats.services.messages import MESSAGE_COLUMNS, RUNS_CHANNEL, count_message, insert_message, message_json
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, messages
 
@@ -46,12 +46,15 @@ _m = messages.c
 _CHAT = sa.select(
     _c.pk, _c.id, _c.user_id, _c.agent_identifier, _c.title, _c.title_locked, _c.current_company_id, _c.deleted_at
 ).where(_c.pk == sa.bindparam("chat_pk"))
-_RESET_MESSAGE = (
+_MESSAGE_STATUS = sa.select(_m.status).where(_m.pk == sa.bindparam("message_pk"))
+_RESTART_MESSAGE = (
     sa.update(messages)
     .where(_m.pk == sa.bindparam("message_pk"))
     .values(content="", status="streaming", error=None, completed_at=None, model=sa.bindparam("model"))
     .returning(*MESSAGE_COLUMNS)
 )
+# A pending reply becomes a message when it starts: that is its creation for the reader.
+_START_MESSAGE = _RESTART_MESSAGE.values(created_at=sa.bindparam("now"))
 _WRITE_CONTENT = sa.update(messages).where(_m.pk == sa.bindparam("message_pk")).values(content=sa.bindparam("content"))
 _FINISH_MESSAGE = (
     sa.update(messages)
@@ -208,15 +211,13 @@ class Worker:
             async with self.db.transaction() as tx:
                 await queue.finish(tx, run, status="cancelled", error="the chat was deleted")
             return
-        model = self.models.get(self.settings.model_for(chat["agent_identifier"]))
-        if run.attempt > self.settings.max_run_attempts:
-            reply = DeltaWriter(self.db, chat, await self._start_message(run, chat, model))
-            await self._fail(run, chat, reply, model, f"the reply was interrupted {run.attempt - 1} times")
-            return
-        message = await self._start_message(run, chat, model)
-        reply = DeltaWriter(self.db, chat, message)
+        model_name = self.settings.model_for(chat["agent_identifier"])
+        reply = DeltaWriter(self.db, chat, await self._start_message(run, chat, model_name))
         try:
-            prompt = await context.build(self.db, self.settings, model, chat, run.user_message_pk)
+            if run.attempt > self.settings.max_run_attempts:
+                raise ModelError(f"the reply was interrupted {run.attempt - 1} times", transient=False)
+            model = self.models.get(model_name)
+            prompt = await context.build(self.db, self.settings, model, chat, reply.message["pk"])
             usage = None
             async for item in self._stream_with_retries(model, prompt):
                 if isinstance(item, Usage):
@@ -226,27 +227,35 @@ class Worker:
             if usage is None:
                 raise ModelError(f"{model.name} ended without reporting usage", transient=False)
         except ModelError as error:
-            await self._fail(run, chat, reply, model, str(error))
+            await self._fail(run, chat, reply, model_name, str(error))
             return
         except (LostRun, asyncio.CancelledError):
             raise
         except Exception as error:  # a bug or a broken file: fail this reply, not the worker
             log.exception("run %s failed unexpectedly", run.id)
-            await self._fail(run, chat, reply, model, f"internal error: {type(error).__name__}")
+            await self._fail(run, chat, reply, model_name, f"internal error: {type(error).__name__}")
             return
-        await self._complete(run, chat, reply, model, usage)
+        await self._complete(run, chat, reply, model_name, usage)
 
-    async def _start_message(self, run: Claim, chat: Row, model: Model) -> Row:
+    async def _start_message(self, run: Claim, chat: Row, model_name: str) -> Row:
+        """The reply starts streaming: its pending message (counted now), or on a retry the
+        same message emptied; or, for a turn queued without one, a new message."""
+        now = now_ms()
         async with self.db.transaction() as tx:
-            if run.assistant_message_pk is not None:  # a retry: reuse the reply, start it over
-                message = await tx.fetch_one(
-                    _RESET_MESSAGE, {"message_pk": run.assistant_message_pk, "model": model.name}
-                )
+            if run.assistant_message_pk is not None:
+                previous = await tx.fetch_one(_MESSAGE_STATUS, {"message_pk": run.assistant_message_pk})
+                assert previous is not None
+                start = {"message_pk": run.assistant_message_pk, "model": model_name, "now": now}
+                if previous["status"] == "pending":
+                    message = await tx.fetch_one(_START_MESSAGE, start)
+                    await count_message(tx, chat["pk"], now)
+                else:  # a retry after a lost worker: the same message, emptied
+                    message = await tx.fetch_one(_RESTART_MESSAGE, start)
                 assert message is not None
             else:
                 message = await insert_message(
-                    tx, chat["pk"], now_ms(), role="assistant", content="", status="streaming", source="agent",
-                    model=model.name,
+                    tx, chat["pk"], now, role="assistant", content="", status="streaming", source="agent",
+                    model=model_name,
                 )  # fmt: skip
                 if not await queue.set_message(tx, run, message["pk"]):
                     raise LostRun(run.id)
@@ -284,13 +293,13 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await stream.aclose()  # type: ignore[attr-defined]
 
-    async def _complete(self, run: Claim, chat: Row, reply: DeltaWriter, model: Model, usage: Usage) -> None:
-        blended = self.settings.blended_micros(model.name, usage.input_tokens, usage.output_tokens)
+    async def _complete(self, run: Claim, chat: Row, reply: DeltaWriter, model: str, usage: Usage) -> None:
+        blended = self.settings.blended_micros(model, usage.input_tokens, usage.output_tokens)
         now = now_ms()
         async with self.db.transaction() as tx:
             await reply.flush(tx)
             if not await queue.finish(
-                tx, run, status="completed", model=model.name, input_tokens=usage.input_tokens,
+                tx, run, status="completed", model=model, input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens, blended_tokens_micros=blended,
             ):  # fmt: skip
                 raise LostRun(run.id)
@@ -318,11 +327,11 @@ class Worker:
             return None
         return await tx.fetch_one(_SET_TITLE, {"chat_pk": chat["pk"], "title": generated_title(first["content"])})
 
-    async def _fail(self, run: Claim, chat: Row, reply: DeltaWriter, model: Model, error: str) -> None:
+    async def _fail(self, run: Claim, chat: Row, reply: DeltaWriter, model: str, error: str) -> None:
         log.warning("run %s failed: %s", run.id, error)
         async with self.db.transaction() as tx:
             await reply.flush(tx)
-            if not await queue.finish(tx, run, status="failed", error=error, model=model.name):
+            if not await queue.finish(tx, run, status="failed", error=error, model=model):
                 raise LostRun(run.id)
             failed = await tx.fetch_one(
                 _FINISH_MESSAGE,

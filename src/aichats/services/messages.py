@@ -123,26 +123,40 @@ _COUNT_MESSAGE = (
     )
 )
 _INSERT_RUN = sa.insert(runs).values(
-    {c: sa.bindparam(c) for c in ("id", "chat_pk", "trigger", "status", "user_message_pk", "created_at")}
+    {
+        c: sa.bindparam(c)
+        for c in ("id", "chat_pk", "trigger", "status", "user_message_pk", "assistant_message_pk", "created_at")
+    }
 )
 _OWNED_FILE = sa.select(files.c.id).where(
     files.c.id == sa.bindparam("file_id"), files.c.user_id == sa.bindparam("user_id")
 )
 
 
-async def insert_message(tx: Connection, chat_pk: int, now: int, **fields: Any) -> Row:
-    """Insert a message and count it on its chat (``message_count``, ``last_message_at``)."""
+async def count_message(tx: Connection, chat_pk: int, now: int) -> None:
+    """Count a message on its chat: ``message_count``, ``last_message_at``, activity."""
+    await tx.execute(_COUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
+
+
+async def insert_message(tx: Connection, chat_pk: int, now: int, *, counted: bool = True, **fields: Any) -> Row:
+    """Insert a message; ``counted`` ones count on the chat at once (a pending reply counts
+    when it starts)."""
     values = {"suggestion_type": None, "attachments": "[]", "model": None, "completed_at": None, **fields}
     row = await tx.fetch_one(_INSERT, {"id": ids.new_id(ids.MESSAGE), "chat_pk": chat_pk, "created_at": now, **values})
     assert row is not None
-    await tx.execute(_COUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
+    if counted:
+        await count_message(tx, chat_pk, now)
     return row
 
 
 async def add_user_message(
     tx: Connection, *, user_id: str, chat_pk: int, chat_id: str, data: MessageInput, now: int, trigger: str = "message"
 ) -> Row:
-    """Store the user's message and queue the agent's turn; both announce themselves on commit."""
+    """Store the user's message, its reply-to-be (``pending``) and the agent's queued turn.
+
+    The pending reply holds the reply's place right after the message it answers, so a
+    chat always reads question, answer, question, answer, however the turns are timed.
+    """
     for attachment in data.message_attachments:
         if await tx.fetch_one(_OWNED_FILE, {"file_id": attachment.id, "user_id": user_id}) is None:
             raise NotFound(f"no file {attachment.id}")
@@ -158,6 +172,9 @@ async def add_user_message(
         attachments=orjson.dumps([a.model_dump() for a in data.message_attachments]).decode(),
         completed_at=now,
     )
+    reply = await insert_message(
+        tx, chat_pk, now, counted=False, role="assistant", content="", status="pending", source="agent"
+    )
     await tx.execute(
         _INSERT_RUN,
         {
@@ -166,6 +183,7 @@ async def add_user_message(
             "trigger": trigger,
             "status": "queued",
             "user_message_pk": message["pk"],
+            "assistant_message_pk": reply["pk"],
             "created_at": now,
         },
     )

@@ -1,0 +1,428 @@
+"""Benchmark the agent: time to first token, server overhead per token, runs per second.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/agent.py [--quick]
+
+1. **Time to first token** (SQLite, ``aichats serve`` with its one in-process worker):
+   chats one at a time; each POSTs a new chat, then at once opens its event stream
+   from the start, and times the first ``message.delta`` and the ``message.completed``
+   from the moment the POST was sent. With the real ``local:smollm2-135m`` (replies
+   of at most 32 tokens) and with ``test:echo-200``.
+2. **Server overhead per token** (the same, ``test:echo-2000``): the test model takes
+   no time, so (last token - first token) / tokens is what the server spends a token.
+3. **Runs per second** (PostgreSQL, ``aichats serve`` with no workers): 2,000 turns
+   queued through the API, then ``aichats worker`` processes (1 x 1, 2 x 1, 2 x 2)
+   complete them with ``test:echo``.
+
+See ``bench/README.md`` for what each figure means. Everything it starts or creates
+(servers, workers, the PostgreSQL database, temp files) is stopped or removed before
+it exits, on Ctrl-C too. Exit status: 0 when every turn completed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import math
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from common import (
+    CHATS,
+    DEFAULT_POSTGRES,
+    BenchError,
+    aichats_command,
+    aichats_env,
+    aichats_server,
+    api_call,
+    connect,
+    is_loopback,
+    log_tail,
+    postgres_database,
+    postgres_execute,
+    start_process,
+    stop,
+    warn_if_busy,
+)
+
+# ------------------------------------------------------------------ settings
+
+PROMPT = "In one sentence, what is a rainbow?"
+LOCAL_MODEL = "local:smollm2-135m"
+LOCAL_MAX_TOKENS = 32
+ECHO_WORDS = 200  # test:echo-200 in the time-to-first-token table
+OVERHEAD_WORDS = 2000  # test:echo-2000 for the per-token overhead
+QUEUE_MODEL = "test:echo"  # "You said: <message>", a handful of words
+QUEUE_CLIENTS = 8  # threads POSTing the queued turns
+LAYOUTS = ((1, 1), (2, 1), (2, 2))  # worker processes x runs each works on at once
+TURN_SECONDS = 300  # one turn longer than this fails the run
+STALL_SECONDS = 60  # no run completing for this long fails the run
+POLL_SECONDS = 0.05  # how often the runs table is counted while workers drain it
+PARTS = ("latency", "overhead", "throughput")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    local_chats: int
+    echo_chats: int
+    overhead_chats: int
+    runs: int
+
+
+FULL = Sizes(local_chats=8, echo_chats=20, overhead_chats=10, runs=2000)
+QUICK = Sizes(local_chats=3, echo_chats=5, overhead_chats=3, runs=300)
+
+
+# ------------------------------------------------------------------ one timed turn
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One agent turn as its client saw it, in seconds from sending the POST."""
+
+    answered: float  # the POST's answer arrived (chat stored, turn queued)
+    first_token: float  # the first message.delta arrived
+    last_token: float  # message.completed arrived
+    tokens: int  # output tokens, as message.completed reports them
+    deltas: int  # message.delta events (the worker coalesces tokens into ~50 ms batches)
+
+    @property
+    def streaming(self) -> float:
+        return self.last_token - self.first_token
+
+
+def timed_turn(base: str, key: str, text: str) -> Turn:
+    """POST a new chat, then open its event stream from the start and time its reply."""
+    deadline = time.monotonic() + TURN_SECONDS
+    with closing(connect(base, timeout=TURN_SECONDS)) as connection:
+        sent = time.perf_counter()
+        chat = api_call(connection, "POST", CHATS, key, {"message_text": text})
+        answered = time.perf_counter() - sent
+        first, deltas = None, 0
+        for event, data in sse_events(open_events(connection, key, chat["id"])):
+            at = time.perf_counter() - sent
+            if event == "message.delta":
+                first = at if first is None else first
+                deltas += 1
+            elif event == "message.failed":
+                raise BenchError(f"the turn failed: {json.loads(data)['error']}")
+            elif event == "message.completed":
+                if first is None:
+                    raise BenchError("the reply completed without streaming a token")
+                return Turn(answered, first, at, json.loads(data)["usage"]["output_tokens"], deltas)
+            if time.monotonic() > deadline:
+                raise BenchError(f"a turn took over {TURN_SECONDS} s")
+    raise BenchError("the event stream ended before message.completed")
+
+
+def open_events(connection: http.client.HTTPConnection, key: str, chat_id: str) -> http.client.HTTPResponse:
+    """``GET .../events`` without Last-Event-ID: every event of the chat, replayed, then live."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+    connection.request("GET", f"{CHATS}/{chat_id}/events", headers=headers)
+    response = connection.getresponse()
+    if response.status != 200:
+        raise BenchError(f"the event stream answered {response.status}: {response.read(300)!r}")
+    return response
+
+
+def sse_events(response: http.client.HTTPResponse) -> Iterator[tuple[str, str]]:
+    """(event, data) of each server-sent event, as soon as its closing blank line arrives."""
+    event, data = "message", []
+    while line := response.readline():
+        line = line.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif not line.startswith(b":"):  # ":" starts a comment (keep-alive pings)
+            name, _, value = line.decode().partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+def timed_turns(url: str, key: str, workdir: Path, model: str, max_tokens: int, chats: int) -> tuple[Turn, list[Turn]]:
+    """A server with ``model`` and one in-process worker: one cold turn, then ``chats`` measured."""
+    settings = {"AICHATS_MODEL": model, "AICHATS_MAX_OUTPUT_TOKENS": str(max_tokens), "AICHATS_WORKERS": "1"}
+    with aichats_server(url, workdir, settings, log_name=f"serve-{model.replace(':', '-')}.log") as base:
+        cold = timed_turn(base, key, PROMPT)  # loads the model, warms caches
+        return cold, [timed_turn(base, key, PROMPT) for _ in range(chats)]
+
+
+# ------------------------------------------------------------------ 1. time to first token
+
+
+def bench_latency(url: str, key: str, workdir: Path, sizes: Sizes) -> None:
+    print("\n1. Time to first token: SQLite, `aichats serve` with 1 in-process worker, one chat at a time")
+    print("   (ms from sending the POST; the p99 of under 100 chats is the slowest)", flush=True)
+    warn_if_busy()
+    print(
+        f"  {'model':<20} {'chats':>5} {'tokens':>6} {'POST p50':>9} {'first p50':>10} {'first p99':>10}"
+        f" {'last p50':>9} {'last p99':>9} {'cold first':>11}"
+    )
+    for model, max_tokens, chats in (
+        (LOCAL_MODEL, LOCAL_MAX_TOKENS, sizes.local_chats),
+        (f"test:echo-{ECHO_WORDS}", ECHO_WORDS, sizes.echo_chats),
+    ):
+        cold, turns = timed_turns(url, key, workdir, model, max_tokens, chats)
+        first, last = [t.first_token for t in turns], [t.last_token for t in turns]
+        print(
+            f"  {model:<20} {chats:>5} {statistics.median(t.tokens for t in turns):>6.0f}"
+            f" {ms(statistics.median(t.answered for t in turns)):>9.1f}"
+            f" {ms(percentile(first, 50)):>10.1f} {ms(percentile(first, 99)):>10.1f}"
+            f" {ms(percentile(last, 50)):>9.1f} {ms(percentile(last, 99)):>9.1f} {ms(cold.first_token):>11.1f}",
+            flush=True,
+        )
+
+
+# ------------------------------------------------------------------ 2. overhead per token
+
+
+def bench_overhead(url: str, key: str, workdir: Path, sizes: Sizes) -> None:
+    model = f"test:echo-{OVERHEAD_WORDS}"
+    print(f"\n2. Server overhead per streamed token: {model} on SQLite, 1 in-process worker, one chat at a time")
+    print("   (the test model takes ~0 s a token: (last token - first token) / tokens is the server's cost)")
+    warn_if_busy()
+    _, turns = timed_turns(url, key, workdir, model, OVERHEAD_WORDS, sizes.overhead_chats)
+    if any(t.tokens != OVERHEAD_WORDS for t in turns):
+        raise BenchError(f"{model} streamed {sorted({t.tokens for t in turns})} tokens, not {OVERHEAD_WORDS}")
+    per_token = [t.streaming / t.tokens * 1e6 for t in turns]
+    print(
+        f"  {'chats':>5} {'tokens':>6} {'first->last p50 ms':>19} {'per token p50 µs':>17} {'p99 µs':>7}"
+        f" {'tokens/s p50':>13} {'delta events p50':>17}"
+    )
+    print(
+        f"  {len(turns):>5} {OVERHEAD_WORDS:>6} {ms(statistics.median(t.streaming for t in turns)):>19.1f}"
+        f" {percentile(per_token, 50):>17.1f} {percentile(per_token, 99):>7.1f}"
+        f" {1e6 / percentile(per_token, 50):>13,.0f} {statistics.median(t.deltas for t in turns):>17.0f}",
+        flush=True,
+    )
+
+
+# ------------------------------------------------------------------ 3. runs per second
+
+
+def bench_throughput(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> None:
+    print(f"\n3. Runs completed per second: PostgreSQL, {QUEUE_MODEL}, {sizes.runs:,} turns queued through the API")
+    print("   (`aichats serve` with AICHATS_WORKERS=0 queues them; then `aichats worker` processes run them)")
+    warn_if_busy()
+    with postgres_database(args.postgres, args.database) as url:
+        key = create_key(url, workdir)
+        settings = {"AICHATS_WORKERS": "0", "AICHATS_MODEL": QUEUE_MODEL}
+        with aichats_server(url, workdir, settings, log_name="serve-api.log") as base:
+            print(f"  {'workers':>7} {'processes x concurrency':>24} {'queue s':>8} {'drain s':>8} {'runs/s':>8}")
+            for processes, concurrency in LAYOUTS:
+                queued = queue_turns(url, base, key, sizes.runs)
+                seconds = asyncio.run(drain(url, processes, concurrency, sizes.runs, workdir))
+                print(
+                    f"  {processes * concurrency:>7} {f'{processes} x {concurrency}':>24} {queued:>8.1f}"
+                    f" {seconds:>8.2f} {sizes.runs / seconds:>8,.0f}",
+                    flush=True,
+                )
+
+
+def queue_turns(url: str, base: str, key: str, total: int) -> float:
+    """Empty the chat tables, POST ``total`` new chats (queued turns); seconds the POSTs took.
+
+    Then ANALYZE and CHECKPOINT, so every layout starts from the same state."""
+    postgres_execute(url, "TRUNCATE ai_chats, messages, runs, chat_events CASCADE")
+    started = time.perf_counter()
+    post_chats(base, key, total)
+    seconds = time.perf_counter() - started
+    postgres_execute(url, "ANALYZE", "CHECKPOINT")
+    return seconds
+
+
+def post_chats(base: str, key: str, total: int) -> None:
+    """``total`` POSTs from ``QUEUE_CLIENTS`` threads, each on its own keep-alive connection."""
+    stopping = threading.Event()
+
+    def client(count: int) -> None:
+        with closing(connect(base)) as connection:
+            for n in range(count):
+                if stopping.is_set():
+                    return
+                api_call(connection, "POST", CHATS, key, {"message_text": f"Queued turn {n}, please answer."})
+
+    shares = [total // QUEUE_CLIENTS + (i < total % QUEUE_CLIENTS) for i in range(QUEUE_CLIENTS)]
+    with ThreadPoolExecutor(QUEUE_CLIENTS) as pool:
+        try:
+            list(pool.map(client, shares))
+        finally:
+            stopping.set()  # on failure or Ctrl-C the other clients stop at their next POST
+
+
+async def drain(url: str, processes: int, concurrency: int, total: int, workdir: Path) -> float:
+    """Seconds for ``processes`` workers of ``concurrency`` each to complete ``total`` queued runs.
+
+    The runs table stays locked while the processes start, so that none gets a head
+    start: the clock starts when the lock is released, once every process is ready."""
+    connection = await asyncpg.connect(url)
+    workers: list[tuple[subprocess.Popen, Path]] = []
+    try:
+        queued = await connection.fetchval("SELECT count(*) FROM runs WHERE status = 'queued'")
+        if queued != total:
+            raise BenchError(f"{queued} runs queued, not {total}")
+        hold = connection.transaction()
+        await hold.start()
+        await connection.execute("LOCK TABLE runs IN EXCLUSIVE MODE")  # claims wait; plain reads do not
+        for n in range(processes):
+            workers.append(start_worker(url, concurrency, workdir / f"worker-{processes}x{concurrency}-{n}.log"))
+        await wait_ready(workers)
+        started = time.perf_counter()
+        await hold.commit()
+        await wait_completed(connection, workers)
+        return time.perf_counter() - started
+    finally:
+        await connection.close()  # releases the lock first, so no worker is stuck on it
+        stop(*(process for process, _ in workers))
+
+
+def start_worker(url: str, concurrency: int, log: Path) -> tuple[subprocess.Popen, Path]:
+    settings = {"AICHATS_DATABASE_URL": url, "AICHATS_MODEL": QUEUE_MODEL}
+    return start_process(aichats_command("worker", "--concurrency", str(concurrency)), log, settings), log
+
+
+async def wait_ready(workers: list[tuple[subprocess.Popen, Path]], timeout: float = 60) -> None:
+    """Until every worker has printed ``aichats worker: N worker(s) on ...`` (its workers run)."""
+    deadline = time.monotonic() + timeout
+    while not all("aichats worker:" in log.read_text(errors="replace") for _, log in workers):
+        check_alive(workers)
+        if time.monotonic() > deadline:
+            raise BenchError(f"workers not ready after {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def wait_completed(connection: asyncpg.Connection, workers: list[tuple[subprocess.Popen, Path]]) -> None:
+    """Poll the runs table until every run is ``completed``; fail on a failed run or a stall."""
+    previous, progressed = -1, time.monotonic()
+    while True:
+        remaining, failed = await connection.fetchrow(
+            "SELECT count(*) FILTER (WHERE status <> 'completed'),"
+            " count(*) FILTER (WHERE status IN ('failed', 'cancelled')) FROM runs"
+        )
+        if failed:
+            error = await connection.fetchval("SELECT error FROM runs WHERE status IN ('failed', 'cancelled') LIMIT 1")
+            raise BenchError(f"{failed} runs failed or were cancelled, the first with: {error}")
+        if remaining == 0:
+            return
+        check_alive(workers)
+        if remaining != previous:
+            previous, progressed = remaining, time.monotonic()
+        elif time.monotonic() - progressed > STALL_SECONDS:
+            raise BenchError(f"no run completed for {STALL_SECONDS} s ({remaining} left)")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def check_alive(workers: list[tuple[subprocess.Popen, Path]]) -> None:
+    for process, log in workers:
+        if process.poll() is not None:
+            raise BenchError(f"a worker exited with {process.returncode}:\n{log_tail(log)}")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def create_key(url: str, workdir: Path) -> str:
+    """A new user's API key, made with the CLI (which migrates the database first)."""
+    user = run_cli(url, workdir, "users", "create")
+    return run_cli(url, workdir, "keys", "create", "--user", user)
+
+
+def run_cli(url: str, workdir: Path, *args: str) -> str:
+    """Run ``aichats ARGS`` against ``url``; the last line it printed."""
+    done = subprocess.run(
+        aichats_command(*args),
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=aichats_env({"AICHATS_DATABASE_URL": url}),
+        timeout=120,
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise BenchError(f"aichats {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least p% of them at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark the agent: time to first token, overhead per streamed token, runs per second.",
+        epilog="See bench/README.md for what each figure means.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"fewer chats and {QUICK.runs:,} queued runs instead of {FULL.runs:,}"
+    )
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="PostgreSQL server (default: %(default)s)")
+    parser.add_argument("--database", default="aichats_bench_agent", help="PostgreSQL database it creates and drops")
+    args = parser.parse_args(argv)
+    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    for part in args.parts:
+        if part not in PARTS:
+            parser.error(f"unknown part {part!r}: use {', '.join(PARTS)}")
+    if "throughput" in args.parts and not is_loopback(args.postgres):
+        parser.error("--postgres must be on a loopback address")
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
+    sizes = QUICK if args.quick else FULL
+    if "latency" in args.parts or "overhead" in args.parts:
+        url = f"sqlite:///{workdir / 'agent.db'}"
+        key = create_key(url, workdir)
+        if "latency" in args.parts:
+            bench_latency(url, key, workdir, sizes)
+        if "overhead" in args.parts:
+            bench_overhead(url, key, workdir, sizes)
+    if "throughput" in args.parts:
+        bench_throughput(args, sizes, workdir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="aichats-bench-agent-") as tmp:
+            run(args, Path(tmp))
+    except BenchError as error:
+        print(f"\nFAILED: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers and workers stopped, database and temp files removed", file=sys.stderr)
+        return 130
+    print(f"\ndone in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
