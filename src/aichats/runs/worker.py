@@ -137,6 +137,24 @@ def generated_title(first_message: str) -> str:
     return cut.rstrip(",.;:") + "…"
 
 
+_END: Any = object()
+
+
+async def _next_within(stream: AsyncIterator[Any], seconds: float, name: str, timeout: float) -> Any:
+    """The stream's next item, or ``_END``; a ModelError if none comes within ``seconds``.
+
+    ``asyncio.timeout`` rather than ``wait_for``: no task per token (measured: 6 to 15 µs
+    a token with ``wait_for``, the bulk of the server's per-token cost).
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            return await anext(stream)
+    except StopAsyncIteration:
+        return _END
+    except TimeoutError:
+        raise ModelError(f"{name} did not answer within {timeout:g} s", transient=False) from None
+
+
 class Models:
     """The models this process has loaded, one per ``provider:model`` (loading is slow)."""
 
@@ -275,12 +293,9 @@ class Worker:
             try:
                 while True:
                     remaining = timeout if started else max(deadline - time.monotonic(), 0.001)
-                    try:
-                        item = await asyncio.wait_for(stream.__anext__(), remaining)
-                    except StopAsyncIteration:
+                    item = await _next_within(stream, remaining, model.name, timeout)
+                    if item is _END:
                         return
-                    except TimeoutError:
-                        raise ModelError(f"{model.name} did not answer within {timeout:g} s", transient=False) from None
                     started = True
                     yield item
             except ModelError as error:
