@@ -162,9 +162,10 @@ class Models:
         self._settings = settings
         self._models: dict[str, Model] = {}
 
-    def get(self, spec: str) -> Model:
-        if spec not in self._models:
-            self._models[spec] = load_model(spec, timeout_seconds=self._settings.model_timeout_seconds)
+    async def get(self, spec: str) -> Model:
+        if spec not in self._models:  # loaded in a thread: a model file takes a while to read
+            timeout = self._settings.model_timeout_seconds
+            self._models[spec] = await asyncio.to_thread(load_model, spec, timeout_seconds=timeout)
         return self._models[spec]
 
     async def close(self) -> None:
@@ -234,7 +235,7 @@ class Worker:
         try:
             if run.attempt > self.settings.max_run_attempts:
                 raise ModelError(f"the reply was interrupted {run.attempt - 1} times", transient=False)
-            model = self.models.get(model_name)
+            model = await self.models.get(model_name)
             prompt = await context.build(self.db, self.settings, model, chat, reply.message["pk"])
             usage = None
             async for item in self._stream_with_retries(model, prompt):

@@ -43,6 +43,7 @@ class LocalModel:
         self.name = f"local:{name}"
         self._path = model_path(name)
         self._lock = threading.Lock()  # one generation at a time per loaded model
+        _ = self._formatter  # load now (callers do this in a thread), not on the event loop
 
     @cached_property
     def _llm(self) -> Any:
