@@ -116,6 +116,28 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
     asyncio.run(run())
 
 
+@main.group("scheduler")
+def scheduler_group() -> None:
+    """Scheduled automation."""
+
+
+@scheduler_group.command("tick")
+@click.option("--at", "at", help="Run the pass as of this ISO 8601 instant (default: now).")
+@click.pass_context
+def scheduler_tick(ctx: click.Context, at: str | None) -> None:
+    """Perform one scheduling pass: queue a turn for every schedule due; prints how many."""
+    from aichats.clock import parse_iso
+    from aichats.scheduling import scheduler
+
+    try:
+        now = parse_iso(at) if at else None
+    except ValueError:
+        raise click.BadParameter("not an ISO 8601 instant", param_hint="--at") from None
+    settings = _settings(ctx)
+    result = _with_db(ctx, lambda db: scheduler.tick(db, max_in_flight=settings.schedule_max_in_flight, now=now))
+    click.echo(f"fired {result.fired}" + (" (in-flight limit reached)" if result.skipped_for_limit else ""))
+
+
 @main.command("migrate")
 @click.pass_context
 def migrate_command(ctx: click.Context) -> None:

@@ -88,6 +88,19 @@ class Settings(BaseSettings):
         20_000, ge=0, description="Characters of one text attachment inlined into the model's context."
     )
 
+    schedule_min_interval_seconds: int = Field(
+        60, ge=1, description="Shortest `interval_seconds` a schedule may have (422 below it)."
+    )
+    schedule_max_in_flight: int = Field(
+        100, ge=1, description="Most scheduled turns queued or running at once; further fires wait for the next tick."
+    )
+    schedule_max_failures: int = Field(
+        3, ge=1, description="Consecutive failed scheduled turns after which a schedule deactivates itself."
+    )
+    scheduler_interval_seconds: float = Field(
+        1.0, gt=0, description="How often each worker process runs a scheduling pass (0 workers: none)."
+    )
+
     @field_validator("token_weights")
     @classmethod
     def _weights(cls, value: dict[str, dict[str, Decimal]]) -> dict[str, dict[str, Decimal]]:

@@ -239,6 +239,7 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
     assert operations == {
         "listAiChats", "createAiChat", "retrieveAiChat", "updateAiChat", "deleteAiChat",
         "listMessages", "createMessage", "streamEvents", "uploadFile",
+        "getSchedule", "putSchedule", "deleteSchedule", "runScheduleNow", "listRuns",
     }  # fmt: skip
     assert {"AiChat", "ChatCreate", "ChatUpdate", "Error"} <= set(document["components"]["schemas"])
 

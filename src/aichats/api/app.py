@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aichats.api import ai_chats, messages
+from aichats.api import ai_chats, messages, schedules
 from aichats.api.errors import http_error, service_error, unexpected_error
 from aichats.api.openapi import openapi_document
 from aichats.api.responses import json_response
@@ -83,6 +83,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(f"{API}/ai_chats/{{chat_id}}/messages", messages.create, methods=["POST"]),
         Route(f"{API}/ai_chats/{{chat_id}}/events", messages.stream, methods=["GET"]),
         Route(f"{API}/files", messages.upload, methods=["POST"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.get, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.put, methods=["PUT"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.delete, methods=["DELETE"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/schedule/run", schedules.run_now, methods=["POST"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/runs", schedules.list_runs, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

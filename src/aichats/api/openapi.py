@@ -15,6 +15,7 @@ from aichats.api import schemas
 from aichats.services.chats import AgentIdentifier, ChatCreate, ChatOrder, ChatUpdate
 from aichats.services.messages import MessageInput
 from aichats.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from aichats.services.schedules import ScheduleInput
 
 _MODELS: tuple[type[BaseModel], ...] = (
     ChatCreate,
@@ -23,6 +24,10 @@ _MODELS: tuple[type[BaseModel], ...] = (
     schemas.Message,
     schemas.MessageList,
     schemas.File,
+    ScheduleInput,
+    schemas.Schedule,
+    schemas.Run,
+    schemas.RunList,
     schemas.AiChat,
     schemas.AiChatList,
     schemas.Error,
@@ -203,6 +208,55 @@ def _document() -> dict[str, Any]:
                 {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
                 _query("after", {"type": "integer", "minimum": 0}, "Same as `Last-Event-ID`."),
             ],
+        ),
+    }
+    schedule = _json(schemas.Schedule, "The schedule.")
+    paths["/ai_chats/{chat_id}/schedule"] = {
+        "parameters": [_CHAT_ID],
+        "get": _operation(
+            "getSchedule", "The chat's schedule.", "ai_chat:read", {"200": schedule}, ("404",), tag="Schedules"
+        ),
+        "put": _operation(
+            "putSchedule",
+            "Set the chat's schedule (one per chat): `prompt`, `timezone` (IANA, required) and one of `cron` "
+            "(5 fields), `interval_seconds` or `run_at`; `active` (default true). Daylight saving neither skips "
+            "nor doubles a run; missed runs fire once on recovery.",
+            "ai_chat:update",
+            {"200": schedule},
+            ("400", "404", "422"),
+            tag="Schedules",
+            requestBody={"required": True, "content": {"application/json": {"schema": _ref(ScheduleInput)}}},
+        ),
+        "delete": _operation(
+            "deleteSchedule",
+            "Remove the chat's schedule.",
+            "ai_chat:update",
+            {"200": _json({"type": "boolean", "const": True}, "`true`.")},
+            ("404",),
+            tag="Schedules",
+        ),
+    }
+    paths["/ai_chats/{chat_id}/schedule/run"] = {
+        "parameters": [_CHAT_ID],
+        "post": _operation(
+            "runScheduleNow",
+            "Run the schedule's prompt now (a `manual` run).",
+            "ai_chat:update",
+            {"201": _json(schemas.Run, "The queued run.")},
+            ("404",),
+            tag="Schedules",
+        ),
+    }
+    paths["/ai_chats/{chat_id}/runs"] = {
+        "parameters": [_CHAT_ID],
+        "get": _operation(
+            "listRuns",
+            "The chat's runs (agent turns), newest first.",
+            "ai_chat:read",
+            {"200": _json(schemas.RunList, "One page of runs.")},
+            ("404", "422"),
+            tag="Schedules",
+            parameters=[p for p in paging if p["name"] in ("first", "after")],
         ),
     }
     paths["/files"] = {

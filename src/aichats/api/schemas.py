@@ -96,6 +96,45 @@ class File(Strict):
     size: int = Field(ge=0)
 
 
+class Schedule(Strict):
+    """A chat's scheduled automation."""
+
+    ai_chat_id: str
+    prompt: str
+    timezone: str
+    cron: str | None
+    interval_seconds: int | None
+    run_at: str | None = Field(pattern=DATETIME)
+    active: bool
+    description: str = Field(examples=["At 09:00, only on Monday (America/New_York)"])
+    next_run_at: str | None = Field(pattern=DATETIME)
+    next_run_times: list[str] = Field(description="The next five fire times (empty while inactive).")
+    last_run_at: str | None = Field(pattern=DATETIME)
+    consecutive_failures: int
+    created_at: str = Field(pattern=DATETIME)
+    updated_at: str = Field(pattern=DATETIME)
+
+
+class Run(Strict):
+    """One agent turn: why it ran, when, and what it cost."""
+
+    id: str = Field(pattern=r"^airun_[A-Za-z0-9]+$")
+    trigger: Literal["message", "schedule", "manual"]
+    status: Literal["queued", "running", "completed", "failed", "cancelled"]
+    scheduled_for: str | None = Field(pattern=DATETIME)
+    created_at: str = Field(pattern=DATETIME)
+    started_at: str | None = Field(pattern=DATETIME)
+    finished_at: str | None = Field(pattern=DATETIME)
+    error: str | None
+    model: str | None
+    usage: Usage
+
+
+class RunList(Strict):
+    data: list[Run]
+    page_info: PageInfo
+
+
 class ErrorBody(Strict):
     type: str = Field(examples=["not_found"])
     message: str

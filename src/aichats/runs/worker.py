@@ -29,7 +29,8 @@ from aichats.clock import now_ms
 from aichats.config import Settings
 from aichats.runs import queue
 from aichats.runs.queue import Claim
-from aichats.services import events
+from aichats.scheduling import scheduler
+from aichats.services import events, schedules
 from aichats.services.chats import CHAT_COLUMNS, chat_json
 from aichats.services.messages import MESSAGE_COLUMNS, RUNS_CHANNEL, count_message, insert_message, message_json
 from aichats.storage.database import Connection, Database, Row
@@ -358,6 +359,11 @@ class Worker:
             )  # fmt: skip
             assert failed is not None
             await events.append(tx, chat["pk"], events.MESSAGE_FAILED, message_json(failed, chat["id"]))
+            if run.trigger == "schedule" and await schedules.record_outcome(
+                tx, chat["pk"], succeeded=False, max_failures=self.settings.schedule_max_failures
+            ):
+                log.warning("the schedule of chat %s failed %d times in a row: deactivated", chat["id"],
+                            self.settings.schedule_max_failures)  # fmt: skip
 
 
 class WorkerPool:
@@ -377,6 +383,17 @@ class WorkerPool:
         for n in range(self.count):
             worker = Worker(self.db, self.settings, self.models, self._wake, f"{prefix}:{n}")
             self._tasks.append(asyncio.create_task(worker.run_forever(), name=f"aichats-worker-{n}"))
+        if self.count:
+            self._tasks.append(asyncio.create_task(self._schedule_forever(), name="aichats-scheduler"))
+
+    async def _schedule_forever(self) -> None:
+        """A scheduling pass about every ``AICHATS_SCHEDULER_INTERVAL_SECONDS``."""
+        while True:
+            try:
+                await scheduler.tick(self.db, max_in_flight=self.settings.schedule_max_in_flight)
+            except Exception:
+                log.exception("scheduling pass failed")
+            await asyncio.sleep(self.settings.scheduler_interval_seconds)
 
     async def stop(self) -> None:
         for task in self._tasks:

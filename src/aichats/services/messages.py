@@ -125,7 +125,16 @@ _COUNT_MESSAGE = (
 _INSERT_RUN = sa.insert(runs).values(
     {
         c: sa.bindparam(c)
-        for c in ("id", "chat_pk", "trigger", "status", "user_message_pk", "assistant_message_pk", "created_at")
+        for c in (
+            "id",
+            "chat_pk",
+            "trigger",
+            "status",
+            "user_message_pk",
+            "assistant_message_pk",
+            "scheduled_for",
+            "created_at",
+        )
     }
 )
 _OWNED_FILE = sa.select(files.c.id).where(
@@ -150,7 +159,15 @@ async def insert_message(tx: Connection, chat_pk: int, now: int, *, counted: boo
 
 
 async def add_user_message(
-    tx: Connection, *, user_id: str, chat_pk: int, chat_id: str, data: MessageInput, now: int, trigger: str = "message"
+    tx: Connection,
+    *,
+    user_id: str,
+    chat_pk: int,
+    chat_id: str,
+    data: MessageInput,
+    now: int,
+    trigger: str = "message",
+    scheduled_for: int | None = None,
 ) -> Row:
     """Store the user's message, its reply-to-be (``pending``) and the agent's queued turn.
 
@@ -184,6 +201,7 @@ async def add_user_message(
             "status": "queued",
             "user_message_pk": message["pk"],
             "assistant_message_pk": reply["pk"],
+            "scheduled_for": scheduled_for,
             "created_at": now,
         },
     )

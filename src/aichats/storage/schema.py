@@ -160,6 +160,15 @@ runs = sa.Table(
     sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("blended_tokens_micros", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_runs_chat_pk_pk", "chat_pk", "pk"),
+    # Exactly once per scheduled instant: a second scheduler firing the same one fails here.
+    sa.Index(
+        "uq_runs_chat_pk_scheduled_for",
+        "chat_pk",
+        "scheduled_for",
+        unique=True,
+        sqlite_where=sa.text("trigger = 'schedule'"),
+        postgresql_where=sa.text("trigger = 'schedule'"),
+    ),
     sa.Index(
         "ix_runs_active_pk",
         "pk",
@@ -206,4 +215,30 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("api_key_id", "key"),
     sa.Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
+# A chat's scheduled automation: at most one per chat. ``next_run_at`` is the instant the
+# scheduler fires next; advancing it is a compare-and-set, so each instant fires once.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("chat_pk", sa.BigInteger, sa.ForeignKey("ai_chats.pk"), nullable=False, unique=True),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("cron", sa.String(128), nullable=True),
+    sa.Column("interval_seconds", sa.Integer, nullable=True),
+    sa.Column("run_at", sa.BigInteger, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("next_run_at", sa.BigInteger, nullable=True),
+    sa.Column("last_run_at", sa.BigInteger, nullable=True),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index(
+        "ix_schedules_due",
+        "next_run_at",
+        sqlite_where=sa.text("active"),
+        postgresql_where=sa.text("active"),
+    ),
 )

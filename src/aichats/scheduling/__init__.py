@@ -1,0 +1,1 @@
+"""Firing schedules: each due instant becomes one queued agent turn."""

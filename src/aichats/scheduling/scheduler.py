@@ -1,0 +1,115 @@
+"""One scheduling pass: fire every due schedule once, as of an instant.
+
+Any number of processes may tick at once (every ``aichats worker`` and ``serve`` does,
+about every second). Each due schedule is taken with ``FOR UPDATE SKIP LOCKED``, and its
+``next_run_at`` advanced with a compare-and-set in the same transaction as the turn it
+queues; a unique index on ``(chat, scheduled_for)`` backs that up. So each scheduled
+instant fires exactly once. Instants missed while nothing ran fire as one catch-up turn
+(for the latest of them), never as a burst.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from aichats.clock import now_ms
+from aichats.services import schedules
+from aichats.services.messages import MessageInput, MessageSource, add_user_message
+from aichats.storage.database import Connection, Database, UniqueViolation
+from aichats.storage.schema import ai_chats, runs
+from aichats.storage.schema import schedules as table
+
+log = logging.getLogger("aichats.scheduler")
+BATCH = 100
+CATCH_UP_LIMIT = 1_000_000  # instants walked to find the latest missed one
+
+_s = table.c
+_DUE = (
+    sa.select(_s.pk, _s.chat_pk, _s.prompt, _s.timezone, _s.cron, _s.interval_seconds, _s.run_at, _s.next_run_at,
+              _s.created_at)
+    .where(sa.text("active"), _s.next_run_at <= sa.bindparam("now"))
+    .order_by(_s.next_run_at)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)  # fmt: skip
+_ADVANCE = (
+    sa.update(table)
+    .where(_s.pk == sa.bindparam("pk"), _s.next_run_at == sa.bindparam("due"), _s.active == sa.true())
+    .values(next_run_at=sa.bindparam("next"), last_run_at=sa.bindparam("fired"), active=sa.bindparam("active"))
+)
+_CHAT = sa.select(ai_chats.c.id, ai_chats.c.user_id, ai_chats.c.deleted_at).where(ai_chats.c.pk == sa.bindparam("pk"))
+_IN_FLIGHT = sa.select(sa.func.count().label("n")).where(
+    runs.c.trigger == "schedule", sa.text("status IN ('queued', 'running')")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    fired: int
+    skipped_for_limit: bool
+
+
+def latest_missed(row: sa.Row, now: int) -> int:
+    """The latest instant at or before ``now`` from the due one on (the catch-up fire)."""
+    fire = row["next_run_at"]
+    for _ in range(CATCH_UP_LIMIT):
+        following = schedules.fires_after(row, fire)
+        if not following or following[0] > now:
+            return fire
+        fire = following[0]
+    return fire
+
+
+async def _fire_one(tx: Connection, now: int, *, queue_turn: bool = True) -> bool | None:
+    """Fire the most overdue schedule; None when none is due. ``queue_turn=False`` only
+    advances it (its instant already has a turn)."""
+    row = await tx.fetch_one(_DUE, {"now": now})
+    if row is None:
+        return None
+    chat = await tx.fetch_one(_CHAT, {"pk": row["chat_pk"]})
+    fire = latest_missed(row, now)
+    upcoming = schedules.fires_after(row, now)
+    alive = chat is not None and chat["deleted_at"] is None
+    following = upcoming[0] if upcoming and alive else None
+    advanced = await tx.execute(
+        _ADVANCE,
+        {"pk": row["pk"], "due": row["next_run_at"], "next": following, "fired": fire, "active": following is not None},
+    )
+    if not advanced:  # another scheduler fired it
+        return False
+    if following is None:
+        await schedules.set_flag(tx, row["chat_pk"], False)
+    if not alive or not queue_turn:
+        return False
+    prompt = schedules.render(row["prompt"], row["timezone"], fire)
+    data = MessageInput.model_construct(
+        message_text=prompt, message_attachments=[], message_source=MessageSource.schedule, suggestion_type=None
+    )
+    await add_user_message(
+        tx, user_id=chat["user_id"], chat_pk=row["chat_pk"], chat_id=chat["id"], data=data, now=now,
+        trigger="schedule", scheduled_for=fire,
+    )  # fmt: skip
+    return True
+
+
+async def tick(db: Database, *, max_in_flight: int, now: int | None = None) -> Tick:
+    """Fire everything due as of ``now`` (default: the clock), up to the in-flight limit."""
+    now = now_ms() if now is None else now
+    fired = 0
+    while True:
+        in_flight = await db.fetch_one(_IN_FLIGHT)
+        if in_flight is not None and in_flight["n"] >= max_in_flight:
+            return Tick(fired, skipped_for_limit=True)
+        try:
+            async with db.transaction() as tx:
+                outcome = await _fire_one(tx, now)
+        except UniqueViolation:  # the instant has a turn already (the CAS above makes this rare)
+            log.info("a scheduled instant was already fired; advancing past it")
+            async with db.transaction() as tx:
+                outcome = await _fire_one(tx, now, queue_turn=False)
+        if outcome is None:
+            return Tick(fired, skipped_for_limit=False)
+        fired += bool(outcome)

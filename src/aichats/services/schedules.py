@@ -1,0 +1,265 @@
+"""Scheduled automation: one schedule per chat, a prompt fired on cron, interval or once.
+
+Times are computed in the schedule's own IANA time zone with ``cronsim`` (cron's own
+daylight-saving rules: a 02:30 that does not exist runs once at 03:00, one that exists
+twice runs once), so 09:00 stays 09:00 local all year.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import sqlalchemy as sa
+from cron_descriptor import Options, get_description
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from aichats.clock import isoformat_ms, now_ms, parse_iso
+from aichats.errors import Invalid, NotFound
+from aichats.storage.database import Connection, Database, Row
+from aichats.storage.schema import ai_chats, schedules
+
+MAX_PROMPT_LENGTH = 32_000
+NEXT_TIMES = 5
+
+_s = schedules.c
+
+
+class ScheduleInput(BaseModel):
+    """Body of ``PUT /ai_chats/{id}/schedule``: a prompt, a time zone and one of cron,
+    interval or a single instant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_LENGTH)] = Field(
+        description="What to ask the agent each time; `{{date}}`, `{{time}}`, `{{weekday}}` are rendered "
+        "in the schedule's time zone."
+    )
+    timezone: str = Field(description="IANA time zone, e.g. `Europe/Paris`.")
+    cron: Annotated[str, StringConstraints(max_length=128)] | None = Field(None, description="5-field cron.")
+    interval_seconds: int | None = Field(None, ge=1)
+    run_at: str | None = Field(None, description="One run at this ISO 8601 instant.")
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleInput:
+        kinds = [k for k in ("cron", "interval_seconds", "run_at") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("send exactly one of cron, interval_seconds or run_at")
+        if not self.prompt.strip():
+            raise ValueError("prompt must not be blank")
+        return self
+
+
+def zone(name: str) -> ZoneInfo:
+    if name not in _zones():
+        raise Invalid(f"timezone {name!r} is not an IANA time zone (e.g. America/New_York)")
+    try:
+        return ZoneInfo(name)
+    except ZoneInfoNotFoundError:
+        raise Invalid(f"timezone {name!r} is not an IANA time zone (e.g. America/New_York)") from None
+
+
+_ZONES: set[str] | None = None
+
+
+def _zones() -> set[str]:
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = available_timezones()
+    return _ZONES
+
+
+def check_cron(expression: str) -> str:
+    fields = expression.split()
+    if len(fields) != 5:
+        raise Invalid(f"cron {expression!r} must have 5 fields (minute hour day month weekday)")
+    try:
+        CronSim(expression, datetime.now(UTC))
+    except CronSimError as error:
+        raise Invalid(f"cron {expression!r} is not valid: {error}") from None
+    return " ".join(fields)
+
+
+def fires_after(row: Any, after_ms: int, count: int = 1) -> list[int]:
+    """The next ``count`` instants (ms) strictly after ``after_ms``."""
+    tz = ZoneInfo(row["timezone"])
+    if row["run_at"] is not None:
+        return [row["run_at"]] if row["run_at"] > after_ms else []
+    if row["interval_seconds"] is not None:
+        step = row["interval_seconds"] * 1000
+        anchor = row["created_at"]
+        first = anchor + ((max(after_ms - anchor, 0) // step) + 1) * step
+        return [first + i * step for i in range(count)]
+    start = datetime.fromtimestamp(after_ms / 1000, tz)
+    iterator = CronSim(row["cron"], start)
+    out: list[int] = []
+    while len(out) < count:
+        instant = int(next(iterator).timestamp() * 1000)
+        if instant > after_ms:
+            out.append(instant)
+    return out
+
+
+def describe(row: Any) -> str:
+    if row["cron"] is not None:
+        options = Options()
+        options.use_24hour_time_format = True
+        return f"{get_description(row['cron'], options)} ({row['timezone']})"
+    if row["interval_seconds"] is not None:
+        return f"Every {timedelta(seconds=row['interval_seconds'])} (h:mm:ss)"
+    return f"Once, at {isoformat_ms(row['run_at'])}"
+
+
+def render(prompt: str, timezone: str, at_ms: int) -> str:
+    local = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(timezone))
+    values = {"date": local.strftime("%Y-%m-%d"), "time": local.strftime("%H:%M"), "weekday": local.strftime("%A")}
+    for name, value in values.items():
+        prompt = prompt.replace("{{" + name + "}}", value).replace("{{ " + name + " }}", value)
+    return prompt
+
+
+def schedule_json(row: Row, chat_id: str) -> dict[str, Any]:
+    upcoming = fires_after(row, max(now_ms(), (row["last_run_at"] or 0)), NEXT_TIMES) if row["active"] else []
+
+    def iso(ms: int | None) -> str | None:
+        return None if ms is None else isoformat_ms(ms)
+
+    return {
+        "ai_chat_id": chat_id,
+        "prompt": row["prompt"],
+        "timezone": row["timezone"],
+        "cron": row["cron"],
+        "interval_seconds": row["interval_seconds"],
+        "run_at": iso(row["run_at"]),
+        "active": bool(row["active"]),
+        "description": describe(row),
+        "next_run_at": iso(row["next_run_at"]) if row["active"] else None,
+        "next_run_times": [isoformat_ms(t) for t in upcoming],
+        "last_run_at": iso(row["last_run_at"]),
+        "consecutive_failures": row["consecutive_failures"],
+        "created_at": isoformat_ms(row["created_at"]),
+        "updated_at": isoformat_ms(row["updated_at"]),
+    }
+
+
+_COLUMNS = (
+    _s.pk,
+    _s.chat_pk,
+    _s.prompt,
+    _s.timezone,
+    _s.cron,
+    _s.interval_seconds,
+    _s.run_at,
+    _s.active,
+    _s.next_run_at,
+    _s.last_run_at,
+    _s.consecutive_failures,
+    _s.created_at,
+    _s.updated_at,
+)
+_GET = sa.select(*_COLUMNS).where(_s.chat_pk == sa.bindparam("chat_pk"))
+_DELETE = sa.delete(schedules).where(_s.chat_pk == sa.bindparam("chat_pk"))
+_INSERT = sa.insert(schedules).values(
+    {
+        c: sa.bindparam(c)
+        for c in (
+            "chat_pk", "prompt", "timezone", "cron", "interval_seconds", "run_at", "active", "next_run_at",
+            "created_at", "updated_at",
+        )
+    }
+).returning(*_COLUMNS)  # fmt: skip
+_REPLACE = (
+    sa.update(schedules)
+    .where(_s.chat_pk == sa.bindparam("chat_pk"))
+    .values(
+        {
+            c: sa.bindparam(c)
+            for c in ("prompt", "timezone", "cron", "interval_seconds", "run_at", "active", "next_run_at", "updated_at")
+        }
+    )
+    .values(consecutive_failures=0)
+    .returning(*_COLUMNS)
+)
+_FLAG = sa.update(ai_chats).where(ai_chats.c.pk == sa.bindparam("chat_pk")).values(has_active_cron=sa.bindparam("flag"))
+
+
+async def set_flag(tx: Connection, chat_pk: int, active: bool) -> None:
+    """Keep ``ai_chats.has_active_cron`` (the list filter) in step with the schedule."""
+    await tx.execute(_FLAG, {"chat_pk": chat_pk, "flag": active})
+
+
+async def put_schedule(db: Database, chat_pk: int, data: ScheduleInput, *, min_interval_seconds: int) -> Row:
+    now = now_ms()
+    tz = zone(data.timezone)
+    cron = check_cron(data.cron) if data.cron is not None else None
+    run_at = None
+    if data.interval_seconds is not None and data.interval_seconds < min_interval_seconds:
+        raise Invalid(f"interval_seconds must be at least {min_interval_seconds} (the operator's minimum)")
+    if data.run_at is not None:
+        try:
+            run_at = parse_iso(data.run_at)
+        except ValueError:
+            raise Invalid(f"run_at {data.run_at!r} is not an ISO 8601 instant") from None
+        if run_at <= now:
+            raise Invalid("run_at is in the past")
+    values = {
+        "chat_pk": chat_pk,
+        "prompt": data.prompt,
+        "timezone": tz.key,
+        "cron": cron,
+        "interval_seconds": data.interval_seconds,
+        "run_at": run_at,
+        "active": data.active,
+        "created_at": now,
+        "updated_at": now,
+    }
+    upcoming = fires_after(values, now)
+    values["next_run_at"] = upcoming[0] if upcoming else None
+    async with db.transaction() as tx:
+        if await tx.fetch_one(_GET, {"chat_pk": chat_pk}) is None:
+            row = await tx.fetch_one(_INSERT, values)
+        else:
+            row = await tx.fetch_one(_REPLACE, values)
+        await set_flag(tx, chat_pk, data.active)
+    assert row is not None
+    return row
+
+
+async def get_schedule(db: Database, chat_pk: int) -> Row:
+    row = await db.fetch_one(_GET, {"chat_pk": chat_pk})
+    if row is None:
+        raise NotFound("this chat has no schedule")
+    return row
+
+
+async def delete_schedule(db: Database, chat_pk: int) -> None:
+    async with db.transaction() as tx:
+        if not await tx.execute(_DELETE, {"chat_pk": chat_pk}):
+            raise NotFound("this chat has no schedule")
+        await set_flag(tx, chat_pk, False)
+
+
+_FAILED = (
+    sa.update(schedules)
+    .where(_s.chat_pk == sa.bindparam("chat_pk"))
+    .values(consecutive_failures=_s.consecutive_failures + 1)
+    .returning(_s.consecutive_failures, _s.active)
+)
+_SUCCEEDED = sa.update(schedules).where(_s.chat_pk == sa.bindparam("chat_pk")).values(consecutive_failures=0)
+_DEACTIVATE = sa.update(schedules).where(_s.chat_pk == sa.bindparam("chat_pk")).values(active=False, next_run_at=None)
+
+
+async def record_outcome(tx: Connection, chat_pk: int, *, succeeded: bool, max_failures: int) -> bool:
+    """Count a scheduled turn's outcome; True when this failure deactivated the schedule."""
+    if succeeded:
+        await tx.execute(_SUCCEEDED, {"chat_pk": chat_pk})
+        return False
+    row = await tx.fetch_one(_FAILED, {"chat_pk": chat_pk})
+    if row is None or not row["active"] or row["consecutive_failures"] < max_failures:
+        return False
+    await tx.execute(_DEACTIVATE, {"chat_pk": chat_pk})
+    await set_flag(tx, chat_pk, False)
+    return True

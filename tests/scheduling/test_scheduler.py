@@ -1,0 +1,170 @@
+"""Schedules fire once per instant, in their time zone, with one catch-up after downtime."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from aichats import clock
+from aichats.errors import Invalid
+from aichats.scheduling import scheduler
+from aichats.services import chats, schedules, users
+from aichats.services.chats import ChatCreate, ChatFilter
+from aichats.services.messages import list_messages
+from aichats.services.pagination import PageRequest
+from aichats.storage import database
+from aichats.storage.database import Database
+from aichats.storage.schema import runs
+from tests.runs.test_worker import drain, make_worker
+
+pytestmark = pytest.mark.anyio
+NY = ZoneInfo("America/New_York")
+
+
+def ms(year: int, month: int, day: int, hour: int, minute: int = 0, tz: ZoneInfo = NY) -> int:
+    return int(datetime(year, month, day, hour, minute, tzinfo=tz).timestamp() * 1000)
+
+
+async def scheduled_chat(db: Database, at: int, **schedule: Any) -> dict[str, Any]:
+    clock.set_clock(lambda: at)
+    user_id = await users.create_user(db)
+    async with db.transaction() as tx:
+        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="setup", title="Report"))
+    data = schedules.ScheduleInput(
+        **{"prompt": "Weekly report for {{date}}", "timezone": "America/New_York", **schedule}
+    )
+    await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
+    return chat
+
+
+async def scheduled_runs(db: Database, chat: dict[str, Any]) -> list[Any]:
+    statement = (
+        sa.select(runs.c.scheduled_for, runs.c.status)
+        .where(runs.c.chat_pk == sa.bindparam("c"), runs.c.trigger == "schedule")
+        .order_by(runs.c.pk)
+    )
+    return list(await db.fetch_all(statement, {"c": chat["pk"]}))
+
+
+async def test_a_cron_fire_lands_prompt_and_reply(db: Database) -> None:
+    monday_9 = ms(2026, 11, 30, 9)  # a Monday
+    chat = await scheduled_chat(db, ms(2026, 11, 27, 12), cron="0 9 * * 1")
+    row = await schedules.get_schedule(db, chat["pk"])
+    assert row["next_run_at"] == monday_9
+    body = schedules.schedule_json(row, chat["id"])
+    assert "09:00" in body["description"] and "Monday" in body["description"]
+    assert body["next_run_times"][:2] == [clock.isoformat_ms(monday_9), clock.isoformat_ms(ms(2026, 12, 7, 9))]
+
+    await scheduler.tick(db, max_in_flight=100, now=monday_9 - 1)
+    assert await scheduled_runs(db, chat) == []
+    await scheduler.tick(db, max_in_flight=100, now=monday_9 + 500)
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, chat)] == [monday_9]
+    clock.set_clock(lambda: monday_9 + 1000)
+    await drain(make_worker(db))
+    items = (await list_messages(db, chat["pk"], PageRequest(first=100))).items
+    prompt, reply = items[-2], items[-1]
+    assert (prompt["role"], prompt["source"], prompt["content"]) == ("user", "schedule", "Weekly report for 2026-11-30")
+    assert reply["role"] == "assistant" and reply["status"] == "completed"
+    assert reply["content"] == "You said: Weekly report for 2026-11-30"
+    after = await schedules.get_schedule(db, chat["pk"])
+    assert after["next_run_at"] == ms(2026, 12, 7, 9) and after["last_run_at"] == monday_9
+
+
+async def test_each_instant_fires_exactly_once_across_schedulers(db: Database, database_url: str) -> None:
+    chat = await scheduled_chat(db, ms(2026, 11, 27, 12), cron="*/5 * * * *")
+    due = (await schedules.get_schedule(db, chat["pk"]))["next_run_at"]
+    others = [await database.connect(database_url, pool_size=2) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(scheduler.tick(d, max_in_flight=1000, now=due + 1) for d in [db, *others]))
+    finally:
+        for other in others:
+            await other.close()
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, chat)] == [due]
+    assert sum(r.fired for r in results) >= 1
+    await scheduler.tick(db, max_in_flight=1000, now=due + 2)
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, chat)] == [due]
+
+
+async def test_downtime_gives_one_catch_up_run(db: Database) -> None:
+    start = ms(2026, 11, 27, 12)
+    chat = await scheduled_chat(db, start, interval_seconds=3600)
+    ten_hours_later = start + 10 * 3_600_000 + 60_000
+    await scheduler.tick(db, max_in_flight=100, now=ten_hours_later)
+    fired = await scheduled_runs(db, chat)
+    assert [r["scheduled_for"] for r in fired] == [start + 10 * 3_600_000]  # the latest missed instant
+    assert (await schedules.get_schedule(db, chat["pk"]))["next_run_at"] == start + 11 * 3_600_000
+
+
+def walk(expression: str, start: int, count: int) -> list[datetime]:
+    row = {
+        "timezone": "America/New_York",
+        "cron": expression,
+        "run_at": None,
+        "interval_seconds": None,
+        "created_at": 0,
+    }
+    return [datetime.fromtimestamp(t / 1000, NY) for t in schedules.fires_after(row, start, count)]
+
+
+def test_daylight_saving_neither_skips_nor_doubles() -> None:
+    spring = walk("30 2 * * *", ms(2026, 3, 6, 12), 4)  # 2026-03-08 02:30 does not exist in New York
+    assert [(t.day, t.hour, t.minute) for t in spring] == [(7, 2, 30), (8, 3, 0), (9, 2, 30), (10, 2, 30)]
+    autumn = walk("30 1 * * *", ms(2026, 10, 30, 12), 4)  # 2026-11-01 01:30 happens twice
+    assert [(t.day, t.hour, t.minute) for t in autumn] == [(31, 1, 30), (1, 1, 30), (2, 1, 30), (3, 1, 30)]
+    nine = walk("0 9 * * *", ms(2026, 3, 6, 12), 4) + walk("0 9 * * *", ms(2026, 10, 30, 12), 4)
+    assert {(t.hour, t.minute) for t in nine} == {(9, 0)}
+    assert len({t.utcoffset() for t in nine}) == 2  # the same local hour across both offsets
+
+
+async def test_repeated_failures_deactivate_the_schedule(db: Database) -> None:
+    start = ms(2026, 11, 27, 12)
+    chat = await scheduled_chat(db, start, interval_seconds=60)
+    worker = make_worker(db, model="test:fail", schedule_max_failures=3)
+    for n in range(1, 4):
+        await scheduler.tick(db, max_in_flight=100, now=start + n * 60_000 + 1)
+        assert len(await scheduled_runs(db, chat)) == n
+        await drain(worker)
+    row = await schedules.get_schedule(db, chat["pk"])
+    assert not row["active"] and row["consecutive_failures"] == 3
+    listed = await chats.list_chats(db, chat["user_id"], PageRequest(), flt=ChatFilter(only_active_crons=True))
+    assert listed.items == []
+    await scheduler.tick(db, max_in_flight=100, now=start + 10 * 60_000)
+    assert len(await scheduled_runs(db, chat)) == 3
+
+
+async def test_one_shot_and_the_active_filter(db: Database) -> None:
+    start = ms(2026, 11, 27, 12)
+    chat = await scheduled_chat(db, start, run_at="2026-11-27T18:00:00Z")
+    listed = await chats.list_chats(db, chat["user_id"], PageRequest(), flt=ChatFilter(only_active_crons=True))
+    assert [r["id"] for r in listed.items] == [chat["id"]]
+    await scheduler.tick(db, max_in_flight=100, now=ms(2026, 11, 27, 18, tz=ZoneInfo("UTC")) + 1)
+    assert len(await scheduled_runs(db, chat)) == 1
+    row = await schedules.get_schedule(db, chat["pk"])
+    assert not row["active"] and row["next_run_at"] is None
+
+
+@pytest.mark.parametrize(
+    "fields, says",
+    [
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "* * *"}, "5 fields"),
+        ({"cron": "0 9 * * 1", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"interval_seconds": 10}, "at least 60"),
+        ({"run_at": "2020-01-01T00:00:00Z"}, "past"),
+        ({"run_at": "soon"}, "ISO 8601"),
+    ],
+)
+async def test_invalid_schedules_store_nothing(db: Database, fields: dict[str, Any], says: str) -> None:
+    user_id = await users.create_user(db)
+    async with db.transaction() as tx:
+        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="x"))
+    data = schedules.ScheduleInput(**{"prompt": "p", "timezone": "America/New_York", **fields})
+    with pytest.raises(Invalid, match=says):
+        await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
+    with pytest.raises(Exception, match="no schedule"):
+        await schedules.get_schedule(db, chat["pk"])
