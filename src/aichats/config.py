@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often each worker process runs a scheduling pass (0 workers: none)."
     )
 
+    webhooks_allow_private_urls: bool = Field(
+        False, description="Allow webhook URLs that resolve to private, loopback or link-local addresses."
+    )
+    webhook_retry_seconds: list[float] = Field(
+        [5, 300, 1800, 7200, 18000, 36000, 36000],
+        description="JSON list: the wait before each retry of a failed webhook delivery (after the first try).",
+    )
+
     @field_validator("token_weights")
     @classmethod
     def _weights(cls, value: dict[str, dict[str, Decimal]]) -> dict[str, dict[str, Decimal]]:

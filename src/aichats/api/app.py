@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aichats.api import ai_chats, messages, schedules
+from aichats.api import ai_chats, messages, notify, schedules
 from aichats.api.errors import http_error, service_error, unexpected_error
 from aichats.api.openapi import openapi_document
 from aichats.api.responses import json_response
@@ -88,6 +88,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.delete, methods=["DELETE"]),
         Route(f"{API}/ai_chats/{{chat_id}}/schedule/run", schedules.run_now, methods=["POST"]),
         Route(f"{API}/ai_chats/{{chat_id}}/runs", schedules.list_runs, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/read", notify.read_chat, methods=["POST"]),
+        Route(f"{API}/notifications", notify.list_notifications, methods=["GET"]),
+        Route(f"{API}/notifications/read", notify.read_notifications, methods=["POST"]),
+        Route(f"{API}/badges", notify.badges, methods=["GET"]),
+        Route(f"{API}/webhooks", notify.list_webhooks, methods=["GET"]),
+        Route(f"{API}/webhooks", notify.create_webhook, methods=["POST"]),
+        Route(f"{API}/webhooks/{{webhook_id}}", notify.get_webhook, methods=["GET"]),
+        Route(f"{API}/webhooks/{{webhook_id}}", notify.delete_webhook, methods=["DELETE"]),
+        Route(f"{API}/webhooks/{{webhook_id}}/deliveries", notify.list_deliveries, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

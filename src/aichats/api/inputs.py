@@ -37,7 +37,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_json(request: Request) -> Any:
     """The body as a JSON object (400 if it is not one)."""
-    body = await read_body(request, request.app.state.settings.max_body_bytes)
+    return parse_object(await read_body(request, request.app.state.settings.max_body_bytes))
+
+
+def parse_object(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest("the request body must be a JSON object")
     try:

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 from aichats import ids
@@ -30,7 +31,7 @@ from aichats.config import Settings
 from aichats.runs import queue
 from aichats.runs.queue import Claim
 from aichats.scheduling import scheduler
-from aichats.services import events, schedules
+from aichats.services import events, notifications, schedules, webhooks
 from aichats.services.chats import CHAT_COLUMNS, chat_json
 from aichats.services.messages import MESSAGE_COLUMNS, RUNS_CHANNEL, count_message, insert_message, message_json
 from aichats.storage.database import Connection, Database, Row
@@ -45,8 +46,9 @@ TITLE_LENGTH = 60
 _c = ai_chats.c
 _m = messages.c
 _CHAT = sa.select(
-    _c.pk, _c.id, _c.user_id, _c.agent_identifier, _c.title, _c.title_locked, _c.current_company_id, _c.deleted_at
-).where(_c.pk == sa.bindparam("chat_pk"))
+    _c.pk, _c.id, _c.user_id, _c.agent_identifier, _c.title, _c.title_locked, _c.current_company_id, _c.deleted_at,
+    _c.notification_preference,
+).where(_c.pk == sa.bindparam("chat_pk"))  # fmt: skip
 _MESSAGE_STATUS = sa.select(_m.status).where(_m.pk == sa.bindparam("message_pk"))
 _RESTART_MESSAGE = (
     sa.update(messages)
@@ -333,8 +335,43 @@ class Worker:
                 _ADD_USAGE, {"chat_pk": chat["pk"], "blended_tokens_micros": blended, "now": now}
             )
             titled = await self._title(tx, chat)
-            await events.append(tx, chat["pk"], events.MESSAGE_COMPLETED, message_json(done, chat["id"]))
+            completed = message_json(done, chat["id"])
+            await events.append(tx, chat["pk"], events.MESSAGE_COMPLETED, completed)
             await events.append(tx, chat["pk"], events.CHAT_UPDATED, chat_json(titled or updated))
+            await self._tell_user(tx, chat, completed, titled or updated)
+
+    async def _tell_user(
+        self, tx: Connection, chat: Row, message: dict[str, Any], chat_now: Row | None, run: Claim | None = None
+    ) -> None:
+        """Notification and badge (unless muted) and webhooks, in the reply's own transaction."""
+        chat = await _current(tx, chat)
+        title = chat["title"] or "AI chat"
+        if message["status"] == "completed":
+            body = message["content"][:200]
+            await webhooks.enqueue(
+                tx, chat["user_id"], "ai_chat.message.completed", {"ai_chat": chat_json(chat_now), "message": message}
+            )
+        else:
+            body = f"The reply failed: {message['error']}"
+            assert run is not None
+            failed = {"ai_chat_id": chat["id"], "run_id": run.id, "trigger": run.trigger, "error": message["error"]}
+            await webhooks.enqueue(tx, chat["user_id"], "ai_chat.run.failed", failed)
+        await notifications.notify(tx, chat, kind="ai_chat.reply", title=title, body=body, message_id=message["id"])
+
+    async def _schedule_deactivated(self, tx: Connection, chat: Row) -> None:
+        limit = self.settings.schedule_max_failures
+        log.warning("the schedule of chat %s failed %d times in a row: deactivated", chat["id"], limit)
+        chat = await _current(tx, chat)
+        body = f"The schedule failed {limit} times in a row and was turned off."
+        await webhooks.enqueue(
+            tx,
+            chat["user_id"],
+            "ai_chat.schedule.deactivated",
+            {"ai_chat_id": chat["id"], "consecutive_failures": limit},
+        )
+        await notifications.notify(
+            tx, chat, kind="ai_chat.schedule.deactivated", title=chat["title"] or "AI chat", body=body
+        )
 
     async def _title(self, tx: Connection, chat: Row) -> Row | None:
         if chat["title"] is not None or chat["title_locked"]:
@@ -358,12 +395,20 @@ class Worker:
                 },
             )  # fmt: skip
             assert failed is not None
-            await events.append(tx, chat["pk"], events.MESSAGE_FAILED, message_json(failed, chat["id"]))
+            failure = message_json(failed, chat["id"])
+            await events.append(tx, chat["pk"], events.MESSAGE_FAILED, failure)
+            await self._tell_user(tx, chat, failure, None, run=run)
             if run.trigger == "schedule" and await schedules.record_outcome(
                 tx, chat["pk"], succeeded=False, max_failures=self.settings.schedule_max_failures
             ):
-                log.warning("the schedule of chat %s failed %d times in a row: deactivated", chat["id"],
-                            self.settings.schedule_max_failures)  # fmt: skip
+                await self._schedule_deactivated(tx, chat)
+
+
+async def _current(tx: Connection, chat: Row) -> Row:
+    """The chat as it is now (the user may have muted it while the reply streamed)."""
+    row = await tx.fetch_one(_CHAT, {"chat_pk": chat["pk"]})
+    assert row is not None
+    return row
 
 
 class WorkerPool:
@@ -385,6 +430,28 @@ class WorkerPool:
             self._tasks.append(asyncio.create_task(worker.run_forever(), name=f"aichats-worker-{n}"))
         if self.count:
             self._tasks.append(asyncio.create_task(self._schedule_forever(), name="aichats-scheduler"))
+            self._tasks.append(asyncio.create_task(self._deliver_forever(), name="aichats-webhooks"))
+
+    async def _deliver_forever(self) -> None:
+        """Send due webhook deliveries; wake on ``aichats_webhooks`` or every second."""
+        wake = asyncio.Event()
+        await self.db.listen(webhooks.CHANNEL, lambda _payload: wake.set())
+        async with httpx.AsyncClient(follow_redirects=False) as http:
+            while True:
+                wake.clear()
+                try:
+                    sent = await webhooks.deliver_one(
+                        self.db,
+                        http,
+                        retry_seconds=self.settings.webhook_retry_seconds,
+                        allow_private=self.settings.webhooks_allow_private_urls,
+                    )
+                except Exception:
+                    log.exception("webhook delivery failed")
+                    sent = False
+                if not sent:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), POLL_SECONDS)
 
     async def _schedule_forever(self) -> None:
         """A scheduling pass about every ``AICHATS_SCHEDULER_INTERVAL_SECONDS``."""

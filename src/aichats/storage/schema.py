@@ -75,6 +75,8 @@ ai_chats = sa.Table(
     sa.Column("activity_at", sa.BigInteger, nullable=False),
     # Maintained by the scheduling service: true while the chat has an active schedule.
     sa.Column("has_active_cron", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Unread replies (the chat's badge); reading the chat clears it.
+    sa.Column("unread_count", sa.Integer, nullable=False, server_default="0"),
     # True once the user chose the title (on create or update): generated titles never replace it.
     sa.Column("title_locked", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("deleted_at", sa.BigInteger, nullable=True),
@@ -241,4 +243,76 @@ schedules = sa.Table(
         sqlite_where=sa.text("active"),
         postgresql_where=sa.text("active"),
     ),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("chat_pk", sa.BigInteger, sa.ForeignKey("ai_chats.pk"), nullable=False),
+    sa.Column("kind", sa.String(48), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("message_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("read_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_notifications_user_id_pk", "user_id", "pk"),
+    sa.Index(
+        "ix_notifications_unread",
+        "user_id",
+        "chat_pk",
+        sqlite_where=sa.text("read_at IS NULL"),
+        postgresql_where=sa.text("read_at IS NULL"),
+    ),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", sa.Text, nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
+)
+
+# The outbox: one row per (webhook, event), written in the event's own transaction, so a
+# crash can lose neither; senders claim due rows and retry them on a schedule.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("webhook_pk", sa.BigInteger, sa.ForeignKey("webhooks.pk"), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("delivered_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_webhook_deliveries_webhook_pk_pk", "webhook_pk", "pk"),
+    sa.Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    ),
+)
+
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("delivery_pk", sa.BigInteger, sa.ForeignKey("webhook_deliveries.pk"), nullable=False),
+    sa.Column("attempted_at", sa.BigInteger, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Index("ix_webhook_attempts_delivery_pk", "delivery_pk"),
 )

@@ -1,0 +1,297 @@
+"""Outbound webhooks, signed per Standard Webhooks and delivered from an outbox.
+
+``enqueue`` writes one delivery row per subscribed webhook inside the transaction of the
+event itself, so a crash loses neither. Senders claim due rows (``FOR UPDATE SKIP
+LOCKED``, with a one-minute lease while the request is in flight), POST them signed with
+``standardwebhooks`` (headers ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``)
+and retry failures on a schedule like Svix's: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+URLs to private, loopback and link-local addresses are refused unless the operator allows
+them (``AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS``), at creation and again at each send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import secrets
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+from standardwebhooks import Webhook
+
+from aichats import ids
+from aichats.clock import isoformat_ms, now_ms
+from aichats.errors import Invalid, NotFound
+from aichats.storage.database import Connection, Database, Row
+from aichats.storage.schema import webhook_attempts, webhook_deliveries, webhooks
+
+EVENTS = (
+    "ai_chat.message.completed",
+    "ai_chat.run.failed",
+    "ai_chat.schedule.deactivated",
+    "notification.created",
+)
+CHANNEL = "aichats_webhooks"
+SEND_LEASE_MS = 60_000
+TIMEOUT_SECONDS = 10.0
+
+_w = webhooks.c
+_d = webhook_deliveries.c
+_a = webhook_attempts.c
+
+
+class WebhookInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(max_length=2048, description="Where events are POSTed (http or https).")
+    events: list[str] = Field(min_length=1, description=f"Any of: {', '.join(EVENTS)}.")
+
+
+def check_url(url: str, *, allow_private: bool) -> str:
+    """The URL if it is http(s) to a public address (or private ones are allowed)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid("the webhook url must be an http:// or https:// URL")
+    if allow_private:
+        return url
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except socket.gaierror:
+        raise Invalid(f"the webhook host {parts.hostname} does not resolve") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise Invalid(
+                f"the webhook url resolves to a private or loopback address ({address}); "
+                "the operator can allow those with AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS=true"
+            )
+    return url
+
+
+_INSERT = sa.insert(webhooks).values(
+    {c: sa.bindparam(c) for c in ("id", "user_id", "url", "events", "secret", "created_at")}
+)
+_OWNED = sa.select(_w.pk, _w.id, _w.url, _w.events, _w.created_at).where(
+    _w.id == sa.bindparam("webhook_id"), _w.user_id == sa.bindparam("user_id"), _w.deleted_at.is_(None)
+)
+_LIST = (
+    sa.select(_w.pk, _w.id, _w.url, _w.events, _w.created_at)
+    .where(_w.user_id == sa.bindparam("user_id"), _w.deleted_at.is_(None))
+    .order_by(_w.pk)
+)
+_SUBSCRIBED = sa.select(_w.pk, _w.events).where(_w.user_id == sa.bindparam("user_id"), _w.deleted_at.is_(None))
+_DELETE = sa.update(webhooks).where(_w.pk == sa.bindparam("pk")).values(deleted_at=sa.bindparam("now"))
+_ENQUEUE = sa.insert(webhook_deliveries).values(
+    {
+        c: sa.bindparam(c)
+        for c in ("id", "webhook_pk", "event_type", "payload", "status", "next_attempt_at", "created_at")
+    }
+)
+
+
+def webhook_json(row: Any, secret: str | None = None) -> dict[str, Any]:
+    body = {
+        "id": row["id"],
+        "url": row["url"],
+        "events": row["events"].split(","),
+        "created_at": isoformat_ms(row["created_at"]),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+async def create_webhook(db: Database, user_id: str, data: WebhookInput, *, allow_private: bool) -> dict[str, Any]:
+    unknown = [e for e in data.events if e not in EVENTS]
+    if unknown:
+        raise Invalid(f"unknown event(s) {', '.join(unknown)}; known: {', '.join(EVENTS)}")
+    url = await asyncio.to_thread(check_url, data.url, allow_private=allow_private)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    row = {
+        "id": ids.new_id("wh"),
+        "user_id": user_id,
+        "url": url,
+        "events": ",".join(dict.fromkeys(data.events)),
+        "secret": secret,
+        "created_at": now_ms(),
+    }
+    async with db.transaction() as tx:
+        await tx.execute(_INSERT, row)
+    return webhook_json(row, secret)
+
+
+async def get_webhook(db: Database, user_id: str, webhook_id: str) -> Row:
+    row = await db.fetch_one(_OWNED, {"webhook_id": webhook_id, "user_id": user_id})
+    if row is None:
+        raise NotFound(f"no webhook {webhook_id}")
+    return row
+
+
+async def list_webhooks(db: Database, user_id: str) -> list[Row]:
+    return await db.fetch_all(_LIST, {"user_id": user_id})
+
+
+async def delete_webhook(db: Database, user_id: str, webhook_id: str) -> None:
+    row = await get_webhook(db, user_id, webhook_id)
+    async with db.transaction() as tx:
+        await tx.execute(_DELETE, {"pk": row["pk"], "now": now_ms()})
+
+
+async def enqueue(tx: Connection, user_id: str, event_type: str, data: dict[str, Any]) -> int:
+    """Write the event's deliveries into the outbox (inside the event's transaction)."""
+    now = now_ms()
+    queued = 0
+    for hook in await tx.fetch_all(_SUBSCRIBED, {"user_id": user_id}):
+        if event_type not in hook["events"].split(","):
+            continue
+        delivery_id = ids.new_id("msg")
+        payload = orjson.dumps({"type": event_type, "timestamp": isoformat_ms(now), "data": data}).decode()
+        await tx.execute(
+            _ENQUEUE,
+            {
+                "id": delivery_id, "webhook_pk": hook["pk"], "event_type": event_type, "payload": payload,
+                "status": "pending", "next_attempt_at": now, "created_at": now,
+            },
+        )  # fmt: skip
+        queued += 1
+    if queued:
+        await tx.notify(CHANNEL, "")
+    return queued
+
+
+# ------------------------------------------------------------------------ sending
+
+_CLAIM = (
+    sa.update(webhook_deliveries)
+    .where(
+        _d.pk
+        == sa.select(_d.pk)
+        .where(sa.text("status = 'pending'"), _d.next_attempt_at <= sa.bindparam("now"))
+        .order_by(_d.next_attempt_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    .values(next_attempt_at=sa.bindparam("lease"), attempts=_d.attempts + 1)
+    .returning(_d.pk, _d.id, _d.webhook_pk, _d.payload, _d.attempts, _d.created_at)
+)
+_TARGET = sa.select(_w.url, _w.secret, _w.deleted_at).where(_w.pk == sa.bindparam("pk"))
+_RECORD = sa.insert(webhook_attempts).values(
+    {c: sa.bindparam(c) for c in ("delivery_pk", "attempted_at", "status_code", "error", "duration_ms")}
+)
+_SETTLE = (
+    sa.update(webhook_deliveries)
+    .where(_d.pk == sa.bindparam("pk"), _d.attempts == sa.bindparam("attempt"))
+    .values(status=sa.bindparam("status"), next_attempt_at=sa.bindparam("next"), delivered_at=sa.bindparam("delivered"))
+)
+
+
+async def deliver_one(
+    db: Database, http: httpx.AsyncClient, *, retry_seconds: list[float], allow_private: bool
+) -> bool:
+    """Send the most overdue delivery once; False when none is due."""
+    now = now_ms()
+    async with db.transaction() as tx:
+        claimed = await tx.fetch_one(_CLAIM, {"now": now, "lease": now + SEND_LEASE_MS})
+    if claimed is None:
+        return False
+    target = await db.fetch_one(_TARGET, {"pk": claimed["webhook_pk"]})
+    assert target is not None
+    status_code: int | None = None
+    error: str | None = None
+    started = time.monotonic()
+    if target["deleted_at"] is not None:
+        error = "the webhook was deleted"
+    else:
+        try:
+            await asyncio.to_thread(check_url, target["url"], allow_private=allow_private)
+            signed_at = datetime.now(UTC)
+            signature = Webhook(target["secret"]).sign(claimed["id"], signed_at, claimed["payload"])
+            response = await http.post(
+                target["url"],
+                content=claimed["payload"],
+                headers={
+                    "content-type": "application/json",
+                    "webhook-id": claimed["id"],
+                    "webhook-timestamp": str(int(signed_at.timestamp())),
+                    "webhook-signature": signature,
+                },
+                timeout=TIMEOUT_SECONDS,
+            )
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"answered {status_code}"
+        except (httpx.HTTPError, Invalid) as failure:
+            error = getattr(failure, "message", None) or f"{type(failure).__name__}: {failure}"
+    attempt = claimed["attempts"]
+    finished = now_ms()
+    if error is None:
+        status, following, delivered = "delivered", None, finished
+    elif target["deleted_at"] is None and attempt <= len(retry_seconds):
+        status, following, delivered = "pending", finished + int(retry_seconds[attempt - 1] * 1000), None
+    else:
+        status, following, delivered = "failed", None, None
+    async with db.transaction() as tx:
+        await tx.execute(
+            _RECORD,
+            {
+                "delivery_pk": claimed["pk"], "attempted_at": now, "status_code": status_code, "error": error,
+                "duration_ms": int((time.monotonic() - started) * 1000),
+            },
+        )  # fmt: skip
+        await tx.execute(
+            _SETTLE,
+            {"pk": claimed["pk"], "attempt": attempt, "status": status, "next": following, "delivered": delivered},
+        )
+    return True
+
+
+_DELIVERIES = (
+    sa.select(_d.pk, _d.id, _d.event_type, _d.payload, _d.status, _d.attempts, _d.next_attempt_at, _d.created_at,
+              _d.delivered_at)
+    .where(_d.webhook_pk == sa.bindparam("webhook_pk"))
+    .order_by(_d.pk.desc())
+    .limit(100)
+)  # fmt: skip
+_ATTEMPTS = (
+    sa.select(_a.attempted_at, _a.status_code, _a.error, _a.duration_ms)
+    .where(_a.delivery_pk == sa.bindparam("delivery_pk"))
+    .order_by(_a.pk)
+)
+
+
+async def deliveries(db: Database, webhook_pk: int) -> list[dict[str, Any]]:
+    """The webhook's last 100 deliveries, newest first, each with every attempt."""
+    out = []
+    for row in await db.fetch_all(_DELIVERIES, {"webhook_pk": webhook_pk}):
+        attempts = await db.fetch_all(_ATTEMPTS, {"delivery_pk": row["pk"]})
+        out.append(
+            {
+                "id": row["id"],
+                "event_type": row["event_type"],
+                "status": row["status"],
+                "payload": orjson.loads(row["payload"]),
+                "created_at": isoformat_ms(row["created_at"]),
+                "delivered_at": None if row["delivered_at"] is None else isoformat_ms(row["delivered_at"]),
+                "next_attempt_at": None
+                if row["status"] != "pending" or row["next_attempt_at"] is None
+                else isoformat_ms(row["next_attempt_at"]),
+                "attempts": [
+                    {
+                        "attempted_at": isoformat_ms(a["attempted_at"]),
+                        "status_code": a["status_code"],
+                        "error": a["error"],
+                        "duration_ms": a["duration_ms"],
+                    }
+                    for a in attempts
+                ],
+            }
+        )
+    return out
