@@ -1,0 +1,84 @@
+"""Notifications, badges and webhooks over HTTP, with a real server running workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+from standardwebhooks import Webhook
+
+from tests.api.test_ai_chats import assert_error, create
+from tests.conftest import LiveServer, start_server, stop_server
+from tests.notify.test_notifications import Receiver
+
+
+@pytest.fixture(scope="module")
+def working_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    directory = tmp_path_factory.mktemp("notify")
+    env = {
+        "AICHATS_MODEL": "test:echo",
+        "AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS": "true",
+        "AICHATS_WEBHOOK_RETRY_SECONDS": "[0.2, 0.2]",
+        "AICHATS_FILES_DIR": str(directory / "files"),
+    }
+    server = start_server(database_url, directory / "serve.log", env)
+    yield server
+    stop_server(server)
+
+
+def wait_for(check, seconds: float = 15.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_private_webhook_urls_are_refused_by_default(api: httpx.Client) -> None:
+    response = api.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["notification.created"]})
+    assert_error(response, 422, "invalid_request", "private or loopback")
+    assert api.get("/webhooks").json() == {"data": []}
+
+
+def test_reply_notifies_badges_and_delivers_a_signed_webhook(working_server: LiveServer) -> None:
+    receiver = Receiver()
+    receiver.fail_next = 1
+    try:
+        with working_server.client(working_server.account()) as api:
+            hook = api.post("/webhooks", json={"url": receiver.url, "events": ["ai_chat.message.completed"]})
+            assert hook.status_code == 201, hook.text
+            secret, hook_id = hook.json()["secret"], hook.json()["id"]
+            assert "secret" not in api.get(f"/webhooks/{hook_id}").json()
+
+            chat = create(api, title="Ops")
+            badges = wait_for(lambda: api.get("/badges").json()["total"] and api.get("/badges").json())
+            assert badges == {"total": 1, "ai_chats": {chat["id"]: 1}}
+            listed = api.get("/notifications").json()
+            assert listed["unread_count"] == 1 and listed["data"][0]["ai_chat_id"] == chat["id"]
+
+            assert api.post(f"/ai_chats/{chat['id']}/read").json() is True
+            assert api.get("/badges").json() == {"total": 0, "ai_chats": {}}
+            assert api.get("/notifications").json()["unread_count"] == 0
+
+            delivered = wait_for(
+                lambda: [
+                    d for d in api.get(f"/webhooks/{hook_id}/deliveries").json()["data"] if d["status"] == "delivered"
+                ]
+            )
+            assert [a["status_code"] for a in delivered[0]["attempts"]] == [500, 204]
+            headers, body = receiver.received[-1]
+            event = Webhook(secret).verify(body, headers)
+            assert event["type"] == "ai_chat.message.completed"
+            assert orjson.loads(body)["data"]["message"]["content"] == "You said: Hello"
+
+            muted = create(api)
+            api.patch(f"/ai_chats/{muted['id']}", json={"notification_preference": "none"})
+            assert api.post("/notifications/read", json={}).json()["unread_count"] == 0
+            assert api.delete(f"/webhooks/{hook_id}").json() is True
+            assert_error(api.get(f"/webhooks/{hook_id}"), 404, "not_found")
+    finally:
+        receiver.server.shutdown()
