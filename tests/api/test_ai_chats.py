@@ -240,6 +240,8 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
         "listAiChats", "createAiChat", "retrieveAiChat", "updateAiChat", "deleteAiChat",
         "listMessages", "createMessage", "streamEvents", "uploadFile",
         "getSchedule", "putSchedule", "deleteSchedule", "runScheduleNow", "listRuns",
+        "readAiChat", "listNotifications", "readNotifications", "getBadges",
+        "listWebhooks", "createWebhook", "getWebhook", "deleteWebhook", "listDeliveries",
     }  # fmt: skip
     assert {"AiChat", "ChatCreate", "ChatUpdate", "Error"} <= set(document["components"]["schemas"])
 

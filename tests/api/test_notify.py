@@ -82,3 +82,25 @@ def test_reply_notifies_badges_and_delivers_a_signed_webhook(working_server: Liv
             assert_error(api.get(f"/webhooks/{hook_id}"), 404, "not_found")
     finally:
         receiver.server.shutdown()
+
+
+def test_scheduler_tick_lands_prompt_and_reply(working_server: LiveServer) -> None:
+    with working_server.client(working_server.account()) as api:
+        chat = create(api, title="Weekly Revenue Analysis")
+        body = {"prompt": "Revenue for {{date}}", "timezone": "Europe/Paris", "cron": "0 9 * * 1"}
+        schedule = api.put(f"/ai_chats/{chat['id']}/schedule", json=body).json()
+        tick = working_server.cli("scheduler", "tick", "--at", schedule["next_run_at"])
+        assert tick.stdout.strip().startswith("fired")
+
+        def reply_landed() -> list[dict] | None:
+            messages = api.get(f"/ai_chats/{chat['id']}/messages").json()["data"]
+            done = messages[-1]["status"] == "completed" and messages[-2]["source"] == "schedule"
+            return messages if done else None
+
+        messages = wait_for(reply_landed)
+        local_date = schedule["next_run_at"][:10]  # 09:00 in Paris is the same date in UTC
+        assert messages[-2]["content"] == f"Revenue for {local_date}"
+        assert messages[-1]["content"] == f"You said: Revenue for {local_date}"
+        runs = api.get(f"/ai_chats/{chat['id']}/runs").json()["data"]
+        assert runs[0]["trigger"] == "schedule" and runs[0]["scheduled_for"] == schedule["next_run_at"]
+        assert api.get(f"/ai_chats/{chat['id']}/schedule").json()["last_run_at"] == schedule["next_run_at"]

@@ -168,3 +168,19 @@ async def test_invalid_schedules_store_nothing(db: Database, fields: dict[str, A
         await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
     with pytest.raises(Exception, match="no schedule"):
         await schedules.get_schedule(db, chat["pk"])
+
+
+async def test_the_in_flight_limit_defers_fires(db: Database) -> None:
+    start = ms(2026, 12, 2, 12)
+    first = await scheduled_chat(db, start, interval_seconds=60)
+    second = await scheduled_chat(db, start, interval_seconds=60)
+    busy = await db.fetch_one(
+        sa.select(sa.func.count().label("n")).where(
+            runs.c.trigger == "schedule", sa.text("status IN ('queued', 'running')")
+        )
+    )
+    assert busy is not None
+    result = await scheduler.tick(db, max_in_flight=busy["n"] + 1, now=start + 60_001)
+    assert result.skipped_for_limit and result.fired == 1
+    fired = len(await scheduled_runs(db, first)) + len(await scheduled_runs(db, second))
+    assert fired <= 1  # at most one of them fired; the rest wait for a later pass

@@ -259,6 +259,88 @@ def _document() -> dict[str, Any]:
             parameters=[p for p in paging if p["name"] in ("first", "after")],
         ),
     }
+    simple = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    paths["/ai_chats/{chat_id}/read"] = {
+        "parameters": [_CHAT_ID],
+        "post": _operation(
+            "readAiChat",
+            "The user has seen the chat: clear its unread badge and mark its notifications read.",
+            "ai_chat:update",
+            {"200": _json({"type": "boolean", "const": True}, "`true`.")},
+            ("404",),
+            tag="Notifications",
+        ),
+    }
+    paths["/notifications"] = {
+        "get": _operation(
+            "listNotifications",
+            "The user's notifications, newest first (`first`/`after`), with `unread_count`. A reply in a chat whose "
+            "`notification_preference` is `all` notifies (and raises the chat's badge); muted chats never do.",
+            "ai_chat:read",
+            {"200": simple},
+            ("422",),
+            tag="Notifications",
+            parameters=[p for p in paging if p["name"] in ("first", "after")],
+        ),
+    }
+    paths["/notifications/read"] = {
+        "post": _operation(
+            "readNotifications",
+            'Mark notifications read: `{"ids": [...]}`, or all with `{}` or no body.',
+            "ai_chat:update",
+            {"200": simple},
+            ("400", "422"),
+            tag="Notifications",
+        ),
+    }
+    paths["/badges"] = {
+        "get": _operation(
+            "getBadges",
+            'Unread replies: `{"total": n, "ai_chats": {"aich_...": n}}`.',
+            "ai_chat:read",
+            {"200": simple},
+            (),
+            tag="Notifications",
+        ),
+    }
+    paths["/webhooks"] = {
+        "get": _operation(
+            "listWebhooks",
+            "The user's webhooks (without secrets).",
+            "ai_chat:read",
+            {"200": simple},
+            (),
+            tag="Webhooks",
+        ),
+        "post": _operation(
+            "createWebhook",
+            "Subscribe a URL to events (`ai_chat.message.completed`, `ai_chat.run.failed`, "
+            "`ai_chat.schedule.deactivated`, `notification.created`). Answers with the signing `secret`, once. "
+            "Deliveries are signed per Standard Webhooks and retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.",
+            "ai_chat:update",
+            {"201": simple},
+            ("400", "422"),
+            tag="Webhooks",
+        ),
+    }
+    paths["/webhooks/{webhook_id}"] = {
+        "parameters": [{"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": _operation("getWebhook", "One webhook.", "ai_chat:read", {"200": simple}, ("404",), tag="Webhooks"),
+        "delete": _operation(
+            "deleteWebhook", "Delete a webhook.", "ai_chat:update", {"200": simple}, ("404",), tag="Webhooks"
+        ),
+    }
+    paths["/webhooks/{webhook_id}/deliveries"] = {
+        "parameters": [{"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": _operation(
+            "listDeliveries",
+            "The last 100 deliveries, newest first, each with every attempt.",
+            "ai_chat:read",
+            {"200": simple},
+            ("404",),
+            tag="Webhooks",
+        ),
+    }
     paths["/files"] = {
         "post": _operation(
             "uploadFile",
