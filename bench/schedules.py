@@ -244,10 +244,11 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             migrate(url, workdir)
             asyncio.run(seed(url, count))
             f = asyncio.run(measure(url, processes, args.concurrency, count, workdir))
+        fire_lag = f"{f['fire_p50']:,.0f} / {f['fire_p99']:,.0f}"
+        start_lag = f"{f['start_p50']:,.0f} / {f['start_p99']:,.0f}"
         print(
             f"  {processes:>5} {f['first_fire_ms']:>13,.0f} {f['fired_s']:>11.2f} {f['fires_per_s']:>8,.0f}"
-            f" {f['completed_s']:>10.2f} {f'{f["fire_p50"]:,.0f} / {f["fire_p99"]:,.0f}':>20}"
-            f" {f'{f["start_p50"]:,.0f} / {f["start_p99"]:,.0f}':>21} {'yes':>5}",
+            f" {f['completed_s']:>10.2f} {fire_lag:>20} {start_lag:>21} {'yes':>5}",
             flush=True,
         )
 

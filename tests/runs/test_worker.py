@@ -34,6 +34,18 @@ async def new_chat(db: Database, text: str = "hello there", **fields: Any) -> di
         return await chats.create_chat(tx, user_id, ChatCreate(message_text=text, **fields))
 
 
+async def follow_up(db: Database, chat: dict[str, Any], text: str) -> None:
+    async with db.transaction() as tx:
+        await add_user_message(
+            tx,
+            user_id=chat["user_id"],
+            chat_pk=chat["pk"],
+            chat_id=chat["id"],
+            data=MessageInput(message_text=text),
+            now=clock.now_ms(),
+        )
+
+
 async def messages_of(db: Database, chat: dict[str, Any]) -> list[Any]:
     return list((await list_messages(db, chat["pk"], PageRequest(first=100))).items)
 
@@ -88,15 +100,7 @@ async def test_history_is_sent(db: Database) -> None:
     chat = await new_chat(db, "first question here")
     worker = make_worker(db)
     await drain(worker)
-    async with db.transaction() as tx:
-        await add_user_message(
-            tx,
-            user_id=chat["user_id"],
-            chat_pk=chat["pk"],
-            chat_id=chat["id"],
-            data=MessageInput(message_text="and then?"),
-            now=clock.now_ms(),
-        )
+    await follow_up(db, chat, "and then?")
     await drain(worker)
     _, first, _, second = await messages_of(db, chat)
     assert second["content"] == "You said: and then?"
@@ -122,15 +126,7 @@ def test_generated_titles() -> None:
 
 async def test_one_run_at_a_time_per_chat_in_order(db: Database) -> None:
     chat = await new_chat(db, "first")
-    async with db.transaction() as tx:
-        await add_user_message(
-            tx,
-            user_id=chat["user_id"],
-            chat_pk=chat["pk"],
-            chat_id=chat["id"],
-            data=MessageInput(message_text="second"),
-            now=clock.now_ms(),
-        )
+    await follow_up(db, chat, "second")
     first = await queue.claim(db, "a", 60_000)
     assert first is not None
     other = await queue.claim(db, "b", 60_000)

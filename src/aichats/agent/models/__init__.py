@@ -35,6 +35,12 @@ class ModelError(Exception):
         self.transient = transient
 
 
+def status_error(name: str, status: int, message: str) -> ModelError:
+    """A provider's HTTP error: 408, 409, 429 and 5xx may pass, the rest will not."""
+    transient = status in (408, 409, 429) or status >= 500
+    return ModelError(f"{name} answered {status}: {message}", transient=transient)
+
+
 class Model(Protocol):
     """A chat model. ``name`` is ``provider:model``, as configured and as recorded on messages."""
 

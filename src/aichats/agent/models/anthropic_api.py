@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
-from aichats.agent.models import ChatMessage, ModelError, Usage
+from aichats.agent.models import ChatMessage, ModelError, Usage, status_error
 
 CONTEXT_WINDOW = int(os.environ.get("AICHATS_ANTHROPIC_CONTEXT_WINDOW", "200000"))
 
@@ -48,10 +48,7 @@ class AnthropicModel:
                 elif event.type == "message_delta":
                     output_tokens = event.usage.output_tokens
         except anthropic.APIStatusError as error:
-            transient = error.status_code in (408, 409, 429) or error.status_code >= 500
-            raise ModelError(
-                f"{self.name} answered {error.status_code}: {error.message}", transient=transient
-            ) from error
+            raise status_error(self.name, error.status_code, error.message) from error
         except (anthropic.APIConnectionError, anthropic.APITimeoutError) as error:
             raise ModelError(f"{self.name} is unreachable: {error}", transient=True) from error
         yield Usage(input_tokens, output_tokens)

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from aichats.agent.models import ChatMessage, ModelError, Usage
+from aichats.agent.models import ChatMessage, ModelError, Usage, status_error
 
 log = logging.getLogger("aichats.models")
 CONTEXT_WINDOW = int(os.environ.get("AICHATS_OPENAI_CONTEXT_WINDOW", "8192"))
@@ -58,10 +58,7 @@ class OpenAIModel:
                         chunks += 1
                         yield choice.delta.content
         except openai.APIStatusError as error:
-            transient = error.status_code in (408, 409, 429) or error.status_code >= 500
-            raise ModelError(
-                f"{self.name} answered {error.status_code}: {error.message}", transient=transient
-            ) from error
+            raise status_error(self.name, error.status_code, error.message) from error
         except (openai.APIConnectionError, openai.APITimeoutError) as error:
             raise ModelError(f"{self.name} is unreachable: {error}", transient=True) from error
         if usage is None:
