@@ -184,3 +184,21 @@ async def test_the_in_flight_limit_defers_fires(db: Database) -> None:
     assert result.skipped_for_limit and result.fired == 1
     fired = len(await scheduled_runs(db, first)) + len(await scheduled_runs(db, second))
     assert fired <= 1  # at most one of them fired; the rest wait for a later pass
+
+
+async def test_an_instant_that_already_has_a_turn_is_skipped_alone(db: Database) -> None:
+    start = ms(2026, 12, 3, 12)
+    stuck = await scheduled_chat(db, start, interval_seconds=3600)
+    other = await scheduled_chat(db, start, interval_seconds=3600)
+    due = (await schedules.get_schedule(db, stuck["pk"]))["next_run_at"]
+    async with db.transaction() as tx:  # as if a scheduler queued the turn but never advanced
+        await tx.execute(
+            sa.insert(runs).values(
+                id="airun_preexisting" + str(stuck["pk"]), chat_pk=stuck["pk"], trigger="schedule", status="completed",
+                scheduled_for=due, created_at=start,
+            )
+        )  # fmt: skip
+    await scheduler.tick(db, max_in_flight=100_000, now=due + 1)
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, stuck)] == [due]
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, other)] == [due]
+    assert (await schedules.get_schedule(db, stuck["pk"]))["next_run_at"] == due + 3_600_000
