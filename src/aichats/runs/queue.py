@@ -26,11 +26,16 @@ _CANDIDATE = (
     .where(
         ACTIVE,
         sa.or_(_r.status == "queued", _r.lease_expires_at < sa.bindparam("now")),
-        ~sa.exists().where(
+        # The oldest active run of its chat. A correlated scalar subquery runs per candidate
+        # on the (chat_pk, pk) index; as NOT EXISTS the planner may turn it into an
+        # anti-join over every active run, which stale statistics made cost 12 ms a claim.
+        sa.select(sa.func.min(_earlier.c.pk))
+        .where(
             _earlier.c.chat_pk == _r.chat_pk,
-            _earlier.c.pk < _r.pk,
             sa.or_(_earlier.c.status == "queued", _earlier.c.status == "running"),
-        ),
+        )
+        .scalar_subquery()
+        == _r.pk,
     )
     .order_by(_r.pk)
     .limit(1)
