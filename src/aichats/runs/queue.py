@@ -10,6 +10,7 @@ attempt it belongs to, so a worker that lost its lease can no longer change the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -19,32 +20,25 @@ from aichats.storage.schema import runs
 
 _r = runs.c
 ACTIVE = sa.text("status IN ('queued', 'running')")
-_earlier = runs.alias("earlier")
+SCAN = 500  # active runs read per claim, oldest first
 
-_CANDIDATE = (
-    sa.select(_r.pk)
-    .where(
-        ACTIVE,
-        sa.or_(_r.status == "queued", _r.lease_expires_at < sa.bindparam("now")),
-        # The oldest active run of its chat. A correlated scalar subquery runs per candidate
-        # on the (chat_pk, pk) index; as NOT EXISTS the planner may turn it into an
-        # anti-join over every active run, which stale statistics made cost 12 ms a claim.
-        sa.select(sa.func.min(_earlier.c.pk))
-        .where(
-            _earlier.c.chat_pk == _r.chat_pk,
-            sa.or_(_earlier.c.status == "queued", _earlier.c.status == "running"),
-        )
-        .scalar_subquery()
-        == _r.pk,
-    )
-    .order_by(_r.pk)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-    .scalar_subquery()
-)
+# The oldest active runs, read in pk order straight off the partial index (a plan that
+# stale statistics cannot spoil). The first run of each chat in this list is that chat's
+# oldest active run: the only one of the chat that may run.
+_OLDEST_ACTIVE = sa.select(_r.pk, _r.chat_pk, _r.status, _r.lease_expires_at).where(ACTIVE).order_by(_r.pk).limit(SCAN)
+# Take one candidate, if it is still claimable and no other worker holds it.
 _CLAIM = (
     sa.update(runs)
-    .where(_r.pk == _CANDIDATE)
+    .where(
+        _r.pk
+        == sa.select(_r.pk)
+        .where(
+            _r.pk == sa.bindparam("run_pk"),
+            sa.or_(_r.status == "queued", sa.and_(_r.status == "running", _r.lease_expires_at < sa.bindparam("now"))),
+        )
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
     .values(
         status="running",
         worker_id=sa.bindparam("worker_id"),
@@ -90,10 +84,35 @@ class Claim:
         return {"run_pk": self.pk, "attempt": self.attempt}
 
 
+def runnable(active: list[Any], now: int) -> list[int]:
+    """Of the oldest active runs (in pk order), those that may be claimed: the oldest of
+    its chat, and queued or abandoned (lease lapsed)."""
+    seen: set[int] = set()
+    out = []
+    for run in active:
+        if run["chat_pk"] in seen:
+            continue  # an earlier run of this chat is still active
+        seen.add(run["chat_pk"])
+        if run["status"] == "queued" or (run["lease_expires_at"] or 0) < now:
+            out.append(run["pk"])
+    return out
+
+
 async def claim(db: Database, worker_id: str, lease_ms: int) -> Claim | None:
+    """Claim the oldest runnable run. Each candidate is taken with a conditional UPDATE
+    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL): of two workers racing, one wins and the
+    other moves on to the next candidate. Runs only move forward (queued, running,
+    finished) and new runs get higher pks, so a run seen as its chat's oldest active one
+    stays so until it is claimed."""
     now = now_ms()
-    async with db.transaction() as tx:
-        row = await tx.fetch_one(_CLAIM, {"now": now, "worker_id": worker_id, "lease_expires_at": now + lease_ms})
+    row = None
+    for run_pk in runnable(await db.fetch_all(_OLDEST_ACTIVE), now):
+        async with db.transaction() as tx:
+            row = await tx.fetch_one(
+                _CLAIM, {"run_pk": run_pk, "now": now, "worker_id": worker_id, "lease_expires_at": now + lease_ms}
+            )
+        if row is not None:
+            break
     if row is None:
         return None
     return Claim(
