@@ -37,6 +37,10 @@ def isoformat_ms(ms: int) -> str:
     return f"{_second(seconds)}{millis:03d}Z"
 
 
+def isoformat_ms_or_none(ms: int | None) -> str | None:
+    return None if ms is None else isoformat_ms(ms)
+
+
 @lru_cache(maxsize=65_536)
 def _second(seconds: int) -> str:
     # Formatting dominates serialising a chat (three instants each); most instants

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 LAST = 10**12  # a reply after every message: the whole chat is history
 
 
-async def chat_with(db: Database, settings: Settings, *texts: str, **fields: object) -> tuple[dict, int]:
+async def chat_with(db: Database, *texts: str, **fields: object) -> tuple[dict, int]:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
         chat = await chats.create_chat(tx, user_id, ChatCreate(message_text=texts[0], **fields))  # type: ignore[arg-type]
@@ -33,7 +33,7 @@ async def chat_with(db: Database, settings: Settings, *texts: str, **fields: obj
 async def test_system_prompt_company_and_history(db: Database) -> None:
     settings = Settings(model="test:echo", system_prompt_general="Be brief.")
     chat, upto = await chat_with(
-        db, settings, "one", "two", "three", agent_identifier=AgentIdentifier.general, current_company_id="biz_42"
+        db, "one", "two", "three", agent_identifier=AgentIdentifier.general, current_company_id="biz_42"
     )
     sent = await context.build(db, settings, load_model("test:echo", timeout_seconds=1), chat, upto)
     assert sent[0].role == "system" and sent[0].content.startswith("Be brief.") and "biz_42" in sent[0].content
@@ -44,7 +44,7 @@ async def test_oldest_history_is_dropped_first(db: Database) -> None:
     model = load_model("test:echo", timeout_seconds=1)  # 4,096-token window, a token per word
     settings = Settings(model="test:echo", max_output_tokens=4096 - 60)
     words = " ".join(["w"] * 20)
-    chat, upto = await chat_with(db, settings, "oldest " + words, "middle " + words, "newest " + words)
+    chat, upto = await chat_with(db, "oldest " + words, "middle " + words, "newest " + words)
     sent = await context.build(db, settings, model, chat, upto)
     assert [m.content.split()[0] for m in sent[1:]] == ["newest"]
 

@@ -39,7 +39,7 @@ async def read_notifications(request: Request) -> Response:
     data = validate(ReadInput, parse_object(body)) if body.strip() else ReadInput()
     db = request.app.state.db
     changed = await notifications.mark_read(db, principal.user_id, data.ids)
-    _, unread = await notifications.list_notifications(db, principal.user_id, page_request(request))
+    unread = await notifications.unread_count(db, principal.user_id)
     return json_response({"marked_read": changed, "unread_count": unread})
 
 

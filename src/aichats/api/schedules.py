@@ -11,7 +11,7 @@ from starlette.responses import Response
 from aichats.api.auth import require
 from aichats.api.inputs import page_request, read_json, validate
 from aichats.api.responses import json_response
-from aichats.clock import isoformat_ms, now_ms
+from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.services import chats, schedules
 from aichats.services.messages import MessageInput, MessageSource, add_user_message, decimal_tokens
 from aichats.services.pagination import build_page, decode_cursor, encode_cursor
@@ -84,17 +84,14 @@ _RUNS_AFTER = (
 
 
 def run_json(row: Any) -> dict[str, Any]:
-    def iso(ms: int | None) -> str | None:
-        return None if ms is None else isoformat_ms(ms)
-
     return {
         "id": row["id"],
         "trigger": row["trigger"],
         "status": row["status"],
-        "scheduled_for": iso(row["scheduled_for"]),
+        "scheduled_for": isoformat_ms_or_none(row["scheduled_for"]),
         "created_at": isoformat_ms(row["created_at"]),
-        "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
+        "started_at": isoformat_ms_or_none(row["started_at"]),
+        "finished_at": isoformat_ms_or_none(row["finished_at"]),
         "error": row["error"],
         "model": row["model"],
         "usage": {

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from aichats import ids
-from aichats.clock import isoformat_ms, now_ms
+from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import NotFound
 from aichats.services.messages import MessageInput, add_user_message, decimal_tokens
 from aichats.services.pagination import (
@@ -234,7 +234,7 @@ def chat_json(row: Row) -> dict[str, Any]:
         "blended_token_usage": decimal_tokens(row["blended_token_usage_micros"]),
         "created_at": isoformat_ms(row["created_at"]),
         "updated_at": isoformat_ms(row["updated_at"]),
-        "last_message_at": None if last is None else isoformat_ms(last),
+        "last_message_at": isoformat_ms_or_none(last),
         "user": {"id": row["user_id"]},
     }
 

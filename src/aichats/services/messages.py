@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from aichats import ids
-from aichats.clock import isoformat_ms
+from aichats.clock import isoformat_ms, isoformat_ms_or_none
 from aichats.errors import NotFound
 from aichats.services import events
 from aichats.services.pagination import Page, PageRequest, build_page, decode_cursor, encode_cursor
@@ -237,7 +237,7 @@ def message_json(row: Row, chat_id: str) -> dict[str, Any]:
             "blended_tokens": decimal_tokens(row["blended_tokens_micros"]),
         },
         "created_at": isoformat_ms(row["created_at"]),
-        "completed_at": None if completed is None else isoformat_ms(completed),
+        "completed_at": isoformat_ms_or_none(completed),
     }
 
 

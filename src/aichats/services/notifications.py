@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from aichats import ids
-from aichats.clock import isoformat_ms, now_ms
+from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.services import webhooks
 from aichats.services.pagination import Page, PageRequest, build_page, decode_cursor, encode_cursor
 from aichats.storage.database import Connection, Database, Row
@@ -90,7 +90,7 @@ def notification_json(row: Row) -> dict[str, Any]:
         "body": row["body"],
         "message_id": row["message_id"],
         "created_at": isoformat_ms(row["created_at"]),
-        "read_at": None if row["read_at"] is None else isoformat_ms(row["read_at"]),
+        "read_at": isoformat_ms_or_none(row["read_at"]),
     }
 
 
@@ -134,8 +134,12 @@ async def list_notifications(db: Database, user_id: str, page: PageRequest) -> t
         more_before_window=page.after is not None,
         more_after_window=False,
     )
-    unread = await db.fetch_one(_UNREAD, {"user_id": user_id})
-    return result, int(unread["n"]) if unread else 0
+    return result, await unread_count(db, user_id)
+
+
+async def unread_count(db: Database, user_id: str) -> int:
+    row = await db.fetch_one(_UNREAD, {"user_id": user_id})
+    return int(row["n"]) if row else 0
 
 
 async def mark_read(db: Database, user_id: str, notification_ids: list[str] | None) -> int:

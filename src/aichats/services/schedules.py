@@ -8,6 +8,7 @@ twice runs once), so 09:00 stays 09:00 local all year.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -16,7 +17,7 @@ from cron_descriptor import Options, get_description
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from aichats.clock import isoformat_ms, now_ms, parse_iso
+from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms, parse_iso
 from aichats.errors import Invalid, NotFound
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, schedules
@@ -62,14 +63,9 @@ def zone(name: str) -> ZoneInfo:
         raise Invalid(f"timezone {name!r} is not an IANA time zone (e.g. America/New_York)") from None
 
 
-_ZONES: set[str] | None = None
-
-
-def _zones() -> set[str]:
-    global _ZONES
-    if _ZONES is None:
-        _ZONES = available_timezones()
-    return _ZONES
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 def check_cron(expression: str) -> str:
@@ -124,21 +120,18 @@ def render(prompt: str, timezone: str, at_ms: int) -> str:
 def schedule_json(row: Row, chat_id: str) -> dict[str, Any]:
     upcoming = fires_after(row, max(now_ms(), (row["last_run_at"] or 0)), NEXT_TIMES) if row["active"] else []
 
-    def iso(ms: int | None) -> str | None:
-        return None if ms is None else isoformat_ms(ms)
-
     return {
         "ai_chat_id": chat_id,
         "prompt": row["prompt"],
         "timezone": row["timezone"],
         "cron": row["cron"],
         "interval_seconds": row["interval_seconds"],
-        "run_at": iso(row["run_at"]),
+        "run_at": isoformat_ms_or_none(row["run_at"]),
         "active": bool(row["active"]),
         "description": describe(row),
-        "next_run_at": iso(row["next_run_at"]) if row["active"] else None,
+        "next_run_at": isoformat_ms_or_none(row["next_run_at"]) if row["active"] else None,
         "next_run_times": [isoformat_ms(t) for t in upcoming],
-        "last_run_at": iso(row["last_run_at"]),
+        "last_run_at": isoformat_ms_or_none(row["last_run_at"]),
         "consecutive_failures": row["consecutive_failures"],
         "created_at": isoformat_ms(row["created_at"]),
         "updated_at": isoformat_ms(row["updated_at"]),

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
 
 from aichats import ids
-from aichats.clock import isoformat_ms, now_ms
+from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import Invalid, NotFound
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import webhook_attempts, webhook_deliveries, webhooks
@@ -279,7 +279,7 @@ async def deliveries(db: Database, webhook_pk: int) -> list[dict[str, Any]]:
                 "status": row["status"],
                 "payload": orjson.loads(row["payload"]),
                 "created_at": isoformat_ms(row["created_at"]),
-                "delivered_at": None if row["delivered_at"] is None else isoformat_ms(row["delivered_at"]),
+                "delivered_at": isoformat_ms_or_none(row["delivered_at"]),
                 "next_attempt_at": None
                 if row["status"] != "pending" or row["next_attempt_at"] is None
                 else isoformat_ms(row["next_attempt_at"]),
