@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.services import webhooks
-from aichats.services.pagination import Page, PageRequest, build_page, decode_cursor, encode_cursor
+from aichats.services.pagination import Page, PageRequest, newest_first
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, notifications
 
@@ -121,19 +121,7 @@ async def notify(tx: Connection, chat: Row, *, kind: str, title: str, body: str,
 
 
 async def list_notifications(db: Database, user_id: str, page: PageRequest) -> tuple[Page[Row], int]:
-    params: dict[str, Any] = {"user_id": user_id, "limit": page.size + 1}
-    statement = _PAGE
-    if page.after is not None:
-        params["after_0"] = decode_cursor("n", page.after, 1, name="after")[0]
-        statement = _PAGE_AFTER
-    rows = await db.fetch_all(statement, params)
-    result = build_page(
-        rows,
-        PageRequest(first=page.size),
-        lambda row: encode_cursor("n", (row["pk"],)),
-        more_before_window=page.after is not None,
-        more_after_window=False,
-    )
+    result = await newest_first(db, _PAGE, _PAGE_AFTER, {"user_id": user_id}, page, "n")
     return result, await unread_count(db, user_id)
 
 

@@ -11,7 +11,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aichats.errors import Invalid
 
@@ -116,3 +116,25 @@ def build_page(
         has_previous_page=has_previous,
     )
     return Page(items, info)
+
+
+async def newest_first(
+    db: Any, first: Any, after: Any, params: dict[str, Any], page: PageRequest, code: str
+) -> Page[Any]:
+    """A page of a list read newest first by ``pk``, forwards only (``first``/``after``).
+
+    ``first`` reads from the newest row; ``after`` is the same query bound by ``pk < after_0``.
+    """
+    params = {**params, "limit": page.size + 1}
+    statement = first
+    if page.after is not None:
+        params["after_0"] = decode_cursor(code, page.after, 1, name="after")[0]
+        statement = after
+    rows = await db.fetch_all(statement, params)
+    return build_page(
+        rows,
+        PageRequest(first=page.size),
+        lambda row: encode_cursor(code, (row["pk"],)),
+        more_before_window=page.after is not None,
+        more_after_window=False,
+    )
