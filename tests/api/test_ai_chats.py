@@ -226,6 +226,26 @@ def test_list_shape(api: httpx.Client) -> None:
     AiChatList.model_validate(api.get("/ai_chats").json())
 
 
+def test_title_search(api: httpx.Client) -> None:
+    revenue, percent, _untitled = create(api, title="Weekly Revenue"), create(api, title="50% off"), create(api)
+    other = create(api, title="Revenue by region", agent_identifier="general")
+
+    def titles(**params: object) -> list[str]:
+        listed = AiChatList.model_validate(api.get("/ai_chats", params=params).json())
+        return [c.id for c in listed.data]
+
+    assert titles(query="REVENUE") == [other["id"], revenue["id"]]
+    assert titles(query="%") == [percent["id"]]
+    assert titles(query="revenue", agent_identifier="support") == [revenue["id"]]
+    assert len(titles(query="")) == 4
+    first = api.get("/ai_chats", params={"query": "revenue", "first": 1, "order": "last_activity_at"}).json()
+    assert [c["id"] for c in first["data"]] == [other["id"]] and first["page_info"]["has_next_page"]
+    rest = {"query": "revenue", "first": 1, "order": "last_activity_at", "after": first["page_info"]["end_cursor"]}
+    page = api.get("/ai_chats", params=rest).json()
+    assert [c["id"] for c in page["data"]] == [revenue["id"]] and not page["page_info"]["has_next_page"]
+    assert_error(api.get("/ai_chats", params={"query": "x" * 201}), 422, "invalid_request", "query")
+
+
 def test_openapi_and_health(live_server: LiveServer) -> None:
     assert httpx.get(live_server.root + "/healthz").json() == {"status": "ok"}
     document = httpx.get(live_server.root + "/openapi.json").json()
@@ -238,12 +258,15 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
     }
     assert operations == {
         "listAiChats", "createAiChat", "retrieveAiChat", "updateAiChat", "deleteAiChat",
-        "listMessages", "createMessage", "streamEvents", "uploadFile",
-        "getSchedule", "putSchedule", "deleteSchedule", "runScheduleNow", "listRuns",
-        "readAiChat", "listNotifications", "readNotifications", "getBadges",
+        "listMessages", "createMessage", "retryMessage", "streamEvents", "uploadFile",
+        "getSchedule", "putSchedule", "deleteSchedule", "runScheduleNow", "listRuns", "previewSchedule",
+        "readAiChat", "listNotifications", "readNotifications", "streamNotifications", "getBadges",
         "listWebhooks", "createWebhook", "getWebhook", "deleteWebhook", "listDeliveries",
     }  # fmt: skip
     assert {"AiChat", "ChatCreate", "ChatUpdate", "Error"} <= set(document["components"]["schemas"])
+    assert {"SchedulePreviewInput", "SchedulePreview", "Badges"} <= set(document["components"]["schemas"])
+    search = next(p for p in document["paths"]["/ai_chats"]["get"]["parameters"] if p["name"] == "query")
+    assert search["schema"] == {"type": "string", "maxLength": 200}
 
 
 def test_concurrent_retries_create_one_chat(live_server: LiveServer, account: Account) -> None:

@@ -73,7 +73,7 @@ def test_files(live_server: LiveServer, api: httpx.Client) -> None:
     }
     chat = create(api, message_attachments=[{"id": record["id"]}])
     first = api.get(f"/ai_chats/{chat['id']}/messages").json()["data"][0]
-    assert first["attachments"] == [{"id": record["id"]}]
+    assert first["attachments"] == [record]
 
     assert_error(upload(api, b"MZ", "x.exe", "application/x-msdownload"), 422, "invalid_request", "not accepted")
     assert_error(api.post("/files", content=b"plain", headers={"Content-Type": "text/plain"}), 400, "bad_request")
@@ -110,3 +110,18 @@ def test_events_replay_from_the_start_and_resume(api: httpx.Client) -> None:
     ) as response:
         first_id = next(line[3:].strip() for line in response.iter_lines() if line.startswith("id:"))
     assert first_id == seen[1][0]
+
+
+def test_only_failed_replies_can_be_retried(live_server: LiveServer, api: httpx.Client) -> None:
+    chat = create(api)
+    user, pending = api.get(f"/ai_chats/{chat['id']}/messages").json()["data"]
+    path = f"/ai_chats/{chat['id']}/messages/{{}}/retry"
+    assert_error(api.post(path.format(pending["id"])), 409, "conflict", "only a failed reply")
+    assert_error(api.post(path.format(user["id"])), 409, "conflict", "user's message")
+    assert_error(api.post(path.format("aimsg_nothere")), 404, "not_found")
+    with live_server.client(live_server.account()) as other:
+        assert_error(other.post(path.format(pending["id"])), 404, "not_found")
+    with live_server.client(live_server.account(scopes="ai_chat:read")) as reader:
+        assert_error(reader.post(path.format(pending["id"])), 403, "forbidden", "ai_chat:create")
+    assert api.get(f"/ai_chats/{chat['id']}/messages").json()["data"] == [user, pending]  # nothing changed
+    assert len(api.get(f"/ai_chats/{chat['id']}/runs").json()["data"]) == 1

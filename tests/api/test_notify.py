@@ -10,6 +10,7 @@ import orjson
 import pytest
 from standardwebhooks import Webhook
 
+from aichats.api.schemas import Badges
 from tests.api.test_ai_chats import assert_error, create
 from tests.conftest import LiveServer, start_server, stop_server
 from tests.notify.test_notifications import Receiver
@@ -104,3 +105,58 @@ def test_scheduler_tick_lands_prompt_and_reply(working_server: LiveServer) -> No
         runs = api.get(f"/ai_chats/{chat['id']}/runs").json()["data"]
         assert runs[0]["trigger"] == "schedule" and runs[0]["scheduled_for"] == schedule["next_run_at"]
         assert api.get(f"/ai_chats/{chat['id']}/schedule").json()["last_run_at"] == schedule["next_run_at"]
+
+
+def badge_events(response: httpx.Response) -> Iterator[dict]:
+    """The data of each ``badges`` event of a notifications stream (pings skipped)."""
+    event = ""
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:") and event == "badges":
+            yield Badges.model_validate_json(line[5:].strip()).model_dump()
+
+
+def test_notifications_stream_follows_notifications_and_badges(working_server: LiveServer) -> None:
+    account = working_server.account()
+    with working_server.client(account) as api, working_server.client(account) as watcher:
+        with watcher.stream("GET", "/notifications/events", timeout=20) as response:
+            assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+            events = badge_events(response)
+
+            def next_state() -> dict:
+                """The next event, woken by the change (keepalives are 15 s apart; polls 1 s on SQLite)."""
+                started = time.monotonic()
+                state = next(events)
+                assert time.monotonic() - started < 5
+                return state
+
+            assert next_state() == {"unread_count": 0, "total": 0, "ai_chats": {}, "latest_notification_id": None}
+
+            chat = create(api, title="Live")  # its reply notifies
+            state = next_state()
+            latest = api.get("/notifications").json()["data"][0]
+            assert state == {
+                "unread_count": 1,
+                "total": 1,
+                "ai_chats": {chat["id"]: 1},
+                "latest_notification_id": latest["id"],
+            }
+            assert latest["ai_chat_id"] == chat["id"]
+
+            assert api.post(f"/ai_chats/{chat['id']}/read").json() is True
+            read = next_state()
+            assert read == {"unread_count": 0, "total": 0, "ai_chats": {}, "latest_notification_id": latest["id"]}
+
+            api.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "again"})
+            second = next_state()
+            assert second["unread_count"] == 1 and second["ai_chats"] == {chat["id"]: 1}
+            assert second["latest_notification_id"] != latest["id"]
+            assert api.post("/notifications/read", json={}).json() == {"marked_read": 1, "unread_count": 0}
+            assert next_state()["unread_count"] == 0
+
+
+def test_notifications_stream_needs_read_scope(live_server: LiveServer) -> None:
+    with live_server.client(live_server.account(scopes="ai_chat:create")) as writer:
+        assert_error(writer.get("/notifications/events"), 403, "forbidden", "ai_chat:read")
+    assert_error(httpx.get(live_server.api + "/notifications/events"), 401, "unauthorized")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from aichats.api.schemas import RunList, Schedule
+from aichats.api.schemas import RunList, Schedule, SchedulePreview
 from tests.api.test_ai_chats import assert_error, create
 from tests.conftest import AICHATS, LiveServer
 
@@ -72,3 +72,52 @@ def test_concurrent_ticks_fire_each_instant_once(live_server: LiveServer, api: h
     assert all(r.returncode == 0 and r.stdout.startswith("fired") for r in results), results
     runs = [r for r in api.get(f"/ai_chats/{chat['id']}/runs").json()["data"] if r["trigger"] == "schedule"]
     assert [r["scheduled_for"] for r in runs] == [at]
+
+
+def test_schedule_preview(live_server: LiveServer, api: httpx.Client) -> None:
+    response = api.post("/schedule_preview", json=WEEKLY)
+    assert response.status_code == 200, response.text
+    preview = SchedulePreview.model_validate(response.json()).model_dump(mode="json")
+    assert preview["description"] == "At 09:00, only on Monday (America/New_York)"
+    assert preview["timezone"] == "America/New_York" and len(preview["next_run_times"]) == 5
+    assert preview["next_run_times"] == sorted(preview["next_run_times"])
+    # The same times as the schedule it previews, once saved.
+    chat = create(api)
+    saved = api.put(f"/ai_chats/{chat['id']}/schedule", json=WEEKLY).json()
+    assert preview["next_run_times"] == saved["next_run_times"] and preview["description"] == saved["description"]
+
+    hourly = api.post("/schedule_preview", json={"timezone": "UTC", "interval_seconds": 3600}).json()
+    assert hourly["description"] == "Every 1:00:00 (h:mm:ss)" and len(hourly["next_run_times"]) == 5
+    once = api.post("/schedule_preview", json={"timezone": "Europe/Paris", "run_at": "2999-01-01T09:00:00Z"}).json()
+    assert once == {
+        "description": "Once, at 2999-01-01T09:00:00.000Z",
+        "next_run_times": ["2999-01-01T09:00:00.000Z"],
+        "timezone": "Europe/Paris",
+    }
+    paused = api.post("/schedule_preview", json={**WEEKLY, "active": False}).json()
+    assert paused["next_run_times"] == [] and paused["description"] == preview["description"]
+
+    with live_server.client(live_server.account(scopes="ai_chat:read")) as reader:
+        assert reader.post("/schedule_preview", json=WEEKLY).status_code == 200
+    active = api.get("/ai_chats", params={"only_active_crons": "true"}).json()["data"]
+    assert [c["id"] for c in active] == [chat["id"]]  # previews saved nothing
+
+
+def test_invalid_previews_are_refused_like_schedules(api: httpx.Client) -> None:
+    chat = create(api)
+    for body in [
+        {**WEEKLY, "cron": "0 25 * * *"},
+        {**WEEKLY, "timezone": "Nowhere/City"},
+        {"prompt": "p", "timezone": "UTC", "interval_seconds": 5},
+        {"prompt": "p", "timezone": "UTC", "run_at": "2001-01-01T00:00:00Z"},
+        {"prompt": "p", "timezone": "UTC", "run_at": "tomorrow"},
+        {"prompt": "p", "timezone": "UTC"},
+        {"prompt": "   ", "timezone": "UTC", "cron": "0 9 * * 1"},
+        {"prompt": "p", "timezone": "UTC", "cron": "0 9 * * 1", "unknown": 1},
+    ]:
+        saved = api.put(f"/ai_chats/{chat['id']}/schedule", json=body)
+        previewed = api.post("/schedule_preview", json=body)
+        assert_error(previewed, 422, "invalid_request")
+        assert previewed.json() == saved.json(), body
+    assert_error(api.post("/schedule_preview", json={"prompt": "p"}), 422, "invalid_request", "timezone")
+    assert_error(api.post("/schedule_preview", content=b"[]"), 400, "bad_request")

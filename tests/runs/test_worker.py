@@ -11,11 +11,12 @@ import sqlalchemy as sa
 
 from aichats import clock
 from aichats.config import Settings
+from aichats.errors import Conflict, NotFound
 from aichats.runs import queue
 from aichats.runs.worker import Models, Worker, generated_title
 from aichats.services import chats, events, users
 from aichats.services.chats import ChatCreate, ChatUpdate
-from aichats.services.messages import MessageInput, add_user_message, list_messages
+from aichats.services.messages import MessageInput, add_user_message, list_messages, retry_reply
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
 from aichats.storage.schema import runs
@@ -195,3 +196,50 @@ async def test_runs_of_deleted_chats_are_cancelled(db: Database) -> None:
     await drain(make_worker(db))
     row = await db.fetch_one(sa.select(runs.c.status).where(runs.c.chat_pk == sa.bindparam("c")), {"c": chat["pk"]})
     assert row is not None and row["status"] == "cancelled"
+
+
+async def test_a_failed_reply_is_retried_in_place_and_counted_once(db: Database) -> None:
+    chat = await new_chat(db, "second time lucky")
+    await drain(make_worker(db, model="test:fail"))
+    _, failed = await messages_of(db, chat)
+    assert failed["status"] == "failed"
+    assert (await chats.get_chat(db, chat["user_id"], chat["id"]))["message_count"] == 2
+
+    where = {"chat_pk": chat["pk"], "chat_id": chat["id"]}
+    async with db.transaction() as tx:
+        retried = await retry_reply(tx, **where, message_id=failed["id"], now=clock.now_ms())
+    assert (retried["pk"], retried["status"], retried["content"]) == (failed["pk"], "pending", "")
+    assert retried["error"] is None
+    assert retried["completed_at"] is None and retried["model"] is None
+    assert (await chats.get_chat(db, chat["user_id"], chat["id"]))["message_count"] == 1  # pending: counts on start
+    assert [r["type"] for r in await events.read_after(db, chat["pk"], 0)][-1] == events.MESSAGE_RETRIED
+    with pytest.raises(Conflict, match="pending"):
+        async with db.transaction() as tx:
+            await retry_reply(tx, **where, message_id=failed["id"], now=clock.now_ms())
+
+    assert await drain(make_worker(db)) == 1
+    user, reply = await messages_of(db, chat)
+    assert (reply["id"], reply["status"]) == (failed["id"], "completed")
+    assert reply["content"] == "You said: second time lucky"
+    assert reply["error"] is None and reply["output_tokens"] == 5
+    row = await chats.get_chat(db, chat["user_id"], chat["id"])
+    assert row["message_count"] == 2 and row["blended_token_usage_micros"] > 0
+    history = await db.fetch_all(
+        sa.select(runs.c.trigger, runs.c.status, runs.c.user_message_pk, runs.c.assistant_message_pk)
+        .where(runs.c.chat_pk == sa.bindparam("c"))
+        .order_by(runs.c.pk),
+        {"c": chat["pk"]},
+    )
+    assert [tuple(r) for r in history] == [
+        ("message", "failed", user["pk"], reply["pk"]),
+        ("retry", "completed", user["pk"], reply["pk"]),
+    ]
+    with pytest.raises(Conflict, match="completed"):
+        async with db.transaction() as tx:
+            await retry_reply(tx, **where, message_id=reply["id"], now=clock.now_ms())
+    with pytest.raises(Conflict, match="user's message"):
+        async with db.transaction() as tx:
+            await retry_reply(tx, **where, message_id=user["id"], now=clock.now_ms())
+    with pytest.raises(NotFound):
+        async with db.transaction() as tx:
+            await retry_reply(tx, **where, message_id="aimsg_nope", now=clock.now_ms())

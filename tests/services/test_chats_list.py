@@ -140,3 +140,40 @@ def test_bad_page_requests(request_args: dict) -> None:
 async def test_bad_cursors_are_invalid(db: Database, cursor: str) -> None:
     with pytest.raises(Invalid, match="cursor"):
         await chats.list_chats(db, "user_x", PageRequest(after=cursor))
+
+
+async def test_title_search(db: Database) -> None:
+    user_id = await users.create_user(db)
+    titles = ["Weekly Revenue Analysis", "revenue_2024", "100% growth", r"a\b path", "Ünïcode revenue", None]
+    made = {}
+    for title in titles:
+        async with db.transaction() as tx:
+            made[title] = (await chats.create_chat(tx, user_id, ChatCreate(message_text="m", title=title)))["id"]
+
+    async def search(query: str) -> list[str | None]:
+        """The titles found, newest first, walking pages of 2."""
+        by_id = {chat_id: title for title, chat_id in made.items()}
+        return [by_id[chat_id] for chat_id in await walk(db, user_id, 2, flt=ChatFilter(query=query))]
+
+    assert await search("REVENUE") == ["Ünïcode revenue", "revenue_2024", "Weekly Revenue Analysis"]
+    assert await search("_") == ["revenue_2024"]  # not "any one character"
+    assert await search("%") == ["100% growth"]  # not "anything"
+    assert await search("\\") == [r"a\b path"]
+    assert await search("nothing like it") == []
+    assert len(await search("")) == len(titles)  # empty: no filter (untitled chats included)
+    assert await search("e_2") == ["revenue_2024"]
+    assert await search("Ünï") == ["Ünïcode revenue"]  # the same case as the title matches on any database
+
+    both = ChatFilter(query="revenue", agent_identifier=AgentIdentifier.support)
+    assert len(await walk(db, user_id, 1, flt=both)) == 3
+    assert await walk(db, user_id, 1, flt=ChatFilter(query="revenue", agent_identifier=AgentIdentifier.general)) == []
+    async with db.transaction() as tx:
+        await tx.execute(
+            sa.update(ai_chats).where(ai_chats.c.id == sa.bindparam("i")).values(activity_at=sa.bindparam("t")),
+            {"i": made["Weekly Revenue Analysis"], "t": clock.now_ms() + 60_000},
+        )
+    recent = await walk(db, user_id, 1, order=ChatOrder.last_activity_at, flt=ChatFilter(query="Revenue"))
+    assert recent == [made["Weekly Revenue Analysis"], made["Ünïcode revenue"], made["revenue_2024"]]
+    backwards = await chats.list_chats(db, user_id, PageRequest(last=2), flt=ChatFilter(query="revenue"))
+    assert [r["id"] for r in backwards.items] == [made["revenue_2024"], made["Weekly Revenue Analysis"]]
+    assert backwards.page_info.has_previous_page

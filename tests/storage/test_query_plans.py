@@ -21,10 +21,13 @@ def sqlite_db(tmp_path) -> sqlite3.Connection:
 @pytest.mark.parametrize(
     "order, flt, index",
     [
-        (ChatOrder.created_at, (False, False), "ix_ai_chats_user_pk_live"),
-        (ChatOrder.created_at, (True, False), "ix_ai_chats_user_cron_pk_live"),
-        (ChatOrder.created_at, (False, True), "ix_ai_chats_user_agent_pk_live"),
-        (ChatOrder.last_activity_at, (False, False), "ix_ai_chats_user_activity_live"),
+        (ChatOrder.created_at, (False, False, False), "ix_ai_chats_user_pk_live"),
+        (ChatOrder.created_at, (True, False, False), "ix_ai_chats_user_cron_pk_live"),
+        (ChatOrder.created_at, (False, True, False), "ix_ai_chats_user_agent_pk_live"),
+        (ChatOrder.last_activity_at, (False, False, False), "ix_ai_chats_user_activity_live"),
+        # A title search filters the rows of the list's own index scan.
+        (ChatOrder.created_at, (False, False, True), "ix_ai_chats_user_pk_live"),
+        (ChatOrder.last_activity_at, (False, False, True), "ix_ai_chats_user_activity_live"),
     ],
 )
 @pytest.mark.parametrize(
@@ -41,7 +44,7 @@ def test_sqlite_list_plans_use_the_index(sqlite_db, order, flt, index, after, be
 
 @pytest.mark.parametrize("side", ["after", "before"])
 def test_sqlite_exists_probe_uses_the_index(sqlite_db, side) -> None:
-    compiled = compile_statement(_beyond_statement(ChatOrder.created_at, (False, False), side), "sqlite")
+    compiled = compile_statement(_beyond_statement(ChatOrder.created_at, (False, False, False), side), "sqlite")
     plan = " | ".join(
         row[3] for row in sqlite_db.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names))
     )

@@ -12,6 +12,7 @@ from aichats.api.responses import json_response
 from aichats.errors import Invalid
 from aichats.services import chats, idempotency
 from aichats.services.chats import (
+    MAX_QUERY_LENGTH,
     AgentIdentifier,
     ChatCreate,
     ChatFilter,
@@ -85,6 +86,7 @@ async def list_(request: Request) -> Response:
     flt = ChatFilter(
         only_active_crons=query_bool(request, "only_active_crons"),
         agent_identifier=_enum(request, "agent_identifier", AgentIdentifier),  # type: ignore[arg-type]
+        query=query_str(request, "query", MAX_QUERY_LENGTH),
     )
     order = _enum(request, "order", ChatOrder, ChatOrder.created_at)
     result = await chats.list_chats(request.app.state.db, principal.user_id, page, order=order, flt=flt)  # type: ignore[arg-type]

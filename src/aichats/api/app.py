@@ -22,9 +22,10 @@ from aichats.config import Settings, get_settings
 from aichats.errors import ServiceError
 from aichats.runs.worker import WorkerPool
 from aichats.services import idempotency
-from aichats.services.events import EventHub
+from aichats.services.events import USERS_CHANNEL, EventHub
 from aichats.services.keys import KeyCache
 from aichats.storage import database
+from aichats.web.routes import routes as web_routes
 
 API = "/api/v1"
 log = logging.getLogger("aichats")
@@ -62,6 +63,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.key_cache.attach(db)
         app.state.event_hub = EventHub()
         await app.state.event_hub.attach(db)
+        app.state.user_hub = EventHub(USERS_CHANNEL, str)
+        await app.state.user_hub.attach(db)
         workers = WorkerPool(db, settings, settings.workers)
         await workers.start()
         housekeeping = asyncio.create_task(_housekeeping(db, settings))
@@ -82,15 +85,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(f"{API}/ai_chats/{{chat_id}}/messages", messages.list_, methods=["GET"]),
         Route(f"{API}/ai_chats/{{chat_id}}/messages", messages.create, methods=["POST"]),
         Route(f"{API}/ai_chats/{{chat_id}}/events", messages.stream, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id}}/messages/{{message_id}}/retry", messages.retry, methods=["POST"]),
         Route(f"{API}/files", messages.upload, methods=["POST"]),
         Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.get, methods=["GET"]),
         Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.put, methods=["PUT"]),
         Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.delete, methods=["DELETE"]),
         Route(f"{API}/ai_chats/{{chat_id}}/schedule/run", schedules.run_now, methods=["POST"]),
+        Route(f"{API}/schedule_preview", schedules.preview, methods=["POST"]),
         Route(f"{API}/ai_chats/{{chat_id}}/runs", schedules.list_runs, methods=["GET"]),
         Route(f"{API}/ai_chats/{{chat_id}}/read", notify.read_chat, methods=["POST"]),
         Route(f"{API}/notifications", notify.list_notifications, methods=["GET"]),
         Route(f"{API}/notifications/read", notify.read_notifications, methods=["POST"]),
+        Route(f"{API}/notifications/events", notify.stream, methods=["GET"]),
         Route(f"{API}/badges", notify.badges, methods=["GET"]),
         Route(f"{API}/webhooks", notify.list_webhooks, methods=["GET"]),
         Route(f"{API}/webhooks", notify.create_webhook, methods=["POST"]),
@@ -99,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route(f"{API}/webhooks/{{webhook_id}}/deliveries", notify.list_deliveries, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *web_routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -17,7 +17,7 @@ from aichats.api.responses import json_response
 from aichats.clock import now_ms
 from aichats.errors import BadRequest, Invalid
 from aichats.services import chats, events, files
-from aichats.services.messages import MessageInput, add_user_message, list_messages, message_json
+from aichats.services.messages import MessageInput, add_user_message, list_messages, message_json, retry_reply
 
 KEEPALIVE_SECONDS = 15
 # Without cross-process notifications (SQLite, or a lost LISTEN connection), a stream also
@@ -46,10 +46,26 @@ async def create(request: Request) -> Response:
     return json_response(message_json(message, chat["id"]), status=201)
 
 
-def _last_event_id(request: Request) -> int:
+async def retry(request: Request) -> Response:
+    """``POST /ai_chats/{id}/messages/{message_id}/retry``: queue a failed reply again."""
+    principal = await require(request, "ai_chat:create")
+    db = request.app.state.db
+    chat = await chats.get_chat(db, principal.user_id, request.path_params["chat_id"])
+    async with db.transaction() as tx:
+        reply = await retry_reply(
+            tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=request.path_params["message_id"], now=now_ms()
+        )
+    return json_response(message_json(reply, chat["id"]))
+
+
+async def _last_event_id(request: Request, chat_pk: int) -> int:
+    """Where the stream starts: after ``Last-Event-ID`` (a reconnect), else after ``?after=``,
+    which is an event id, or ``latest`` (only what happens from now on)."""
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if raw == "latest":
+        return await events.latest_id(request.app.state.db, chat_pk)
     if not raw.isdigit():
-        raise Invalid("Last-Event-ID must be the id of an event from this stream")
+        raise Invalid("Last-Event-ID (or ?after=) must be the id of an event from this stream, or `latest`")
     return int(raw)
 
 
@@ -58,7 +74,7 @@ async def stream(request: Request) -> Response:
     principal = await require(request, "ai_chat:read")
     db = request.app.state.db
     chat = await chats.get_chat(db, principal.user_id, request.path_params["chat_id"])
-    after = _last_event_id(request)
+    after = await _last_event_id(request, chat["pk"])
     hub: events.EventHub = request.app.state.event_hub
 
     async def generate() -> AsyncIterator[ServerSentEvent]:

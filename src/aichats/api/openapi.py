@@ -12,10 +12,10 @@ from pydantic.json_schema import models_json_schema
 
 from aichats import __version__
 from aichats.api import schemas
-from aichats.services.chats import AgentIdentifier, ChatCreate, ChatOrder, ChatUpdate
+from aichats.services.chats import MAX_QUERY_LENGTH, AgentIdentifier, ChatCreate, ChatOrder, ChatUpdate
 from aichats.services.messages import MessageInput
 from aichats.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from aichats.services.schedules import ScheduleInput
+from aichats.services.schedules import ScheduleInput, SchedulePreviewInput
 
 _MODELS: tuple[type[BaseModel], ...] = (
     ChatCreate,
@@ -26,10 +26,13 @@ _MODELS: tuple[type[BaseModel], ...] = (
     schemas.File,
     ScheduleInput,
     schemas.Schedule,
+    SchedulePreviewInput,
+    schemas.SchedulePreview,
     schemas.Run,
     schemas.RunList,
     schemas.AiChat,
     schemas.AiChatList,
+    schemas.Badges,
     schemas.Error,
     schemas.Health,
 )
@@ -39,6 +42,7 @@ _ERRORS = {
     "401": "No API key, or an unknown or revoked one.",
     "403": "The API key lacks the permission this call needs.",
     "404": "No such AI chat (or file) for this user (other users' are never revealed).",
+    "409": "The resource is not in a state that allows this (e.g. the message is not a failed reply).",
     "413": "Request body too large.",
     "422": "A field breaks the documented rules; nothing was changed.",
 }
@@ -117,6 +121,12 @@ def _document() -> dict[str, Any]:
             "Only chats of this agent.",
         ),
         _query(
+            "query",
+            {"type": "string", "maxLength": MAX_QUERY_LENGTH},
+            "Only chats whose title contains this text, ignoring case (`%`, `_` and `\\` match themselves). "
+            "Empty: no filter. Combines with the other filters, both orders and the cursors.",
+        ),
+        _query(
             "order",
             {"type": "string", "enum": [o.value for o in ChatOrder], "default": "created_at"},
             "`created_at` (default): newest created first, a stable order for walking every page. "
@@ -192,9 +202,9 @@ def _document() -> dict[str, Any]:
         "get": _operation(
             "streamEvents",
             "Server-sent events of the chat: `message.created`, `message.delta` (`{message_id, delta}`), "
-            "`message.completed`, `message.failed`, `chat.updated`. Each event's `id` orders it; reconnect with "
-            "`Last-Event-ID` (or `?after=`) to receive exactly the events after it. Without it the stream replays "
-            "the chat's events from the start, then follows new ones.",
+            "`message.completed`, `message.failed`, `message.retried`, `chat.updated`. Each event's `id` orders it; "
+            "reconnect with `Last-Event-ID` (or `?after=`) to receive exactly the events after it. Without it the "
+            "stream replays the chat's events from the start, then follows new ones.",
             "ai_chat:read",
             {
                 "200": {
@@ -208,6 +218,28 @@ def _document() -> dict[str, Any]:
                 {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
                 _query("after", {"type": "integer", "minimum": 0}, "Same as `Last-Event-ID`."),
             ],
+        ),
+    }
+    paths["/ai_chats/{chat_id}/messages/{message_id}/retry"] = {
+        "parameters": [
+            _CHAT_ID,
+            {
+                "name": "message_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "The failed reply's id (`aimsg_...`).",
+            },
+        ],
+        "post": _operation(
+            "retryMessage",
+            "Retry a failed reply: it goes back to `pending` (content, error and usage cleared) and the agent's turn "
+            "is queued again (a `retry` run). The chat's stream sends `message.retried`, then the usual events as the "
+            "reply streams. Only an assistant message whose status is `failed` can be retried (else 409).",
+            "ai_chat:create",
+            {"200": _json(schemas.Message, "The reply, `pending` again.")},
+            ("404", "409"),
+            tag="Messages",
         ),
     }
     schedule = _json(schemas.Schedule, "The schedule.")
@@ -245,6 +277,19 @@ def _document() -> dict[str, Any]:
             {"201": _json(schemas.Run, "The queued run.")},
             ("404",),
             tag="Schedules",
+        ),
+    }
+    paths["/schedule_preview"] = {
+        "post": _operation(
+            "previewSchedule",
+            "What a schedule would do if saved now: its `description`, `next_run_times` (five; one for `run_at`; none "
+            "if `active` is false) and `timezone`. Takes the body of `PUT /ai_chats/{id}/schedule` (the prompt may be "
+            "left out) and refuses exactly what it refuses. Nothing is stored.",
+            "ai_chat:read",
+            {"200": _json(schemas.SchedulePreview, "The preview.")},
+            ("400", "413", "422"),
+            tag="Schedules",
+            requestBody={"required": True, "content": {"application/json": {"schema": _ref(SchedulePreviewInput)}}},
         ),
     }
     paths["/ai_chats/{chat_id}/runs"] = {
@@ -290,6 +335,23 @@ def _document() -> dict[str, Any]:
             "ai_chat:update",
             {"200": simple},
             ("400", "422"),
+            tag="Notifications",
+        ),
+    }
+    paths["/notifications/events"] = {
+        "get": _operation(
+            "streamNotifications",
+            "Server-sent events of the user's notifications and badges: an event `badges` (data: the `Badges` schema) "
+            "on connect, then again each time any of it changes (a new notification, notifications read, a chat "
+            "read or deleted). No replay: each event is the whole current state.",
+            "ai_chat:read",
+            {
+                "200": {
+                    "description": "An event stream.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                }
+            },
+            (),
             tag="Notifications",
         ),
     }

@@ -28,6 +28,14 @@ async def put(request: Request) -> Response:
     return json_response(schedules.schedule_json(row, chat["id"]))
 
 
+async def preview(request: Request) -> Response:
+    """``POST /schedule_preview``: a schedule's description and next times, before it is saved."""
+    await require(request, "ai_chat:read")
+    data = validate(schedules.SchedulePreviewInput, await read_json(request))
+    minimum = request.app.state.settings.schedule_min_interval_seconds
+    return json_response(schedules.preview(data, min_interval_seconds=minimum))
+
+
 async def get(request: Request) -> Response:
     chat = await _chat(request, "ai_chat:read")
     row = await schedules.get_schedule(request.app.state.db, chat["pk"])

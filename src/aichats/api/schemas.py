@@ -61,10 +61,6 @@ class Usage(Strict):
     blended_tokens: str = Field(pattern=DECIMAL, description="Exact decimal: tokens weighted per model.")
 
 
-class AttachmentRef(Strict):
-    id: str = Field(pattern=r"^file_[A-Za-z0-9]+$")
-
-
 class Message(Strict):
     """One message of a chat: the user's, or the agent's reply (streamed, then completed or failed)."""
 
@@ -77,7 +73,7 @@ class Message(Strict):
     source: str = Field(
         description="`manual`, `suggestion`, `link` or `schedule` for user messages; `agent` for replies."
     )
-    attachments: list[AttachmentRef]
+    attachments: list[File] = Field(description="The files attached to a user message.")
     model: str | None = Field(description="`provider:model` that wrote the reply; null for user messages.")
     usage: Usage
     created_at: str = Field(pattern=DATETIME)
@@ -115,11 +111,19 @@ class Schedule(Strict):
     updated_at: str = Field(pattern=DATETIME)
 
 
+class SchedulePreview(Strict):
+    """What a schedule would do if saved now (``POST /schedule_preview``)."""
+
+    description: str = Field(examples=["At 09:00, only on Monday (America/New_York)"])
+    next_run_times: list[str] = Field(description="The next five fire times (one for `run_at`; none if inactive).")
+    timezone: str = Field(description="The IANA time zone, as it would be stored.")
+
+
 class Run(Strict):
     """One agent turn: why it ran, when, and what it cost."""
 
     id: str = Field(pattern=r"^airun_[A-Za-z0-9]+$")
-    trigger: Literal["message", "schedule", "manual"]
+    trigger: Literal["message", "schedule", "manual", "retry"]
     status: Literal["queued", "running", "completed", "failed", "cancelled"]
     scheduled_for: str | None = Field(pattern=DATETIME)
     created_at: str = Field(pattern=DATETIME)
@@ -133,6 +137,15 @@ class Run(Strict):
 class RunList(Strict):
     data: list[Run]
     page_info: PageInfo
+
+
+class Badges(Strict):
+    """Data of the notifications stream's `badges` event."""
+
+    unread_count: int = Field(ge=0, description="Unread notifications.")
+    total: int = Field(ge=0, description="Sum of the chats' badges.")
+    ai_chats: dict[str, int] = Field(description="Unread replies per chat id (chats with none are left out).")
+    latest_notification_id: str | None = Field(description="The newest notification, read or not; null if none.")
 
 
 class ErrorBody(Strict):

@@ -122,7 +122,10 @@ class DeltaWriter:
 
     async def flush(self, tx: Connection) -> None:
         if self.pending:
-            delta = {"message_id": self.message["id"], "delta": self.pending}
+            # ``offset`` (in code points) makes a delta idempotent: a client that loaded the
+            # message after this text was written can tell that it already has it.
+            offset = len(self.text) - len(self.pending)
+            delta = {"message_id": self.message["id"], "delta": self.pending, "offset": offset}
             await events.append(tx, self.chat_pk, events.MESSAGE_DELTA, delta)
             self.pending = ""
 

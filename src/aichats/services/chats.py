@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import NotFound
+from aichats.services.events import USERS_CHANNEL
 from aichats.services.messages import MessageInput, add_user_message, decimal_tokens
 from aichats.services.pagination import (
     Page,
@@ -31,6 +32,7 @@ from aichats.storage.schema import ai_chats
 
 MAX_TITLE_LENGTH = 200
 MAX_REFERENCE_LENGTH = 64
+MAX_QUERY_LENGTH = 200  # a title search is at most as long as a title
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_LENGTH)]
 Reference = Annotated[
@@ -100,10 +102,20 @@ class ChatOrder(StrEnum):
     last_activity_at = "last_activity_at"
 
 
+# Which filters a list applies (active crons, agent, title): its statements' cache key.
+Shape = tuple[bool, bool, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class ChatFilter:
     only_active_crons: bool = False
     agent_identifier: AgentIdentifier | None = None
+    query: str | None = None  # text the title contains, any case (None or "": no filter)
+
+    @property
+    def shape(self) -> Shape:
+        """Which filters apply: part of the cached statements' key (their values are binds)."""
+        return (self.only_active_crons, self.agent_identifier is not None, bool(self.query))
 
 
 # ------------------------------------------------------------------------- queries
@@ -175,18 +187,30 @@ def _key_and_cursor(order: ChatOrder, name: str) -> tuple[Any, Any]:
     return sa.tuple_(*columns), sa.tuple_(*binds)
 
 
-def _filtered(statement: sa.Select, flt: tuple[bool, bool]) -> sa.Select:
-    only_active_crons, by_agent = flt
+def _filtered(statement: sa.Select, flt: Shape) -> sa.Select:
+    only_active_crons, by_agent, by_title = flt
     statement = statement.where(_c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
     if only_active_crons:
         statement = statement.where(_c.has_active_cron == sa.true())
     if by_agent:
         statement = statement.where(_c.agent_identifier == sa.bindparam("agent_identifier"))
+    if by_title:
+        # lower() on both sides: the same case folding whatever the dialect (SQLite's LIKE
+        # ignores ASCII case only, PostgreSQL's none). The scan stays on the list's index;
+        # the title is a filter on the rows it walks.
+        pattern = sa.func.lower(sa.bindparam("title_pattern", type_=sa.Text))
+        statement = statement.where(sa.func.lower(_c.title).like(pattern, escape="\\"))
     return statement
 
 
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 @cache
-def _page_statement(order: ChatOrder, flt: tuple[bool, bool], after: bool, before: bool, backwards: bool) -> sa.Select:
+def _page_statement(order: ChatOrder, flt: Shape, after: bool, before: bool, backwards: bool) -> sa.Select:
     """Rows of one page: the window between the cursors, read from one end."""
     statement = _filtered(sa.select(*CHAT_COLUMNS), flt)
     if after:
@@ -201,7 +225,7 @@ def _page_statement(order: ChatOrder, flt: tuple[bool, bool], after: bool, befor
 
 
 @cache
-def _beyond_statement(order: ChatOrder, flt: tuple[bool, bool], side: Literal["after", "before"]) -> sa.Select:
+def _beyond_statement(order: ChatOrder, flt: Shape, side: Literal["after", "before"]) -> sa.Select:
     """Whether any row lies on the far side of a cursor (the cursor's own row included)."""
     key, cursor = _key_and_cursor(order, side)
     columns = _sort_key(order)
@@ -291,6 +315,8 @@ async def delete_chat(db: Database, user_id: str, chat_id: str) -> None:
     """Soft-delete: the chat leaves every read, its rows stay."""
     async with db.transaction() as tx:
         deleted = await tx.execute(_DELETE, {"chat_id": chat_id, "user_id": user_id, "now": now_ms()})
+        if deleted:
+            await tx.notify(USERS_CHANNEL, user_id)  # its badge leaves the user's badges
     if not deleted:
         raise NotFound(f"no AI chat {chat_id}")
 
@@ -309,12 +335,14 @@ async def list_chats(
     params: dict[str, Any] = {"user_id": user_id, "limit": page.size + 1}
     if flt.agent_identifier is not None:
         params["agent_identifier"] = flt.agent_identifier.value
+    if flt.query:
+        params["title_pattern"] = like_pattern(flt.query)
     for side in ("after", "before"):
         cursor = getattr(page, side)
         if cursor is not None:
             for i, part in enumerate(decode_cursor(code, cursor, parts, name=side)):
                 params[f"{side}_{i}"] = part
-    shape = (flt.only_active_crons, flt.agent_identifier is not None)
+    shape = flt.shape
     rows = await db.fetch_all(
         _page_statement(order, shape, page.after is not None, page.before is not None, page.backwards), params
     )

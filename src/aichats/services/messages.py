@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none
-from aichats.errors import NotFound
+from aichats.errors import Conflict, NotFound
 from aichats.services import events
+from aichats.services.files import file_json
 from aichats.services.pagination import Page, PageRequest, build_page, decode_cursor, encode_cursor
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, files, messages, runs
@@ -137,7 +138,44 @@ _INSERT_RUN = sa.insert(runs).values(
         )
     }
 )
-_OWNED_FILE = sa.select(files.c.id).where(
+# A failed reply goes back to ``pending``, as if just queued (the conditional update is the
+# lock: of two concurrent retries, one finds it failed).
+_RETRY_REPLY = (
+    sa.update(messages)
+    .where(
+        _m.chat_pk == sa.bindparam("chat_pk"),
+        _m.id == sa.bindparam("message_id"),
+        _m.role == "assistant",
+        _m.status == "failed",
+    )
+    .values(
+        content="",
+        status="pending",
+        error=None,
+        model=None,
+        input_tokens=0,
+        output_tokens=0,
+        blended_tokens_micros=0,
+        completed_at=None,
+    )
+    .returning(*MESSAGE_COLUMNS)
+)
+_MESSAGE_STATE = sa.select(_m.role, _m.status).where(
+    _m.chat_pk == sa.bindparam("chat_pk"), _m.id == sa.bindparam("message_id")
+)
+_ANSWERED = (
+    sa.select(runs.c.user_message_pk)
+    .where(runs.c.chat_pk == sa.bindparam("chat_pk"), runs.c.assistant_message_pk == sa.bindparam("message_pk"))
+    .order_by(runs.c.pk.desc())
+    .limit(1)
+)
+# A pending reply is not counted (it counts when it starts): the retried one stops counting.
+_UNCOUNT_MESSAGE = (
+    sa.update(ai_chats)
+    .where(ai_chats.c.pk == sa.bindparam("chat_pk"))
+    .values(message_count=ai_chats.c.message_count - 1, updated_at=sa.bindparam("now"))
+)
+_OWNED_FILE = sa.select(files.c.id, files.c.filename, files.c.content_type, files.c.size).where(
     files.c.id == sa.bindparam("file_id"), files.c.user_id == sa.bindparam("user_id")
 )
 
@@ -174,9 +212,14 @@ async def add_user_message(
     The pending reply holds the reply's place right after the message it answers, so a
     chat always reads question, answer, question, answer, however the turns are timed.
     """
+    # Stored with their names and types, so a message shows what was attached without a
+    # lookup per file.
+    attached = []
     for attachment in data.message_attachments:
-        if await tx.fetch_one(_OWNED_FILE, {"file_id": attachment.id, "user_id": user_id}) is None:
+        row = await tx.fetch_one(_OWNED_FILE, {"file_id": attachment.id, "user_id": user_id})
+        if row is None:
             raise NotFound(f"no file {attachment.id}")
+        attached.append(file_json(row))
     message = await insert_message(
         tx,
         chat_pk,
@@ -186,7 +229,7 @@ async def add_user_message(
         status="completed",
         source=data.message_source.value,
         suggestion_type=data.suggestion_type,
-        attachments=orjson.dumps([a.model_dump() for a in data.message_attachments]).decode(),
+        attachments=orjson.dumps(attached).decode(),
         completed_at=now,
     )
     reply = await insert_message(
@@ -208,6 +251,42 @@ async def add_user_message(
     await events.append(tx, chat_pk, events.MESSAGE_CREATED, message_json(message, chat_id))
     await tx.notify(RUNS_CHANNEL, str(chat_pk))
     return message
+
+
+async def retry_reply(tx: Connection, *, chat_pk: int, chat_id: str, message_id: str, now: int) -> Row:
+    """Put a failed reply back to ``pending`` and queue a new turn for it (a ``retry`` run).
+
+    The reply keeps its place after the message it answers. It goes back to being an
+    uncounted pending reply, so the worker that starts it counts it once, as any other.
+    """
+    reply = await tx.fetch_one(_RETRY_REPLY, {"chat_pk": chat_pk, "message_id": message_id})
+    if reply is None:
+        state = await tx.fetch_one(_MESSAGE_STATE, {"chat_pk": chat_pk, "message_id": message_id})
+        if state is None:
+            raise NotFound(f"no message {message_id} in this chat")
+        if state["role"] != "assistant":
+            raise Conflict("only the agent's replies can be retried; this is the user's message")
+        raise Conflict(f"only a failed reply can be retried; this one is {state['status']}")
+    answered = await tx.fetch_one(_ANSWERED, {"chat_pk": chat_pk, "message_pk": reply["pk"]})
+    if answered is None or answered["user_message_pk"] is None:
+        raise Conflict("this reply answers no message, so it cannot be retried")
+    await tx.execute(_UNCOUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
+    await tx.execute(
+        _INSERT_RUN,
+        {
+            "id": ids.new_id(ids.RUN),
+            "chat_pk": chat_pk,
+            "trigger": "retry",
+            "status": "queued",
+            "user_message_pk": answered["user_message_pk"],
+            "assistant_message_pk": reply["pk"],
+            "scheduled_for": None,
+            "created_at": now,
+        },
+    )
+    await events.append(tx, chat_pk, events.MESSAGE_RETRIED, message_json(reply, chat_id))
+    await tx.notify(RUNS_CHANNEL, str(chat_pk))
+    return reply
 
 
 def decimal_tokens(micros: int) -> str:

@@ -2,7 +2,9 @@
 
 A reply that lands in a chat whose ``notification_preference`` is ``all`` (scheduled or
 not) notifies its user and raises the chat's badge; a muted chat (``none``) gets
-neither. Reading a chat clears its badge and marks its notifications read.
+neither. Reading a chat clears its badge and marks its notifications read. Each change
+notifies ``aichats_users`` (the user's id) in its own transaction, to wake the user's
+notifications stream.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sqlalchemy as sa
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.services import webhooks
+from aichats.services.events import USERS_CHANNEL
 from aichats.services.pagination import Page, PageRequest, newest_first
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, notifications
@@ -76,6 +79,7 @@ _RECOUNT_BADGES = (
         .scalar_subquery()
     )
 )
+_LATEST = sa.select(_n.id).where(_n.user_id == sa.bindparam("user_id")).order_by(_n.pk.desc()).limit(1)
 _BADGES = sa.select(ai_chats.c.id, ai_chats.c.unread_count).where(
     ai_chats.c.user_id == sa.bindparam("user_id"), ai_chats.c.deleted_at.is_(None), ai_chats.c.unread_count > 0
 )
@@ -112,6 +116,7 @@ async def notify(tx: Connection, chat: Row, *, kind: str, title: str, body: str,
     await tx.fetch_one(_INSERT, record)
     if kind == "ai_chat.reply":
         await tx.execute(_BADGE_UP, {"chat_pk": chat["pk"]})
+    await tx.notify(USERS_CHANNEL, chat["user_id"])
     await webhooks.enqueue(
         tx,
         chat["user_id"],
@@ -141,6 +146,7 @@ async def mark_read(db: Database, user_id: str, notification_ids: list[str] | No
             for notification_id in notification_ids[:MAX_IDS]:
                 changed += await tx.execute(_READ_ONE, {"user_id": user_id, "id": notification_id, "now": now})
         await tx.execute(_RECOUNT_BADGES, {"user_id": user_id})
+        await tx.notify(USERS_CHANNEL, user_id)
     return changed
 
 
@@ -149,7 +155,21 @@ async def read_chat(db: Database, user_id: str, chat_pk: int) -> None:
     async with db.transaction() as tx:
         await tx.execute(_READ_CHAT, {"user_id": user_id, "chat_pk": chat_pk, "now": now_ms()})
         await tx.execute(_CLEAR_BADGE, {"chat_pk": chat_pk})
+        await tx.notify(USERS_CHANNEL, user_id)
 
 
 async def badges(db: Database, user_id: str) -> dict[str, int]:
     return {row["id"]: row["unread_count"] for row in await db.fetch_all(_BADGES, {"user_id": user_id})}
+
+
+async def live_state(db: Database, user_id: str) -> dict[str, Any]:
+    """What the notifications stream sends as ``badges``: unread notifications, badges, and
+    the newest notification (so a client sees a new one even when the counts do not move)."""
+    per_chat = await badges(db, user_id)
+    latest = await db.fetch_one(_LATEST, {"user_id": user_id})
+    return {
+        "unread_count": await unread_count(db, user_id),
+        "total": sum(per_chat.values()),
+        "ai_chats": per_chat,
+        "latest_notification_id": latest["id"] if latest else None,
+    }

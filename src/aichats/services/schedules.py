@@ -28,13 +28,16 @@ NEXT_TIMES = 5
 _s = schedules.c
 
 
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_LENGTH)]
+
+
 class ScheduleInput(BaseModel):
     """Body of ``PUT /ai_chats/{id}/schedule``: a prompt, a time zone and one of cron,
     interval or a single instant."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_LENGTH)] = Field(
+    prompt: Prompt = Field(
         description="What to ask the agent each time; `{{date}}`, `{{time}}`, `{{weekday}}` are rendered "
         "in the schedule's time zone."
     )
@@ -49,9 +52,16 @@ class ScheduleInput(BaseModel):
         kinds = [k for k in ("cron", "interval_seconds", "run_at") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("send exactly one of cron, interval_seconds or run_at")
-        if not self.prompt.strip():
+        if self.prompt is not None and not self.prompt.strip():
             raise ValueError("prompt must not be blank")
         return self
+
+
+class SchedulePreviewInput(ScheduleInput):
+    """Body of ``POST /schedule_preview``: a schedule as ``PUT /ai_chats/{id}/schedule``
+    takes it, so a form can show its times before saving; the prompt may be left out."""
+
+    prompt: Prompt | None = Field(None, description="Optional here; checked as on save when sent.")  # type: ignore[assignment]
 
 
 def zone(name: str) -> ZoneInfo:
@@ -184,8 +194,9 @@ async def set_flag(tx: Connection, chat_pk: int, active: bool) -> None:
     await tx.execute(_FLAG, {"chat_pk": chat_pk, "flag": active})
 
 
-async def put_schedule(db: Database, chat_pk: int, data: ScheduleInput, *, min_interval_seconds: int) -> Row:
-    now = now_ms()
+def timing(data: ScheduleInput, *, now: int, min_interval_seconds: int) -> dict[str, Any]:
+    """When ``data`` fires, checked (422 for a bad cron, an unknown zone, an interval below the
+    operator's minimum, a past ``run_at``): the columns ``fires_after`` and ``describe`` read."""
     tz = zone(data.timezone)
     cron = check_cron(data.cron) if data.cron is not None else None
     run_at = None
@@ -198,15 +209,35 @@ async def put_schedule(db: Database, chat_pk: int, data: ScheduleInput, *, min_i
             raise Invalid(f"run_at {data.run_at!r} is not an ISO 8601 instant") from None
         if run_at <= now:
             raise Invalid("run_at is in the past")
-    values = {
-        "chat_pk": chat_pk,
-        "prompt": data.prompt,
+    return {
         "timezone": tz.key,
         "cron": cron,
         "interval_seconds": data.interval_seconds,
         "run_at": run_at,
+        "created_at": now,  # intervals count from when the schedule is saved
+    }
+
+
+def preview(data: SchedulePreviewInput, *, min_interval_seconds: int) -> dict[str, Any]:
+    """What a schedule saved now would say: its description and next five fire times (none
+    if inactive), from the same code as ``schedule_json``. Nothing is stored."""
+    now = now_ms()
+    row = timing(data, now=now, min_interval_seconds=min_interval_seconds)
+    upcoming = fires_after(row, now, NEXT_TIMES) if data.active else []
+    return {
+        "description": describe(row),
+        "next_run_times": [isoformat_ms(t) for t in upcoming],
+        "timezone": row["timezone"],
+    }
+
+
+async def put_schedule(db: Database, chat_pk: int, data: ScheduleInput, *, min_interval_seconds: int) -> Row:
+    now = now_ms()
+    values = {
+        "chat_pk": chat_pk,
+        "prompt": data.prompt,
+        **timing(data, now=now, min_interval_seconds=min_interval_seconds),
         "active": data.active,
-        "created_at": now,
         "updated_at": now,
     }
     upcoming = fires_after(values, now)

@@ -1,0 +1,352 @@
+// A conversation: its messages, the agent's reply streaming in (server-sent events), the
+// composer, usage, and the chat's actions (rename, mute, schedule, delete).
+
+import { API, ApiError, del, get, patch, post } from "./api.js";
+import { composer } from "./composer.js";
+import { openForm } from "./dialog.js";
+import { debounce, fill, formatNumber, h, timeEl, toast } from "./dom.js";
+import { openSchedule } from "./schedule.js";
+import { emit, state } from "./state.js";
+
+const PAGE_SIZE = 50;
+const EVENTS = ["message.created", "message.retried", "message.delta", "message.completed", "message.failed", "chat.updated"];
+
+/** The "new chat" screen: the first message creates the chat. */
+export function showNewChat(main) {
+  const agent = h(
+    "select",
+    { id: "agent", "aria-label": "Agent" },
+    h("option", { value: "support" }, "Support agent"),
+    h("option", { value: "general" }, "General agent"),
+  );
+  const box = composer({
+    placeholder: "Ask anything…",
+    label: "First message",
+    onSend: async ({ text, attachments }) => {
+      const chat = await post("ai_chats", { message_text: text, message_attachments: attachments, agent_identifier: agent.value });
+      emit("chat", chat);
+      location.hash = `#/chats/${chat.id}`;
+    },
+  });
+  main.replaceChildren(
+    h(
+      "section",
+      { class: "view", "aria-labelledby": "view-title" },
+      h(
+        "header",
+        { class: "view-head" },
+        h("a", { class: "back-link", href: "#/" }, "← Chats"),
+        h("h2", { id: "view-title" }, "New chat"),
+        h("div", { class: "view-meta" }, h("label", { for: "agent", class: "inline" }, "Agent"), agent),
+      ),
+      h("div", { class: "scroller" }, h("p", { class: "welcome" }, "Start a conversation. The agent's reply streams in as it is written; add a schedule afterwards to have it run on its own.")),
+      box.form,
+    ),
+  );
+  box.focus();
+  return () => {};
+}
+
+/** The conversation screen of one chat; returns the function that closes it. */
+export function showChat(main, chatId) {
+  const view = new Conversation(main, chatId);
+  view.start();
+  return () => view.stop();
+}
+
+/** Length in code points, the unit of a delta's ``offset``. */
+const codePoints = (text) => [...text].length;
+
+class Conversation {
+  constructor(main, chatId) {
+    this.main = main;
+    this.chatId = chatId;
+    this.chat = null;
+    this.messages = new Map(); // id -> message
+    this.items = new Map(); // id -> <li>
+    this.backlog = []; // events that arrived before the messages were loaded
+    this.loaded = false;
+    this.olderCursor = null;
+    this.closed = false;
+    this.markRead = debounce(() => this.read(), 300);
+  }
+
+  start() {
+    this.title = h("h2", { id: "view-title" }, "…");
+    this.meta = h("div", { class: "view-meta" });
+    this.muteButton = h("button", { type: "button", "aria-pressed": "false", onclick: () => this.toggleMute() }, "Mute");
+    this.list = h("ol", { class: "messages", "aria-label": "Messages" });
+    this.older = h("button", { type: "button", class: "load-older", hidden: true, onclick: () => this.loadOlder() }, "Load earlier messages");
+    this.scroller = h("div", { class: "scroller" }, this.older, this.list);
+    this.box = composer({
+      placeholder: "Reply…",
+      onSend: ({ text, attachments }) => this.send(text, attachments),
+    });
+    this.main.replaceChildren(
+      h(
+        "section",
+        { class: "view", "aria-labelledby": "view-title" },
+        h(
+          "header",
+          { class: "view-head" },
+          h("a", { class: "back-link", href: "#/" }, "← Chats"),
+          this.title,
+          this.meta,
+          h(
+            "div",
+            { class: "actions" },
+            h("button", { type: "button", onclick: () => this.rename() }, "Rename"),
+            this.muteButton,
+            h("button", { type: "button", onclick: () => openSchedule(this.chat) }, "Schedule"),
+            h("button", { type: "button", class: "danger", onclick: () => this.confirmDelete() }, "Delete"),
+          ),
+        ),
+        this.scroller,
+        this.box.form,
+      ),
+    );
+    // Follow the stream from its current end first, then load: whatever happens in
+    // between arrives as events, and applying an event twice changes nothing.
+    this.events = new EventSource(`${API}/ai_chats/${this.chatId}/events?after=latest`);
+    for (const type of EVENTS) {
+      this.events.addEventListener(type, (event) => this.receive(type, JSON.parse(event.data)));
+    }
+    this.load();
+  }
+
+  stop() {
+    this.closed = true;
+    this.events.close();
+  }
+
+  async load() {
+    try {
+      const [chat, page] = await Promise.all([
+        get(`ai_chats/${this.chatId}`),
+        get(`ai_chats/${this.chatId}/messages?last=${PAGE_SIZE}`),
+      ]);
+      if (this.closed) return;
+      this.setChat(chat);
+      for (const message of page.data) this.upsert(message);
+      this.setOlder(page.page_info);
+      this.loaded = true;
+      for (const [type, data] of this.backlog.splice(0)) this.receive(type, data);
+      this.scrollToEnd();
+      this.read();
+      this.box.focus();
+    } catch (error) {
+      if (this.closed) return;
+      this.events.close();
+      const text = error instanceof ApiError && error.status === 404 ? "This chat does not exist (it may have been deleted)." : error.message;
+      this.main.replaceChildren(h("section", { class: "view" }, h("div", { class: "view-head" }, h("a", { href: "#/" }, "← Chats"), h("h2", {}, text))));
+    }
+  }
+
+  setOlder(pageInfo) {
+    this.olderCursor = pageInfo.has_previous_page ? pageInfo.start_cursor : null;
+    this.older.hidden = !this.olderCursor;
+  }
+
+  async loadOlder() {
+    const page = await get(`ai_chats/${this.chatId}/messages?last=${PAGE_SIZE}&before=${encodeURIComponent(this.olderCursor)}`);
+    const first = this.list.firstChild;
+    const height = this.scroller.scrollHeight;
+    for (const message of page.data) {
+      if (this.messages.has(message.id)) continue;
+      this.messages.set(message.id, message);
+      const li = this.renderMessage(message);
+      this.list.insertBefore(li, first);
+    }
+    this.scroller.scrollTop += this.scroller.scrollHeight - height; // keep the reader's place
+    this.setOlder(page.page_info);
+  }
+
+  setChat(chat) {
+    this.chat = chat;
+    this.title.textContent = chat.title || "Untitled chat";
+    document.title = `${chat.title || "Untitled chat"} · aichats`;
+    const muted = chat.notification_preference === "none";
+    fill(this.meta, 
+      h("span", { "data-testid": "chat-usage" }, `${formatNumber(chat.message_count)} messages · ${formatNumber(chat.blended_token_usage)} tokens`),
+      h("span", {}, chat.agent_identifier === "general" ? "General agent" : "Support agent"),
+      muted ? h("span", { class: "tag" }, "Muted") : null,
+    );
+    this.muteButton.textContent = muted ? "Unmute" : "Mute";
+    this.muteButton.setAttribute("aria-pressed", String(muted));
+  }
+
+  receive(type, data) {
+    if (!this.loaded) {
+      this.backlog.push([type, data]);
+      return;
+    }
+    const atEnd = this.nearEnd();
+    if (type === "chat.updated") {
+      this.setChat(data);
+      emit("chat", data);
+      return;
+    }
+    if (type === "message.delta") {
+      this.applyDelta(data);
+    } else {
+      this.upsert(data);
+      if ((type === "message.completed" || type === "message.failed") && document.visibilityState === "visible") this.markRead();
+    }
+    if (atEnd) this.scrollToEnd();
+  }
+
+  applyDelta({ message_id: id, delta, offset }) {
+    const message = this.messages.get(id);
+    if (!message || isFinal(message)) return; // a replayed delta of a reply already complete
+    const have = codePoints(message.content);
+    if (offset === undefined || offset === have) {
+      message.content += delta;
+    } else if (offset < have) {
+      message.content = [...message.content].slice(0, offset).join("") + delta;
+    } else {
+      return; // a gap: the completed message will bring the whole text
+    }
+    if (message.status === "pending") message.status = "streaming";
+    const li = this.items.get(id);
+    li.className = messageClass(message);
+    li.querySelector(".msg-body").textContent = message.content;
+  }
+
+  upsert(message) {
+    const known = this.messages.get(message.id);
+    // A late "created" (streaming) event must not undo a completion already shown.
+    if (known && isFinal(known) && !isFinal(message) && message.status !== "pending") return;
+    this.messages.set(message.id, message);
+    const li = this.renderMessage(message);
+    const old = this.items.get(message.id);
+    this.items.set(message.id, li);
+    if (old) old.replaceWith(li);
+    else this.list.append(li);
+  }
+
+  renderMessage(message) {
+    const mine = message.role === "user";
+    const who = mine ? (message.source === "schedule" ? "Scheduled prompt" : "You") : "Agent";
+    const usage = message.usage;
+    const li = h(
+      "li",
+      { class: messageClass(message), id: `message-${message.id}`, "data-status": message.status, "aria-busy": message.status === "streaming" || message.status === "pending" ? "true" : null },
+      h(
+        "div",
+        { class: "msg-head" },
+        h("span", { class: "msg-role" }, who),
+        !mine && message.model ? h("span", {}, message.model) : null,
+        timeEl(message.created_at),
+      ),
+      h("div", { class: "msg-body" }, message.content),
+      message.status === "pending" && !message.content ? h("span", { class: "sr-only" }, "Waiting for the agent…") : null,
+      message.attachments && message.attachments.length
+        ? h("ul", { class: "attachments", "aria-label": "Attachments" }, message.attachments.map((a) => h("li", {}, "📎 ", a.filename || a.id)))
+        : null,
+      message.status === "failed"
+        ? h(
+          "div",
+          {},
+          h("p", { class: "msg-error" }, `The reply failed: ${message.error || "unknown error"}`),
+          h("button", { type: "button", onclick: (event) => this.retry(message, event.currentTarget) }, "Retry"),
+        )
+        : null,
+      !mine && message.status === "completed"
+        ? h(
+          "div",
+          { class: "msg-foot" },
+          h("span", { class: "usage", title: "Tokens: input, output, and blended (as billed)" },
+            `${formatNumber(usage.input_tokens)} in · ${formatNumber(usage.output_tokens)} out · ${formatNumber(usage.blended_tokens)} tokens`),
+        )
+        : null,
+    );
+    return li;
+  }
+
+  async send(text, attachments) {
+    await post(`ai_chats/${this.chatId}/messages`, { message_text: text, message_attachments: attachments });
+    // The message and its pending reply, so the reply has its place (and id) at once.
+    const tail = await get(`ai_chats/${this.chatId}/messages?last=2`);
+    for (const message of tail.data) if (!this.messages.has(message.id)) this.upsert(message);
+    this.scrollToEnd();
+    emit("activity");
+  }
+
+  async retry(message, button) {
+    button.disabled = true;
+    try {
+      this.upsert(await post(`ai_chats/${this.chatId}/messages/${message.id}/retry`));
+    } catch (error) {
+      button.disabled = false;
+      toast(error.message);
+    }
+  }
+
+  async read() {
+    if (this.closed) return;
+    try {
+      await post(`ai_chats/${this.chatId}/read`);
+    } catch {
+      // The badge stays; the next event tries again.
+    }
+  }
+
+  rename() {
+    const input = h("input", { id: "rename-title", value: this.chat.title || "", maxlength: 200, autofocus: true });
+    openForm({
+      title: "Rename chat",
+      body: [h("label", { for: "rename-title" }, "Title"), input],
+      submitLabel: "Rename",
+      onSubmit: async () => {
+        const title = input.value.trim();
+        const chat = await patch(`ai_chats/${this.chatId}`, { title: title || null });
+        this.setChat(chat);
+        emit("chat", chat);
+      },
+    });
+  }
+
+  async toggleMute() {
+    const muted = this.chat.notification_preference === "none";
+    try {
+      const chat = await patch(`ai_chats/${this.chatId}`, { notification_preference: muted ? "all" : "none" });
+      this.setChat(chat);
+      emit("chat", chat);
+      toast(muted ? "Notifications on for this chat." : "Muted: this chat will not notify you.");
+    } catch (error) {
+      toast(error.message);
+    }
+  }
+
+  confirmDelete() {
+    openForm({
+      title: "Delete this chat?",
+      body: h("p", {}, `“${this.chat.title || "Untitled chat"}”, its messages and its schedule will be deleted. This can not be undone.`),
+      submitLabel: "Delete",
+      submitClass: "danger solid",
+      onSubmit: async () => {
+        await del(`ai_chats/${this.chatId}`);
+        emit("chat-deleted", this.chatId);
+        toast("Chat deleted.");
+        location.hash = "#/";
+      },
+    });
+  }
+
+  nearEnd() {
+    const s = this.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 120;
+  }
+
+  scrollToEnd() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+}
+
+function isFinal(message) {
+  return message.status === "completed" || message.status === "failed";
+}
+
+function messageClass(message) {
+  return `msg msg-${message.role} msg-${message.status}`;
+}

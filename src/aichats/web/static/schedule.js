@@ -1,0 +1,197 @@
+// The schedule editor of a chat: presets or a custom cron, the time zone (the browser's
+// by default), the prompt, and, before saving, the server's own description and next run
+// times (POST /schedule_preview). Also: enable/disable, run now, remove, run history.
+
+import { ApiError, del, get, post, put } from "./api.js";
+import { openForm } from "./dialog.js";
+import { debounce, fill, h, toast, when } from "./dom.js";
+
+const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const PRESETS = [
+  { id: "daily", label: "Every day", cron: (m, hr) => `${m} ${hr} * * *` },
+  { id: "weekdays", label: "Weekdays (Monday to Friday)", cron: (m, hr) => `${m} ${hr} * * 1-5` },
+  ...DAYS.map((day, n) => ({ id: `weekly-${n}`, label: `Every ${day}`, cron: (m, hr) => `${m} ${hr} * * ${n}` })),
+  { id: "monthly", label: "First day of every month", cron: (m, hr) => `${m} ${hr} 1 * *` },
+  { id: "hourly", label: "Every hour, on the hour", cron: () => "0 * * * *", noTime: true },
+  { id: "custom", label: "Custom (cron)", custom: true },
+];
+
+function browserZone() {
+  return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+}
+
+function zones(selected) {
+  let names = [];
+  try {
+    names = Intl.supportedValuesOf("timeZone");
+  } catch {
+    names = [];
+  }
+  for (const name of ["UTC", browserZone(), selected]) if (name && !names.includes(name)) names.push(name);
+  return names.sort();
+}
+
+/** The preset (and time) a cron expression matches, or "custom". */
+function recognise(cron) {
+  const fields = (cron || "").trim().split(/\s+/);
+  if (fields.length === 5 && /^\d+$/.test(fields[0]) && /^\d+$/.test(fields[1])) {
+    const time = `${fields[1].padStart(2, "0")}:${fields[0].padStart(2, "0")}`;
+    for (const preset of PRESETS) {
+      if (!preset.custom && !preset.noTime && preset.cron(fields[0], fields[1]) === fields.join(" ")) return { preset: preset.id, time };
+    }
+  }
+  if (cron === "0 * * * *") return { preset: "hourly", time: "09:00" };
+  return { preset: "custom", time: "09:00" };
+}
+
+export async function openSchedule(chat) {
+  if (!chat) return;
+  let existing = null;
+  try {
+    existing = await get(`ai_chats/${chat.id}/schedule`);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404)) {
+      toast(error.message);
+      return;
+    }
+  }
+  const start = recognise(existing && existing.cron);
+  if (!existing) start.preset = "weekly-1"; // "Every Monday at 09:00" is the common first schedule
+
+  const preset = h("select", { id: "schedule-preset" }, PRESETS.map((p) => h("option", { value: p.id }, p.label)));
+  preset.value = start.preset;
+  const time = h("input", { id: "schedule-time", type: "time", value: start.time, required: true });
+  const cron = h("input", { id: "schedule-cron", value: (existing && existing.cron) || "0 9 * * 1", spellcheck: "false", placeholder: "minute hour day month weekday" });
+  const zone = h("select", { id: "schedule-timezone" }, zones(existing && existing.timezone).map((z) => h("option", { value: z }, z)));
+  zone.value = (existing && existing.timezone) || browserZone();
+  const prompt = h("textarea", { id: "schedule-prompt", rows: 3, required: true, placeholder: "e.g. Summarise last week's revenue" }, (existing && existing.prompt) || "");
+  const active = h("input", { id: "schedule-active", type: "checkbox", checked: existing ? existing.active : true });
+  const preview = h("div", { class: "preview", "aria-live": "polite", id: "schedule-preview" });
+  const timeRow = h("div", {}, h("label", { for: "schedule-time" }, "At (local time)"), time);
+  const cronRow = h("div", {}, h("label", { for: "schedule-cron" }, "Cron expression"), cron);
+  const history = h("ul", { class: "runs", id: "schedule-runs" });
+  const notCron = existing && !existing.cron
+    ? h("p", { class: "hint" }, `This schedule was set through the API (${existing.description}); saving here replaces it with the schedule below.`)
+    : null;
+
+  function expression() {
+    const chosen = PRESETS.find((p) => p.id === preset.value);
+    if (chosen.custom) return cron.value.trim();
+    const [hour, minute] = (time.value || "09:00").split(":").map(Number);
+    return chosen.cron(minute, hour);
+  }
+
+  function body() {
+    return { prompt: prompt.value.trim(), timezone: zone.value, cron: expression(), active: active.checked };
+  }
+
+  function syncFields() {
+    const chosen = PRESETS.find((p) => p.id === preset.value);
+    cronRow.hidden = !chosen.custom;
+    timeRow.hidden = Boolean(chosen.custom || chosen.noTime);
+    if (!chosen.custom) cron.value = expression();
+  }
+
+  let asked = 0;
+  const refreshPreview = debounce(async () => {
+    const ticket = ++asked;
+    const { timezone, cron: expr, active: on } = body();
+    try {
+      const answer = await post("schedule_preview", { timezone, cron: expr, active: true });
+      if (ticket !== asked) return;
+      fill(preview, 
+        h("strong", {}, answer.description),
+        on ? null : h("p", { class: "hint" }, "Disabled: it will not run until enabled."),
+        h("div", { class: "hint" }, "Next runs:"),
+        h("ol", {}, answer.next_run_times.map((t) => h("li", {}, when(t, timezone)))),
+      );
+    } catch (error) {
+      if (ticket === asked) fill(preview, h("p", { class: "error" }, error.message));
+    }
+  }, 200);
+
+  for (const input of [preset, time, cron, zone, active]) {
+    input.addEventListener("input", () => {
+      syncFields();
+      refreshPreview();
+    });
+  }
+
+  async function loadRuns() {
+    try {
+      const runs = await get(`ai_chats/${chat.id}/runs?first=10`);
+      history.replaceChildren(
+        ...(runs.data.length
+          ? runs.data.map((run) =>
+            h(
+              "li",
+              {},
+              h("span", {}, when(run.scheduled_for || run.created_at)),
+              h("span", {}, { schedule: "Scheduled", manual: "Run now", message: "Message", retry: "Retry" }[run.trigger] || run.trigger),
+              h("span", { class: `status-${run.status}` }, run.status),
+              run.error ? h("span", { class: "status-failed" }, run.error) : null,
+            ))
+          : [h("li", { class: "hint" }, "No runs yet.")]),
+      );
+    } catch (error) {
+      history.replaceChildren(h("li", { class: "error" }, error.message));
+    }
+  }
+
+  const extraButtons = [];
+  if (existing) {
+    extraButtons.push(
+      h("button", {
+        type: "button",
+        onclick: async () => {
+          try {
+            await post(`ai_chats/${chat.id}/schedule/run`);
+            toast("Queued: the prompt runs now.");
+            loadRuns();
+          } catch (error) {
+            toast(error.message);
+          }
+        },
+      }, "Run now"),
+      h("button", {
+        type: "button",
+        class: "danger",
+        onclick: async () => {
+          try {
+            await del(`ai_chats/${chat.id}/schedule`);
+            toast("Schedule removed.");
+            dialog.close();
+          } catch (error) {
+            toast(error.message);
+          }
+        },
+      }, "Remove schedule"),
+    );
+  }
+
+  const dialog = openForm({
+    title: existing ? "Schedule" : "New schedule",
+    submitLabel: "Save schedule",
+    extraButtons,
+    body: [
+      h("p", { class: "hint" }, "The prompt is sent to this chat on its own; the reply lands here and notifies you unless the chat is muted."),
+      notCron,
+      h("div", { class: "grid-2" }, h("div", {}, h("label", { for: "schedule-preset" }, "Repeat"), preset), timeRow),
+      cronRow,
+      h("label", { for: "schedule-timezone" }, "Time zone"),
+      zone,
+      h("label", { for: "schedule-prompt" }, "Prompt"),
+      prompt,
+      h("label", { class: "check", for: "schedule-active" }, active, "Enabled"),
+      preview,
+      existing ? [h("h3", {}, "Run history"), history] : null,
+    ],
+    onSubmit: async () => {
+      const saved = await put(`ai_chats/${chat.id}/schedule`, body());
+      toast(`Saved: ${saved.description}`);
+    },
+  });
+  syncFields();
+  refreshPreview();
+  if (existing) loadRuns();
+}

@@ -1,0 +1,79 @@
+"""Retrying a failed reply over HTTP, with a real server whose model fails, then recovers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from aichats.api.schemas import Message, MessageList, RunList
+from tests.api.test_ai_chats import assert_error, create
+from tests.api.test_notify import wait_for
+from tests.conftest import LiveServer, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def flaky_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The model fails its first two calls: within a one-second budget the first reply fails
+    (a retry after 0.5 s fails again, and the next would pass the deadline); the third works."""
+    directory = tmp_path_factory.mktemp("retry")
+    env = {
+        "AICHATS_MODEL": "test:flaky-2",
+        "AICHATS_MODEL_TIMEOUT_SECONDS": "1",
+        "AICHATS_FILES_DIR": str(directory / "files"),
+    }
+    server = start_server(database_url, directory / "serve.log", env)
+    yield server
+    stop_server(server)
+
+
+def replies(api: httpx.Client, chat_id: str) -> list[dict]:
+    listed = api.get(f"/ai_chats/{chat_id}/messages").json()
+    return MessageList.model_validate(listed).model_dump(mode="json")["data"]
+
+
+def test_a_failed_reply_completes_on_retry(flaky_server: LiveServer) -> None:
+    with flaky_server.client(flaky_server.account()) as api:
+        chat = create(api, title="Flaky")
+        failed = wait_for(lambda: (m := replies(api, chat["id"])) and m[-1]["status"] == "failed" and m[-1])
+        assert "flaky" in failed["error"]
+        assert api.get(f"/ai_chats/{chat['id']}").json()["message_count"] == 2
+
+        response = api.post(f"/ai_chats/{chat['id']}/messages/{failed['id']}/retry")
+        assert response.status_code == 200, response.text
+        retried = Message.model_validate(response.json()).model_dump(mode="json")
+        assert (retried["id"], retried["status"], retried["content"], retried["error"]) == (
+            failed["id"],
+            "pending",
+            "",
+            None,
+        )
+        assert retried["completed_at"] is None and retried["usage"]["output_tokens"] == 0
+
+        def completed() -> list[dict] | None:
+            messages = replies(api, chat["id"])
+            return messages if messages[-1]["status"] == "completed" else None
+
+        messages = wait_for(completed)
+        assert [(m["role"], m["status"], m["content"]) for m in messages] == [
+            ("user", "completed", "Hello"),
+            ("assistant", "completed", "You said: Hello"),
+        ]
+        assert messages[1]["id"] == failed["id"] and messages[1]["usage"]["output_tokens"] == 3
+        after = api.get(f"/ai_chats/{chat['id']}").json()
+        assert after["message_count"] == 2 and after["blended_token_usage"] != "0"
+        runs = RunList.model_validate(api.get(f"/ai_chats/{chat['id']}/runs").json()).model_dump(mode="json")["data"]
+        assert [(r["trigger"], r["status"]) for r in runs] == [("retry", "completed"), ("message", "failed")]
+
+        kinds = []
+        with api.stream("GET", f"/ai_chats/{chat['id']}/events", timeout=10) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kinds.append(line[6:].strip())
+                    if kinds[-1] == "chat.updated":
+                        break
+        flow = [k for k in kinds if k != "message.delta"]
+        first_try = ["message.created", "message.created", "message.failed"]
+        assert flow == [*first_try, "message.retried", "message.created", "message.completed", "chat.updated"]
+        assert_error(api.post(f"/ai_chats/{chat['id']}/messages/{failed['id']}/retry"), 409, "conflict", "completed")
