@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
 
 from aichats.api.schemas import File, MessageList
@@ -110,6 +111,16 @@ def test_events_replay_from_the_start_and_resume(api: httpx.Client) -> None:
     ) as response:
         first_id = next(line[3:].strip() for line in response.iter_lines() if line.startswith("id:"))
     assert first_id == seen[1][0]
+
+
+def test_events_from_latest_send_only_what_follows(api: httpx.Client) -> None:
+    chat = create(api)
+    with api.stream("GET", f"/ai_chats/{chat['id']}/events?after=latest", timeout=5) as response:
+        # The response has started, so the stream's start is fixed: the chat's past is behind it.
+        lines = response.iter_lines()
+        posted = api.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "after"}).json()
+        data = next(line[5:].strip() for line in lines if line.startswith("data:"))
+    assert orjson.loads(data)["id"] == posted["id"]  # the first event is the new message, not the chat's first
 
 
 def test_only_failed_replies_can_be_retried(live_server: LiveServer, api: httpx.Client) -> None:

@@ -67,6 +67,9 @@ def test_reply_streams_over_events_and_resumes(local_server: LiveServer) -> None
         assert done["status"] == "completed" and done["error"] is None
         assert done["content"].strip(), "the reply is empty"
         assert "".join(d["delta"] for d in deltas) == done["content"]
+        # Each delta says where it goes (in code points), so a client can apply it once.
+        written = [len("".join(d["delta"] for d in deltas[:i])) for i in range(len(deltas))]
+        assert [d["offset"] for d in deltas] == written
         assert done["model"] == LOCAL_MODEL
         usage = done["usage"]
         assert usage["input_tokens"] > 0

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from tests.conftest import LiveServer, start_server, stop_server
+from tests.conftest import Account, LiveServer, start_server, stop_server
+from tests.e2e_agent.support import fresh_database
 
 CHROMIUM = os.environ.get("AICHATS_TEST_CHROMIUM", "/usr/bin/chromium")
 # Headless, and nothing that reaches for the network: this machine's network is closed.
@@ -34,8 +36,10 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = os.environ.get("AICHATS_SCREENSHOTS_DIR")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    """A browser per test. Playwright's sync API runs an event loop on this thread while it
+    is started, so it must not outlive the test (other fixtures use ``asyncio.run``)."""
     if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run ./scripts/test (it installs Debian's chromium)")
     with sync_playwright() as playwright:
@@ -46,15 +50,24 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def web_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """``aichats serve`` with its defaults: one in-process worker and the built-in local model."""
-    directory = tmp_path_factory.mktemp("web")
-    env = {"AICHATS_WORKERS": "1", "AICHATS_FILES_DIR": str(directory / "files"), "AICHATS_MAX_OUTPUT_TOKENS": "96"}
-    env.pop("AICHATS_MODEL", None)
-    server = start_server(database_url, directory / "serve.log", env)
+def backend_of(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+def serve(database_url: str, directory: Path, env: dict[str, str]) -> Iterator[LiveServer]:
+    server = start_server(database_url, directory / "serve.log", {"AICHATS_FILES_DIR": str(directory / "files"), **env})
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def web_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``aichats serve`` as the Quick start runs it: one in-process worker and the built-in
+    local model, on a database of its own (so its worker answers only these tests' chats)."""
+    directory = tmp_path_factory.mktemp("web")
+    env = {"AICHATS_WORKERS": "1", "AICHATS_MODEL": "local:smollm2-135m", "AICHATS_MAX_OUTPUT_TOKENS": "96"}
+    with fresh_database(backend_of(database_url), directory) as url:
+        yield from serve(url, directory, env)
 
 
 @pytest.fixture
@@ -78,6 +91,7 @@ def screenshot(page: Page, name: str) -> None:
     """Keep a picture of a screen when asked to (``AICHATS_SCREENSHOTS_DIR``)."""
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.evaluate("document.getElementById('toast').hidden = true")
         page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
 
 
@@ -86,3 +100,10 @@ def sign_in(page: Page, server: LiveServer, key: str) -> None:
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("link", name="New chat").wait_for()
+
+
+def new_account(server: LiveServer) -> Account:
+    """A user and key. Made on another thread: Playwright's sync API keeps an event loop
+    running on this one, where ``asyncio.run`` refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(server.account).result()

@@ -201,7 +201,7 @@ def _document() -> dict[str, Any]:
         "parameters": [_CHAT_ID],
         "get": _operation(
             "streamEvents",
-            "Server-sent events of the chat: `message.created`, `message.delta` (`{message_id, delta}`), "
+            "Server-sent events of the chat: `message.created`, `message.delta` (`{message_id, delta, offset}`), "
             "`message.completed`, `message.failed`, `message.retried`, `chat.updated`. Each event's `id` orders it; "
             "reconnect with `Last-Event-ID` (or `?after=`) to receive exactly the events after it. Without it the "
             "stream replays the chat's events from the start, then follows new ones.",
@@ -216,7 +216,11 @@ def _document() -> dict[str, Any]:
             tag="Messages",
             parameters=[
                 {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
-                _query("after", {"type": "integer", "minimum": 0}, "Same as `Last-Event-ID`."),
+                _query(
+                    "after",
+                    {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "latest"}]},
+                    "Same as `Last-Event-ID`; `latest` starts at the chat's newest event (only what follows).",
+                ),
             ],
         ),
     }

@@ -6,7 +6,7 @@ import { composer } from "./composer.js";
 import { openForm } from "./dialog.js";
 import { debounce, fill, formatNumber, h, timeEl, toast } from "./dom.js";
 import { openSchedule } from "./schedule.js";
-import { emit, state } from "./state.js";
+import { emit, on } from "./state.js";
 
 const PAGE_SIZE = 50;
 const EVENTS = ["message.created", "message.retried", "message.delta", "message.completed", "message.failed", "chat.updated"];
@@ -69,6 +69,7 @@ class Conversation {
     this.olderCursor = null;
     this.closed = false;
     this.markRead = debounce(() => this.read(), 300);
+    this.schedule = null;
   }
 
   start() {
@@ -111,21 +112,30 @@ class Conversation {
     for (const type of EVENTS) {
       this.events.addEventListener(type, (event) => this.receive(type, JSON.parse(event.data)));
     }
+    this.stopListening = on("schedule", ({ chatId, schedule }) => {
+      if (chatId === this.chatId) {
+        this.schedule = schedule;
+        this.setChat(this.chat);
+      }
+    });
     this.load();
   }
 
   stop() {
     this.closed = true;
     this.events.close();
+    this.stopListening();
   }
 
   async load() {
     try {
-      const [chat, page] = await Promise.all([
+      const [chat, page, schedule] = await Promise.all([
         get(`ai_chats/${this.chatId}`),
         get(`ai_chats/${this.chatId}/messages?last=${PAGE_SIZE}`),
+        get(`ai_chats/${this.chatId}/schedule`).catch(() => null),
       ]);
       if (this.closed) return;
+      this.schedule = schedule;
       this.setChat(chat);
       for (const message of page.data) this.upsert(message);
       this.setOlder(page.page_info);
@@ -170,6 +180,9 @@ class Conversation {
       h("span", { "data-testid": "chat-usage" }, `${formatNumber(chat.message_count)} messages · ${formatNumber(chat.blended_token_usage)} tokens`),
       h("span", {}, chat.agent_identifier === "general" ? "General agent" : "Support agent"),
       muted ? h("span", { class: "tag" }, "Muted") : null,
+      this.schedule
+        ? h("span", { "data-testid": "chat-schedule" }, this.schedule.active ? `Scheduled: ${this.schedule.description}` : "Schedule disabled")
+        : null,
     );
     this.muteButton.textContent = muted ? "Unmute" : "Mute";
     this.muteButton.setAttribute("aria-pressed", String(muted));
@@ -275,7 +288,9 @@ class Conversation {
   async retry(message, button) {
     button.disabled = true;
     try {
-      this.upsert(await post(`ai_chats/${this.chatId}/messages/${message.id}/retry`));
+      const retried = await post(`ai_chats/${this.chatId}/messages/${message.id}/retry`);
+      // The stream may already have brought the retry's outcome: never step back from it.
+      if (this.messages.get(message.id).status === "failed") this.upsert(retried);
     } catch (error) {
       button.disabled = false;
       toast(error.message);

@@ -5,6 +5,7 @@
 import { ApiError, del, get, post, put } from "./api.js";
 import { openForm } from "./dialog.js";
 import { debounce, fill, h, toast, when } from "./dom.js";
+import { emit } from "./state.js";
 
 const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
 const PRESETS = [
@@ -159,6 +160,7 @@ export async function openSchedule(chat) {
         onclick: async () => {
           try {
             await del(`ai_chats/${chat.id}/schedule`);
+            emit("schedule", { chatId: chat.id, schedule: null });
             toast("Schedule removed.");
             dialog.close();
           } catch (error) {
@@ -188,6 +190,7 @@ export async function openSchedule(chat) {
     ],
     onSubmit: async () => {
       const saved = await put(`ai_chats/${chat.id}/schedule`, body());
+      emit("schedule", { chatId: chat.id, schedule: saved });
       toast(`Saved: ${saved.description}`);
     },
   });

@@ -11,9 +11,11 @@ export const state = {
 
 const listeners = new Map();
 
+/** Listen to ``name``; returns the function that stops listening. */
 export function on(name, fn) {
   if (!listeners.has(name)) listeners.set(name, new Set());
   listeners.get(name).add(fn);
+  return () => listeners.get(name).delete(fn);
 }
 
 export function emit(name, value) {

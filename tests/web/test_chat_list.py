@@ -1,0 +1,44 @@
+"""The chat list and the escaping of text, against a server with no agent.
+
+No reply lands while these tests count and compare: a worker anywhere on the same
+database would reorder the list under them (this module holds no server that has one).
+"""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from tests.conftest import LiveServer
+from tests.web.conftest import new_account, sign_in
+
+
+def test_user_and_model_text_is_never_markup(live_server: LiveServer, page: Page) -> None:
+    account = new_account(live_server)
+    hostile = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    with live_server.client(account) as api:
+        chat = api.post("/ai_chats", json={"message_text": f"Hi {hostile}", "title": f"T {hostile}"}).json()
+    sign_in(page, live_server, account.key)
+    page.goto(f"{live_server.root}/#/chats/{chat['id']}")
+    expect(page.get_by_role("heading", level=2)).to_have_text(f"T {hostile}")
+    expect(page.locator(".msg-user .msg-body")).to_have_text(f"Hi {hostile}")
+    expect(page.locator("#chat-list .chat-title").first).to_have_text(f"T {hostile}")
+    assert page.locator("#main img, #sidebar img, #main script, #sidebar script").count() == 0
+    assert page.evaluate("window.pwned") is None
+
+
+def test_chat_list_search_and_infinite_scroll(live_server: LiveServer, page: Page) -> None:
+    account = new_account(live_server)
+    with live_server.client(account) as api:
+        for n in range(45):
+            api.post("/ai_chats", json={"message_text": "hi", "title": f"Report {n:02d}"})
+    sign_in(page, live_server, account.key)
+    chats = page.locator("#chat-list a")
+    expect(chats).to_have_count(30)
+    expect(chats.first).to_contain_text("Report 44")  # most recent activity first
+    page.locator("#chat-list li").last.scroll_into_view_if_needed()
+    expect(chats).to_have_count(45)
+    expect(chats.last).to_contain_text("Report 00")
+    page.get_by_label("Search chats by title").fill("report 4")
+    expect(chats).to_have_count(5)  # Report 40..44, any case
+    page.get_by_label("Search chats by title").fill("nothing like this")
+    expect(page.locator("#list-status")).to_contain_text("No chat title contains")

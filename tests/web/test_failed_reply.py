@@ -1,0 +1,40 @@
+"""A failed reply is shown with its error and a Retry that completes it, in the browser."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import LiveServer
+from tests.e2e_agent.support import fresh_database
+from tests.web.conftest import backend_of, new_account, screenshot, serve, sign_in
+
+
+@pytest.fixture(scope="module")
+def flaky_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A model that fails its first two calls: within a one-second budget the first reply
+    fails; the retry's call is the third, which works. Its own database: its worker must
+    not spend those calls on runs that other tests left queued."""
+    directory = tmp_path_factory.mktemp("web-flaky")
+    with fresh_database(backend_of(database_url), directory) as url:
+        yield from serve(url, directory, {"AICHATS_MODEL": "test:flaky-2", "AICHATS_MODEL_TIMEOUT_SECONDS": "1"})
+
+
+def test_failed_reply_shows_its_error_and_retries(flaky_server: LiveServer, page: Page) -> None:
+    account = new_account(flaky_server)
+    sign_in(page, flaky_server, account.key)
+    page.get_by_label("First message").fill("Hello")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url(re.compile(r"#/chats/aich_"))
+    reply = page.locator(".msg-assistant")
+    expect(reply).to_have_attribute("data-status", "failed", timeout=15_000)
+    expect(reply.locator(".msg-error")).to_contain_text("flaky")
+    screenshot(page, "failed-reply")
+    reply.get_by_role("button", name="Retry").click()
+    expect(reply).to_have_attribute("data-status", "completed", timeout=15_000)
+    expect(reply.locator(".msg-body")).to_have_text("You said: Hello")
+    expect(reply.locator(".msg-error")).to_have_count(0)
+    expect(page.locator(".msg")).to_have_count(2)  # the same reply, not a second one
