@@ -174,7 +174,7 @@ def test_text_attachment_is_inlined_into_the_prompt(api: httpx.Client) -> None:
     text = "summarise this"
     chat = create_chat(api, text, message_attachments=[{"id": file["id"]}])
     user = messages_of(api, chat["id"])[0]
-    assert user["attachments"] == [{"id": file["id"]}]
+    assert user["attachments"] == [file]
     reply = reply_to(api, chat["id"], user["id"])
     assert reply["status"] == "completed"
     inlined = words(f"{text}\n\n[Attached file notes.txt]\n{body.decode()}")

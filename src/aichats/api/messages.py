@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
+from aichats.api import sse
 from aichats.api.auth import require
 from aichats.api.inputs import page_request, read_body, read_json, validate
 from aichats.api.responses import json_response
@@ -18,11 +17,6 @@ from aichats.clock import now_ms
 from aichats.errors import BadRequest, Invalid
 from aichats.services import chats, events, files
 from aichats.services.messages import MessageInput, add_user_message, list_messages, message_json, retry_reply
-
-KEEPALIVE_SECONDS = 15
-# Without cross-process notifications (SQLite, or a lost LISTEN connection), a stream also
-# looks for new events this often, so replies written by another process still arrive.
-POLL_SECONDS = 1.0
 
 
 async def list_(request: Request) -> Response:
@@ -75,23 +69,14 @@ async def stream(request: Request) -> Response:
     db = request.app.state.db
     chat = await chats.get_chat(db, principal.user_id, request.path_params["chat_id"])
     after = await _last_event_id(request, chat["pk"])
-    hub: events.EventHub = request.app.state.event_hub
 
-    async def generate() -> AsyncIterator[ServerSentEvent]:
+    async def read() -> AsyncIterator[ServerSentEvent]:
         nonlocal after
-        woken = hub.subscribe(chat["pk"])
-        try:
-            while True:
-                woken.clear()
-                for row in await events.read_after(db, chat["pk"], after):
-                    after = row["pk"]
-                    yield ServerSentEvent(data=row["data"], event=row["type"], id=str(row["pk"]))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), KEEPALIVE_SECONDS if db.listening else POLL_SECONDS)
-        finally:
-            hub.unsubscribe(chat["pk"], woken)
+        for row in await events.read_after(db, chat["pk"], after):
+            after = row["pk"]
+            yield ServerSentEvent(data=row["data"], event=row["type"], id=str(row["pk"]))
 
-    return EventSourceResponse(generate(), ping=KEEPALIVE_SECONDS, headers={"Cache-Control": "no-store"})
+    return sse.follow(db, request.app.state.event_hub, chat["pk"], read)
 
 
 async def upload(request: Request) -> Response:

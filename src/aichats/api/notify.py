@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aichats.api import sse
 from aichats.api.auth import require
 from aichats.api.inputs import page_request, parse_object, read_body, read_json, validate
-from aichats.api.messages import KEEPALIVE_SECONDS, POLL_SECONDS
 from aichats.api.responses import json_response
-from aichats.services import chats, events, notifications, webhooks
+from aichats.services import chats, notifications, webhooks
 
 
 class ReadInput(BaseModel):
@@ -61,24 +59,16 @@ async def stream(request: Request) -> Response:
     principal = await require(request, "ai_chat:read")
     db = request.app.state.db
     user_id = principal.user_id
-    hub: events.EventHub[str] = request.app.state.user_hub
+    sent = None
 
-    async def generate() -> AsyncIterator[ServerSentEvent]:
-        woken = hub.subscribe(user_id)
-        sent = None
-        try:
-            while True:
-                woken.clear()  # before reading: a change made while it reads wakes it again
-                state = await notifications.live_state(db, user_id)
-                if state != sent:
-                    sent = state
-                    yield ServerSentEvent(data=orjson.dumps(state).decode(), event="badges")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), KEEPALIVE_SECONDS if db.listening else POLL_SECONDS)
-        finally:
-            hub.unsubscribe(user_id, woken)
+    async def read() -> AsyncIterator[ServerSentEvent]:
+        nonlocal sent
+        state = await notifications.live_state(db, user_id)
+        if state != sent:
+            sent = state
+            yield ServerSentEvent(data=orjson.dumps(state).decode(), event="badges")
 
-    return EventSourceResponse(generate(), ping=KEEPALIVE_SECONDS, headers={"Cache-Control": "no-store"})
+    return sse.follow(db, request.app.state.user_hub, user_id, read)
 
 
 async def read_chat(request: Request) -> Response:

@@ -235,22 +235,27 @@ async def add_user_message(
     reply = await insert_message(
         tx, chat_pk, now, counted=False, role="assistant", content="", status="pending", source="agent"
     )
-    await tx.execute(
-        _INSERT_RUN,
-        {
-            "id": ids.new_id(ids.RUN),
-            "chat_pk": chat_pk,
-            "trigger": trigger,
-            "status": "queued",
-            "user_message_pk": message["pk"],
-            "assistant_message_pk": reply["pk"],
-            "scheduled_for": scheduled_for,
-            "created_at": now,
-        },
-    )
+    await _queue_run(tx, chat_pk, trigger, message["pk"], reply["pk"], scheduled_for, now)
     await events.append(tx, chat_pk, events.MESSAGE_CREATED, message_json(message, chat_id))
     await tx.notify(RUNS_CHANNEL, str(chat_pk))
     return message
+
+
+async def _queue_run(
+    tx: Connection, chat_pk: int, trigger: str, user_pk: int, reply_pk: int, scheduled_for: int | None, now: int
+) -> None:
+    """Queue the agent's turn that writes ``reply_pk`` in answer to ``user_pk``."""
+    run = {
+        "id": ids.new_id(ids.RUN),
+        "chat_pk": chat_pk,
+        "trigger": trigger,
+        "status": "queued",
+        "user_message_pk": user_pk,
+        "assistant_message_pk": reply_pk,
+        "scheduled_for": scheduled_for,
+        "created_at": now,
+    }
+    await tx.execute(_INSERT_RUN, run)
 
 
 async def retry_reply(tx: Connection, *, chat_pk: int, chat_id: str, message_id: str, now: int) -> Row:
@@ -271,19 +276,7 @@ async def retry_reply(tx: Connection, *, chat_pk: int, chat_id: str, message_id:
     if answered is None or answered["user_message_pk"] is None:
         raise Conflict("this reply answers no message, so it cannot be retried")
     await tx.execute(_UNCOUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
-    await tx.execute(
-        _INSERT_RUN,
-        {
-            "id": ids.new_id(ids.RUN),
-            "chat_pk": chat_pk,
-            "trigger": "retry",
-            "status": "queued",
-            "user_message_pk": answered["user_message_pk"],
-            "assistant_message_pk": reply["pk"],
-            "scheduled_for": None,
-            "created_at": now,
-        },
-    )
+    await _queue_run(tx, chat_pk, "retry", answered["user_message_pk"], reply["pk"], None, now)
     await events.append(tx, chat_pk, events.MESSAGE_RETRIED, message_json(reply, chat_id))
     await tx.notify(RUNS_CHANNEL, str(chat_pk))
     return reply
