@@ -76,6 +76,16 @@ class Conversation {
     this.title = h("h2", { id: "view-title" }, "…");
     this.meta = h("div", { class: "view-meta" });
     this.muteButton = h("button", { type: "button", "aria-pressed": "false", onclick: () => this.toggleMute() }, "Mute");
+    // Disabled until the chat is loaded: they act on it.
+    this.actions = h(
+      "div",
+      { class: "actions" },
+      h("button", { type: "button", disabled: true, onclick: () => this.rename() }, "Rename"),
+      this.muteButton,
+      h("button", { type: "button", disabled: true, onclick: () => openSchedule(this.chat) }, "Schedule"),
+      h("button", { type: "button", disabled: true, class: "danger", onclick: () => this.confirmDelete() }, "Delete"),
+    );
+    this.muteButton.disabled = true;
     this.list = h("ol", { class: "messages", "aria-label": "Messages" });
     this.older = h("button", { type: "button", class: "load-older", hidden: true, onclick: () => this.loadOlder() }, "Load earlier messages");
     this.scroller = h("div", { class: "scroller" }, this.older, this.list);
@@ -93,14 +103,7 @@ class Conversation {
           h("a", { class: "back-link", href: "#/" }, "← Chats"),
           this.title,
           this.meta,
-          h(
-            "div",
-            { class: "actions" },
-            h("button", { type: "button", onclick: () => this.rename() }, "Rename"),
-            this.muteButton,
-            h("button", { type: "button", onclick: () => openSchedule(this.chat) }, "Schedule"),
-            h("button", { type: "button", class: "danger", onclick: () => this.confirmDelete() }, "Delete"),
-          ),
+          this.actions,
         ),
         this.scroller,
         this.box.form,
@@ -173,6 +176,7 @@ class Conversation {
 
   setChat(chat) {
     this.chat = chat;
+    for (const button of this.actions.querySelectorAll("button")) button.disabled = false;
     this.title.textContent = chat.title || "Untitled chat";
     document.title = `${chat.title || "Untitled chat"} · aichats`;
     const muted = chat.notification_preference === "none";
