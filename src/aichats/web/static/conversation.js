@@ -110,18 +110,28 @@ class Conversation {
       ),
     );
     // Follow the stream from its current end first, then load: whatever happens in
-    // between arrives as events, and applying an event twice changes nothing.
+    // between arrives as events, and applying an event twice changes nothing. The load
+    // waits for the stream to open (its start is fixed then), or to fail (the load then
+    // says why, e.g. a deleted chat).
     this.events = new EventSource(`${API}/ai_chats/${this.chatId}/events?after=latest`);
     for (const type of EVENTS) {
       this.events.addEventListener(type, (event) => this.receive(type, JSON.parse(event.data)));
     }
+    let begun = false;
+    const begin = () => {
+      if (!begun) {
+        begun = true;
+        this.load();
+      }
+    };
+    this.events.addEventListener("open", begin);
+    this.events.addEventListener("error", begin);
     this.stopListening = on("schedule", ({ chatId, schedule }) => {
       if (chatId === this.chatId) {
         this.schedule = schedule;
         this.setChat(this.chat);
       }
     });
-    this.load();
   }
 
   stop() {
