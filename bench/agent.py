@@ -27,11 +27,9 @@ import asyncio
 import http.client
 import json
 import math
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -54,6 +52,7 @@ from common import (
     log_tail,
     postgres_database,
     postgres_execute,
+    run_bench,
     start_process,
     stop,
     warn_if_busy,
@@ -409,19 +408,8 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
-    started = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="aichats-bench-agent-") as tmp:
-            run(args, Path(tmp))
-    except BenchError as error:
-        print(f"\nFAILED: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers and workers stopped, database and temp files removed", file=sys.stderr)
-        return 130
-    print(f"\ndone in {time.perf_counter() - started:.0f} s")
-    return 0
+    stopped = "servers and workers stopped, database and temp files removed"
+    return run_bench("agent", lambda workdir: run(args, workdir), stopped)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,9 @@ import json
 import random
 import secrets
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -46,6 +44,7 @@ from common import (
     api_get,
     is_loopback,
     postgres_database,
+    run_bench,
     server,
     warn_if_busy,
 )
@@ -519,22 +518,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve_bare:
         serve_bare(args.serve_bare, args.port)
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
-    try:
-        require_wrk()
-        with tempfile.TemporaryDirectory(prefix="aichats-bench-") as tmp:
-            workdir = Path(tmp)
-            started = time.perf_counter()
-            data = generate_dataset(random.Random(args.seed))
-            print(f"generated {data.chat_count:,} chats for {len(data.crowd) + 2:,} users "
-                  f"in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
-            met = [bench_backend(backend, data, workdir, args) for backend in args.backends]
-    except BenchError as error:
-        print(f"\nFAILED: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped, database and temp files removed", file=sys.stderr)
-        return 130
+    stopped = "servers stopped, database and temp files removed"
+    return run_bench("api", lambda workdir: bench_all(args, workdir), stopped)
+
+
+def bench_all(args: argparse.Namespace, workdir: Path) -> int:
+    require_wrk()
+    started = time.perf_counter()
+    data = generate_dataset(random.Random(args.seed))
+    print(f"generated {data.chat_count:,} chats for {len(data.crowd) + 2:,} users "
+          f"in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+    met = [bench_backend(backend, data, workdir, args) for backend in args.backends]
     print("\nall targets met" if all(met) else "\nsome targets NOT MET")
     return 0 if all(met) else 1
 

@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,27 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 class BenchError(Exception):
     """A run that cannot give trustworthy figures: stop, clean up, exit 1."""
+
+
+def run_bench(name: str, body: Callable[[Path], int | None], stopped: str) -> int:
+    """Run ``body`` in a temporary directory and return the exit status.
+
+    SIGTERM cleans up as Ctrl-C does (130); a :class:`BenchError` exits 1; ``body`` may
+    return a status of its own. ``stopped`` says what was cleaned up on an interrupt.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"aichats-bench-{name}-") as tmp:
+            status = body(Path(tmp)) or 0
+    except BenchError as error:
+        print(f"\nFAILED: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {stopped}", file=sys.stderr)
+        return 130
+    print(f"\ndone in {time.perf_counter() - started:.0f} s")
+    return status
 
 
 def is_loopback(url: str) -> bool:

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +37,7 @@ from common import (
     aichats_env,
     is_loopback,
     postgres_database,
+    run_bench,
     start_process,
     stop,
     warn_if_busy,
@@ -294,19 +293,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
-    started = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="aichats-bench-sched-") as tmp:
-            run(args, Path(tmp))
-    except BenchError as error:
-        print(f"\nFAILED: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; workers stopped, database and temp files removed", file=sys.stderr)
-        return 130
-    print(f"\ndone in {time.perf_counter() - started:.0f} s")
-    return 0
+    return run_bench("sched", lambda workdir: run(args, workdir), "workers stopped, database and temp files removed")
 
 
 if __name__ == "__main__":

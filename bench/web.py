@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import tempfile
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import CHATS, aichats_command, aichats_env, aichats_server, api_call, connect
+from common import CHATS, aichats_command, aichats_env, aichats_server, api_call, connect, run_bench
 from playwright.sync_api import Browser, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -138,18 +138,22 @@ def bench(model: str, max_tokens: str, runs: int, workdir: Path, browser: Browse
         report(f"{model}: Enter → complete reply shown", lasts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="fresh browser contexts per figure (default: 10)")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+def run(args: argparse.Namespace, workdir: Path) -> None:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             for n, (model, max_tokens) in enumerate(MODELS.items()):
-                bench(model, max_tokens, args.runs, Path(tmp), browser, first=n == 0)
+                bench(model, max_tokens, args.runs, workdir, browser, first=n == 0)
         finally:
             browser.close()
 
 
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="fresh browser contexts per figure (default: 10)")
+    args = parser.parse_args()
+    return run_bench("web", lambda workdir: run(args, workdir), "servers and browser stopped, temp files removed")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

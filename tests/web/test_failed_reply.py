@@ -23,12 +23,21 @@ def flaky_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         yield from serve(url, directory, {"AICHATS_MODEL": "test:flaky-2", "AICHATS_MODEL_TIMEOUT_SECONDS": "1"})
 
 
-def test_failed_reply_shows_its_error_and_retries(flaky_server: LiveServer, page: Page) -> None:
+def test_failed_reply_notifies_shows_its_error_and_retries(flaky_server: LiveServer, page: Page) -> None:
     account = new_account(flaky_server)
+    with flaky_server.client(account) as api:
+        chat = api.post("/ai_chats", json={"message_text": "Hello", "title": "Flaky"}).json()
     sign_in(page, flaky_server, account.key)
-    page.get_by_label("First message").fill("Hello")
-    page.get_by_role("button", name="Send").click()
-    page.wait_for_url(re.compile(r"#/chats/aich_"))
+    # The failure notifies (the chat is not open); "Mark all read" clears the bell.
+    expect(page.locator("#bell-count")).to_have_text("1", timeout=15_000)
+    page.get_by_role("button", name="Notifications, 1 unread").click()
+    expect(page.locator("#notification-list a.unread")).to_contain_text("Flaky")
+    page.get_by_role("button", name="Mark all read").click()
+    expect(page.locator("#bell-count")).to_be_hidden()
+    expect(page.locator("#notification-list a.unread")).to_have_count(0)
+    expect(page.locator("#notification-list a")).to_contain_text("Flaky")
+    page.locator("#notification-list a").click()
+    page.wait_for_url(re.compile(f"#/chats/{chat['id']}"))
     reply = page.locator(".msg-assistant")
     expect(reply).to_have_attribute("data-status", "failed", timeout=15_000)
     expect(reply.locator(".msg-error")).to_contain_text("flaky")

@@ -8,6 +8,8 @@ the server. (The chat list and escaping are in ``test_chat_list.py``.)
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 
 import httpx
 from playwright.sync_api import Page, expect
@@ -33,6 +35,13 @@ STREAM_WATCH = """
   look();
 })
 """
+
+
+def eventually(page: Page, check: Callable[[], bool], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"{check.__name__} still false after {seconds} s"
+        page.wait_for_timeout(100)
 
 
 def test_sign_in_chat_schedule_notify_delete(web_server: LiveServer, page: Page) -> None:
@@ -132,6 +141,13 @@ def test_sign_in_chat_schedule_notify_delete(web_server: LiveServer, page: Page)
     dialog.get_by_role("button", name="Run now").click()
     expect(dialog.locator("#schedule-runs li").first).to_contain_text("Run now")
     expect(page.locator(".msg-user")).to_have_count(3)
+    expect(page.locator(".msg-assistant").nth(2)).to_have_attribute("data-status", "completed", timeout=30_000)
+
+    def replies_notified_and_read() -> bool:  # the run-now reply lands in the open chat: read at once
+        listed = api.get("/notifications").json()
+        return len([n for n in listed["data"] if n["ai_chat_id"] == chat_id]) == 3 and listed["unread_count"] == 0
+
+    eventually(page, replies_notified_and_read)
     dialog.get_by_label("Enabled").uncheck()
     expect(dialog.locator("#schedule-preview")).to_contain_text("Disabled")
     dialog.get_by_role("button", name="Save schedule").click()

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Hashable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from aichats.services.events import EventHub
+from aichats.services.events import EventHub, K
 from aichats.storage.database import Database
 
 KEEPALIVE_SECONDS = 15
 POLL_SECONDS = 1.0
-K = TypeVar("K", bound=Hashable)
 
 
 def follow(

@@ -4,7 +4,7 @@
 import { API, ApiError, del, get, patch, post } from "./api.js";
 import { composer } from "./composer.js";
 import { openForm } from "./dialog.js";
-import { debounce, fill, formatNumber, h, timeEl, toast } from "./dom.js";
+import { fill, formatNumber, h, timeEl, toast } from "./dom.js";
 import { openSchedule } from "./schedule.js";
 import { emit, on } from "./state.js";
 
@@ -68,7 +68,6 @@ class Conversation {
     this.loaded = false;
     this.olderCursor = null;
     this.closed = false;
-    this.markRead = debounce(() => this.read(), 300);
     this.schedule = null;
   }
 
@@ -216,8 +215,8 @@ class Conversation {
     if (type === "message.delta") {
       this.applyDelta(data);
     } else {
+      // A reply that notifies raises a badge; app.js reads the open chat when it does.
       this.upsert(data);
-      if ((type === "message.completed" || type === "message.failed") && document.visibilityState === "visible") this.markRead();
     }
     if (atEnd) this.scrollToEnd();
   }
