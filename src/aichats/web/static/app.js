@@ -1,7 +1,7 @@
 // The web app's entry: sign in and out, the router (#/, #/new, #/chats/<id>), and the
 // notification bell with its live badge stream (GET /notifications/events).
 
-import { API, ApiError, call, get, post, whenSignedOut } from "./api.js";
+import { API, ApiError, call, get, post, query, whenSignedOut } from "./api.js";
 import { reset as resetChatList, startChatList } from "./chatlist.js";
 import { showChat, showNewChat } from "./conversation.js";
 import { closeDialog } from "./dialog.js";
@@ -12,6 +12,8 @@ const $ = (id) => document.getElementById(id);
 let closeView = () => {};
 let badgeStream = null;
 let started = false;
+const NOTIFICATIONS_PAGE = 20;
+let notificationsCursor = null; // where "Show older" continues
 
 // ------------------------------------------------------------------ sign in / out
 
@@ -173,6 +175,7 @@ function startBell() {
   panel.addEventListener("click", (event) => {
     if (event.target.closest("a")) toggle(false);
   });
+  $("older-notifications").addEventListener("click", () => loadNotifications(true));
   $("mark-all-read").addEventListener("click", async () => {
     await post("notifications/read", {});
     loadNotifications();
@@ -180,28 +183,33 @@ function startBell() {
   on("badges", setBell);
 }
 
-async function loadNotifications() {
+function notificationItem(n) {
+  return h(
+    "li",
+    {},
+    h(
+      "a",
+      { href: `#/chats/${n.ai_chat_id}`, class: n.read_at ? "" : "unread" },
+      h("div", { class: "notification-title" }, n.read_at ? "" : h("span", { class: "sr-only" }, "Unread: "), n.title),
+      h("div", { class: "notification-body" }, n.body),
+      h("time", { class: "hint", datetime: n.created_at }, ago(n.created_at)),
+    ),
+  );
+}
+
+/** The newest notifications (again), or with ``older`` the page after those shown. */
+async function loadNotifications(older = false) {
   const list = $("notification-list");
+  const more = $("older-notifications");
   try {
-    const page = await get("notifications?first=20");
+    const page = await get(`notifications${query({ first: NOTIFICATIONS_PAGE, after: older ? notificationsCursor : null })}`);
     state.unread = page.unread_count;
     setBell();
-    list.replaceChildren(
-      ...(page.data.length
-        ? page.data.map((n) =>
-          h(
-            "li",
-            {},
-            h(
-              "a",
-              { href: `#/chats/${n.ai_chat_id}`, class: n.read_at ? "" : "unread" },
-              h("div", { class: "notification-title" }, n.read_at ? "" : h("span", { class: "sr-only" }, "Unread: "), n.title),
-              h("div", { class: "notification-body" }, n.body),
-              h("time", { class: "hint", datetime: n.created_at }, ago(n.created_at)),
-            ),
-          ))
-        : [h("li", { class: "empty" }, "No notifications yet.")]),
-    );
+    const items = page.data.map(notificationItem);
+    if (older) list.append(...items);
+    else list.replaceChildren(...(items.length ? items : [h("li", { class: "empty" }, "No notifications yet.")]));
+    notificationsCursor = page.page_info.end_cursor;
+    more.hidden = !page.page_info.has_next_page;
   } catch (error) {
     list.replaceChildren(h("li", { class: "empty" }, error.message));
   }

@@ -1,0 +1,37 @@
+"""The notification list pages back through older notifications, in the browser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import LiveServer
+from tests.e2e_agent.support import fresh_database
+from tests.web.conftest import backend_of, new_account, serve, sign_in
+
+
+@pytest.fixture(scope="module")
+def echo_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Instant replies (``test:echo``), on a database of its own."""
+    directory = tmp_path_factory.mktemp("web-echo")
+    with fresh_database(backend_of(database_url), directory) as url:
+        yield from serve(url, directory, {"AICHATS_MODEL": "test:echo"})
+
+
+def test_older_notifications_load_on_demand(echo_server: LiveServer, page: Page) -> None:
+    account = new_account(echo_server)
+    with echo_server.client(account) as api:
+        for n in range(23):
+            api.post("/ai_chats", json={"message_text": f"question {n}", "title": f"Chat {n:02d}"})
+    sign_in(page, echo_server, account.key)
+    expect(page.locator("#bell-count")).to_have_text("23", timeout=15_000)
+    page.get_by_role("button", name="Notifications, 23 unread").click()
+    items = page.locator("#notification-list a.unread")
+    expect(items).to_have_count(20)
+    expect(items.first).to_contain_text("Chat 22")  # newest first
+    page.get_by_role("button", name="Show older").click()
+    expect(items).to_have_count(23)
+    expect(items.last).to_contain_text("Chat 00")
+    expect(page.get_by_role("button", name="Show older")).to_be_hidden()
