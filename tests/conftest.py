@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from aichats.services import keys, users
@@ -130,8 +130,8 @@ class LiveServer:
         """A new user with a new key (all scopes unless ``scopes`` is given)."""
         return make_account(self.database_url, scopes)
 
-    def client(self, account: Account) -> httpx.Client:
-        return httpx.Client(base_url=self.api, headers=account.headers, timeout=10)
+    def client(self, account: Account) -> httpx2.Client:
+        return httpx2.Client(base_url=self.api, headers=account.headers, timeout=10)
 
 
 def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
@@ -147,9 +147,9 @@ def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | 
         if process.poll() is not None:
             raise AssertionError(f"aichats serve exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(root + "/healthz", timeout=1).status_code == 200:
+            if httpx2.get(root + "/healthz", timeout=1).status_code == 200:
                 return LiveServer(root, database_url, process)
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass
         time.sleep(0.1)
     process.kill()
@@ -184,7 +184,7 @@ def account(live_server: LiveServer) -> Account:
 
 
 @pytest.fixture
-def api(live_server: LiveServer, account: Account) -> Iterator[httpx.Client]:
-    """An httpx client for a fresh user with every scope."""
+def api(live_server: LiveServer, account: Account) -> Iterator[httpx2.Client]:
+    """An httpx2 client for a fresh user with every scope."""
     with live_server.client(account) as client:
         yield client

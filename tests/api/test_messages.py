@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -12,12 +12,12 @@ from tests.conftest import LiveServer
 
 
 def upload(
-    api: httpx.Client, content: bytes = b"hello", name: str = "a.txt", kind: str = "text/plain"
-) -> httpx.Response:
+    api: httpx2.Client, content: bytes = b"hello", name: str = "a.txt", kind: str = "text/plain"
+) -> httpx2.Response:
     return api.post("/files", files={"file": (name, content, kind)})
 
 
-def test_post_and_list_messages(api: httpx.Client) -> None:
+def test_post_and_list_messages(api: httpx2.Client) -> None:
     chat = create(api, title="t")
     response = api.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "second", "message_source": "link"})
     assert response.status_code == 201, response.text
@@ -45,7 +45,7 @@ def test_post_and_list_messages(api: httpx.Client) -> None:
     assert api.get(f"/ai_chats/{chat['id']}").json()["message_count"] == 2  # pending replies do not count
 
 
-def test_message_validation_and_ownership(live_server: LiveServer, api: httpx.Client) -> None:
+def test_message_validation_and_ownership(live_server: LiveServer, api: httpx2.Client) -> None:
     chat = create(api)
     path = f"/ai_chats/{chat['id']}/messages"
     assert_error(api.post(path, json={"message_text": ""}), 422, "invalid_request", "message_text")
@@ -62,7 +62,7 @@ def test_message_validation_and_ownership(live_server: LiveServer, api: httpx.Cl
     assert len(api.get(path).json()["data"]) == 2  # the first message and its pending reply: nothing new
 
 
-def test_files(live_server: LiveServer, api: httpx.Client) -> None:
+def test_files(live_server: LiveServer, api: httpx2.Client) -> None:
     response = upload(api, b"Revenue: 42", "report.txt")
     assert response.status_code == 201, response.text
     record = File.model_validate(response.json()).model_dump()
@@ -83,13 +83,13 @@ def test_files(live_server: LiveServer, api: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("last_event_id", ["abc", "-1"])
-def test_bad_last_event_id(api: httpx.Client, last_event_id: str) -> None:
+def test_bad_last_event_id(api: httpx2.Client, last_event_id: str) -> None:
     chat = create(api)
     response = api.get(f"/ai_chats/{chat['id']}/events", headers={"Last-Event-ID": last_event_id})
     assert_error(response, 422, "invalid_request", "Last-Event-ID")
 
 
-def test_events_replay_from_the_start_and_resume(api: httpx.Client) -> None:
+def test_events_replay_from_the_start_and_resume(api: httpx2.Client) -> None:
     chat = create(api)
     api.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "again"})
     seen: list[tuple[str, str]] = []
@@ -113,7 +113,7 @@ def test_events_replay_from_the_start_and_resume(api: httpx.Client) -> None:
     assert first_id == seen[1][0]
 
 
-def test_events_from_latest_send_only_what_follows(api: httpx.Client) -> None:
+def test_events_from_latest_send_only_what_follows(api: httpx2.Client) -> None:
     chat = create(api)
     with api.stream("GET", f"/ai_chats/{chat['id']}/events?after=latest", timeout=5) as response:
         # The response has started, so the stream's start is fixed: the chat's past is behind it.
@@ -123,7 +123,7 @@ def test_events_from_latest_send_only_what_follows(api: httpx.Client) -> None:
     assert orjson.loads(data)["id"] == posted["id"]  # the first event is the new message, not the chat's first
 
 
-def test_only_failed_replies_can_be_retried(live_server: LiveServer, api: httpx.Client) -> None:
+def test_only_failed_replies_can_be_retried(live_server: LiveServer, api: httpx2.Client) -> None:
     chat = create(api)
     user, pending = api.get(f"/ai_chats/{chat['id']}/messages").json()["data"]
     path = f"/ai_chats/{chat['id']}/messages/{{}}/retry"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import orjson
 import pytest
 from standardwebhooks import Webhook
@@ -39,7 +39,7 @@ def wait_for(check, seconds: float = 15.0):  # type: ignore[no-untyped-def]
     raise AssertionError("timed out")
 
 
-def test_private_webhook_urls_are_refused_by_default(api: httpx.Client) -> None:
+def test_private_webhook_urls_are_refused_by_default(api: httpx2.Client) -> None:
     response = api.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["notification.created"]})
     assert_error(response, 422, "invalid_request", "private or loopback")
     assert api.get("/webhooks").json() == {"data": []}
@@ -107,7 +107,7 @@ def test_scheduler_tick_lands_prompt_and_reply(working_server: LiveServer) -> No
         assert api.get(f"/ai_chats/{chat['id']}/schedule").json()["last_run_at"] == schedule["next_run_at"]
 
 
-def badge_events(response: httpx.Response) -> Iterator[dict]:
+def badge_events(response: httpx2.Response) -> Iterator[dict]:
     """The data of each ``badges`` event of a notifications stream (pings skipped)."""
     event = ""
     for line in response.iter_lines():
@@ -159,4 +159,4 @@ def test_notifications_stream_follows_notifications_and_badges(working_server: L
 def test_notifications_stream_needs_read_scope(live_server: LiveServer) -> None:
     with live_server.client(live_server.account(scopes="ai_chat:create")) as writer:
         assert_error(writer.get("/notifications/events"), 403, "forbidden", "ai_chat:read")
-    assert_error(httpx.get(live_server.api + "/notifications/events"), 401, "unauthorized")
+    assert_error(httpx2.get(live_server.api + "/notifications/events"), 401, "unauthorized")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 
 from aichats.api.schemas import Message, MessageList, RunList
@@ -28,7 +28,7 @@ def flaky_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     stop_server(server)
 
 
-def replies(api: httpx.Client, chat_id: str) -> list[dict]:
+def replies(api: httpx2.Client, chat_id: str) -> list[dict]:
     listed = api.get(f"/ai_chats/{chat_id}/messages").json()
     return MessageList.model_validate(listed).model_dump(mode="json")["data"]
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+import httpx2
 
 from aichats.api.schemas import RunList, Schedule, SchedulePreview
 from tests.api.test_ai_chats import assert_error, create
@@ -15,12 +15,12 @@ from tests.conftest import AICHATS, LiveServer
 WEEKLY = {"prompt": "Weekly revenue analysis for {{date}}", "timezone": "America/New_York", "cron": "0 9 * * 1"}
 
 
-def test_schedule_lifecycle(api: httpx.Client) -> None:
+def test_schedule_lifecycle(api: httpx2.Client) -> None:
     chat = create(api, title="Weekly Revenue Analysis")
     path = f"/ai_chats/{chat['id']}/schedule"
     assert_error(api.get(path), 404, "not_found", "no schedule")
     body = Schedule.model_validate(api.put(path, json=WEEKLY).json()).model_dump(mode="json")
-    assert body["description"] == "At 09:00, only on Monday (America/New_York)"
+    assert body["description"] == "At 09:00 on Monday (America/New_York)"
     assert body["active"] is True and len(body["next_run_times"]) == 5
     assert body["next_run_at"] == body["next_run_times"][0] and body["consecutive_failures"] == 0
     assert api.get(path).json() == body
@@ -41,7 +41,7 @@ def test_schedule_lifecycle(api: httpx.Client) -> None:
     assert_error(api.get(path), 404, "not_found")
 
 
-def test_invalid_schedules_are_422(live_server: LiveServer, api: httpx.Client) -> None:
+def test_invalid_schedules_are_422(live_server: LiveServer, api: httpx2.Client) -> None:
     chat = create(api)
     path = f"/ai_chats/{chat['id']}/schedule"
     for body, says in [
@@ -57,7 +57,7 @@ def test_invalid_schedules_are_422(live_server: LiveServer, api: httpx.Client) -
         assert_error(other.put(path, json=WEEKLY), 404, "not_found")
 
 
-def test_concurrent_ticks_fire_each_instant_once(live_server: LiveServer, api: httpx.Client) -> None:
+def test_concurrent_ticks_fire_each_instant_once(live_server: LiveServer, api: httpx2.Client) -> None:
     chat = create(api)
     schedule = api.put(f"/ai_chats/{chat['id']}/schedule", json={**WEEKLY, "cron": "*/5 * * * *"}).json()
     at = schedule["next_run_at"]
@@ -74,11 +74,11 @@ def test_concurrent_ticks_fire_each_instant_once(live_server: LiveServer, api: h
     assert [r["scheduled_for"] for r in runs] == [at]
 
 
-def test_schedule_preview(live_server: LiveServer, api: httpx.Client) -> None:
+def test_schedule_preview(live_server: LiveServer, api: httpx2.Client) -> None:
     response = api.post("/schedule_preview", json=WEEKLY)
     assert response.status_code == 200, response.text
     preview = SchedulePreview.model_validate(response.json()).model_dump(mode="json")
-    assert preview["description"] == "At 09:00, only on Monday (America/New_York)"
+    assert preview["description"] == "At 09:00 on Monday (America/New_York)"
     assert preview["timezone"] == "America/New_York" and len(preview["next_run_times"]) == 5
     assert preview["next_run_times"] == sorted(preview["next_run_times"])
     # The same times as the schedule it previews, once saved.
@@ -103,7 +103,7 @@ def test_schedule_preview(live_server: LiveServer, api: httpx.Client) -> None:
     assert [c["id"] for c in active] == [chat["id"]]  # previews saved nothing
 
 
-def test_invalid_previews_are_refused_like_schedules(api: httpx.Client) -> None:
+def test_invalid_previews_are_refused_like_schedules(api: httpx2.Client) -> None:
     chat = create(api)
     for body in [
         {**WEEKLY, "cron": "0 25 * * *"},

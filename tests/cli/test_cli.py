@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from tests.conftest import LiveServer
 
@@ -22,9 +22,9 @@ def test_users_and_keys_lifecycle(live_server: LiveServer) -> None:
     assert key.startswith(prefix.removesuffix("...")) and scopes == "ai_chat:read" and state == "active"
 
     headers = {"Authorization": f"Bearer {key}"}
-    assert httpx.get(live_server.api + "/ai_chats", headers=headers).status_code == 200
+    assert httpx2.get(live_server.api + "/ai_chats", headers=headers).status_code == 200
     assert live_server.cli("keys", "revoke", key_id).stdout.strip() == f"revoked {key_id}"
-    assert httpx.get(live_server.api + "/ai_chats", headers=headers).status_code == 401
+    assert httpx2.get(live_server.api + "/ai_chats", headers=headers).status_code == 401
     assert "revoked" in live_server.cli("keys", "list", "--user", user_id).stdout
     assert "already revoked" in live_server.cli("keys", "revoke", key_id).stdout
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import Account, LiveServer
@@ -61,7 +61,7 @@ def drive(client: str, scenario: str, server: LiveServer, **accounts: Account) -
 def upload(server: LiveServer, account: Account) -> str:
     """A file of ``account``'s, uploaded over HTTP (the clients have no files call)."""
     files = {"file": ("notes.txt", b"Revenue grew 4% week over week.", "text/plain")}
-    response = httpx.post(server.api + "/files", headers=account.headers, files=files)
+    response = httpx2.post(server.api + "/files", headers=account.headers, files=files)
     assert response.status_code == 201, response.text
     return response.json()["id"]
 

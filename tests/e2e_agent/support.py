@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 
 from aichats.storage import migrate
 from tests.conftest import (
@@ -167,9 +167,9 @@ def llama_server(log_path: Path) -> Iterator[str]:
             if process.poll() is not None:
                 raise AssertionError(f"llama_cpp.server exited:\n{log_path.read_text(errors='replace')[-3000:]}")
             try:
-                if httpx.get(base + "/models", timeout=1).status_code == 200:
+                if httpx2.get(base + "/models", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError("llama_cpp.server did not answer GET /v1/models within 60 s")
@@ -270,7 +270,7 @@ class Event:
 
 
 def read_events(
-    client: httpx.Client,
+    client: httpx2.Client,
     chat_id: str,
     *,
     until: Callable[[Event], bool],
@@ -283,7 +283,7 @@ def read_events(
     deadline = time.monotonic() + timeout
     fields: dict[str, list[str]] = {}
     with client.stream(
-        "GET", f"/ai_chats/{chat_id}/events", headers=headers, timeout=httpx.Timeout(timeout, connect=5)
+        "GET", f"/ai_chats/{chat_id}/events", headers=headers, timeout=httpx2.Timeout(timeout, connect=5)
     ) as response:
         assert response.status_code == 200, response.read().decode()
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -309,14 +309,14 @@ def read_events(
     raise AssertionError(f"the event stream ended early; got {[e.type for e in found]}")
 
 
-def events_within(client: httpx.Client, chat_id: str, last_event_id: int, seconds: float) -> list[Event]:
+def events_within(client: httpx2.Client, chat_id: str, last_event_id: int, seconds: float) -> list[Event]:
     """Every event the stream sends after ``last_event_id`` within ``seconds``."""
     found: list[Event] = []
     try:
         read_events(
             client, chat_id, until=lambda e: found.append(e) and False, last_event_id=last_event_id, timeout=seconds
         )
-    except (httpx.ReadTimeout, AssertionError):
+    except (httpx2.ReadTimeout, AssertionError):
         pass
     return found
 
@@ -333,7 +333,7 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
-def messages_of(client: httpx.Client, chat_id: str) -> list[dict[str, Any]]:
+def messages_of(client: httpx2.Client, chat_id: str) -> list[dict[str, Any]]:
     """Every message of the chat, oldest first (following pages)."""
     found: list[dict[str, Any]] = []
     params: dict[str, Any] = {"first": 100}
@@ -347,19 +347,19 @@ def messages_of(client: httpx.Client, chat_id: str) -> list[dict[str, Any]]:
         params = {"first": 100, "after": page["page_info"]["end_cursor"]}
 
 
-def create_chat(client: httpx.Client, text: str, **body: Any) -> dict[str, Any]:
+def create_chat(client: httpx2.Client, text: str, **body: Any) -> dict[str, Any]:
     response = client.post("/ai_chats", json={"message_text": text, **body})
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def post_message(client: httpx.Client, chat_id: str, text: str, **body: Any) -> dict[str, Any]:
+def post_message(client: httpx2.Client, chat_id: str, text: str, **body: Any) -> dict[str, Any]:
     response = client.post(f"/ai_chats/{chat_id}/messages", json={"message_text": text, **body})
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def reply_to(client: httpx.Client, chat_id: str, user_message_id: str, timeout: float = 30) -> dict[str, Any]:
+def reply_to(client: httpx2.Client, chat_id: str, user_message_id: str, timeout: float = 30) -> dict[str, Any]:
     """The reply to ``user_message_id`` once it is completed or failed.
 
     Turns run one per user message, in order, so the n-th user message's reply is the
@@ -379,7 +379,7 @@ def reply_to(client: httpx.Client, chat_id: str, user_message_id: str, timeout: 
     return wait_for(finished, timeout, f"the reply to {user_message_id}", interval=0.1)
 
 
-def chat_of(client: httpx.Client, chat_id: str) -> dict[str, Any]:
+def chat_of(client: httpx2.Client, chat_id: str) -> dict[str, Any]:
     response = client.get(f"/ai_chats/{chat_id}")
     assert response.status_code == 200, response.text
     return response.json()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import LiveServer
@@ -81,7 +81,7 @@ def seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def fails_in_time(server: LiveServer, api: httpx.Client, agent: str) -> tuple[dict, dict]:
+def fails_in_time(server: LiveServer, api: httpx2.Client, agent: str) -> tuple[dict, dict]:
     """Create a chat of ``agent``; its reply must fail within the timeout (plus slack)."""
     text = f"are you there, {agent}?"
     chat = create_chat(api, text, agent_identifier=agent)

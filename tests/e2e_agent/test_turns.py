@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import LiveServer
@@ -55,12 +55,12 @@ def fail_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture
-def api(echo_server: LiveServer) -> Iterator[httpx.Client]:
+def api(echo_server: LiveServer) -> Iterator[httpx2.Client]:
     with echo_server.client(echo_server.account()) as client:
         yield client
 
 
-def test_follow_up_carries_the_history(api: httpx.Client, echo_server: LiveServer) -> None:
+def test_follow_up_carries_the_history(api: httpx2.Client, echo_server: LiveServer) -> None:
     first_text = "alpha beta gamma"
     chat = create_chat(api, first_text)
     user1 = messages_of(api, chat["id"])[0]
@@ -91,7 +91,7 @@ def test_follow_up_carries_the_history(api: httpx.Client, echo_server: LiveServe
     assert now["title"] == first_text
 
 
-def test_given_title_is_kept_and_general_agent_has_its_own_prompt(api: httpx.Client) -> None:
+def test_given_title_is_kept_and_general_agent_has_its_own_prompt(api: httpx2.Client) -> None:
     chat = create_chat(api, "one two", title="Chosen title", agent_identifier="general")
     user = messages_of(api, chat["id"])[0]
     reply = reply_to(api, chat["id"], user["id"])
@@ -104,7 +104,7 @@ def test_given_title_is_kept_and_general_agent_has_its_own_prompt(api: httpx.Cli
     assert now["blended_token_usage"] == reply["usage"]["blended_tokens"]
 
 
-def test_weighted_usage_adds_up_exactly(api: httpx.Client) -> None:
+def test_weighted_usage_adds_up_exactly(api: httpx2.Client) -> None:
     chat = create_chat(api, "a b c", agent_identifier="general")
     user1 = messages_of(api, chat["id"])[0]
     reply1 = reply_to(api, chat["id"], user1["id"])
@@ -121,14 +121,14 @@ def test_weighted_usage_adds_up_exactly(api: httpx.Client) -> None:
     assert chat_of(api, chat["id"])["blended_token_usage"] == "28"
 
 
-def test_events_refuse_a_malformed_last_event_id(api: httpx.Client) -> None:
+def test_events_refuse_a_malformed_last_event_id(api: httpx2.Client) -> None:
     chat = create_chat(api, "hi")
     response = api.get(f"/ai_chats/{chat['id']}/events", headers={"Last-Event-ID": "abc"})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["type"] == "invalid_request"
 
 
-def test_generated_title_is_the_first_line_cut_at_a_word(api: httpx.Client) -> None:
+def test_generated_title_is_the_first_line_cut_at_a_word(api: httpx2.Client) -> None:
     text = "Summarise the revenue of every store in the northern region for the last quarter\nthanks"
     chat = create_chat(api, text)
     user = messages_of(api, chat["id"])[0]
@@ -137,7 +137,7 @@ def test_generated_title_is_the_first_line_cut_at_a_word(api: httpx.Client) -> N
     assert title == "Summarise the revenue of every store in the northern region…"
 
 
-def test_follow_up_sent_while_streaming_waits_for_the_reply_and_sees_it(api: httpx.Client) -> None:
+def test_follow_up_sent_while_streaming_waits_for_the_reply_and_sees_it(api: httpx2.Client) -> None:
     """A follow-up sent while the first reply streams waits for it, then answers with it in context."""
     first_text = " ".join(f"w{i}" for i in range(40))  # test:slow: about 0.8 s of streaming
     chat = create_chat(api, first_text, agent_identifier="general")
@@ -164,7 +164,7 @@ def test_follow_up_sent_while_streaming_waits_for_the_reply_and_sees_it(api: htt
     assert [m["id"] for m in listed] == [user1["id"], reply1["id"], user2["id"], reply2["id"]]
 
 
-def test_text_attachment_is_inlined_into_the_prompt(api: httpx.Client) -> None:
+def test_text_attachment_is_inlined_into_the_prompt(api: httpx2.Client) -> None:
     body = b"Revenue grew four percent week over week."
     upload = api.post("/files", files={"file": ("notes.txt", body, "text/plain")})
     assert upload.status_code == 201, upload.text

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import LiveServer
@@ -89,7 +89,7 @@ def test_killed_worker_run_is_completed_once_by_another(
                 return event.type == "message.completed"
 
             try:
-                with httpx.Client(base_url=api_server.api, headers=headers) as client:
+                with httpx2.Client(base_url=api_server.api, headers=headers) as client:
                     read_events(client, chat["id"], until=note, timeout=60)
             except BaseException as error:  # reported by the main thread
                 stream_error.append(error)
@@ -151,7 +151,7 @@ def test_two_worker_processes_never_run_a_turn_twice(
     account = api_server.account()
     expected: dict[str, list[str]] = {}
 
-    def converse(api: httpx.Client, i: int) -> None:
+    def converse(api: httpx2.Client, i: int) -> None:
         texts = [f"chat {i} message {j} {secrets.token_hex(4)}" for j in range(2 + i % 2)]
         chat = create_chat(api, texts[0])
         for text in texts[1:]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import pytest
 from standardwebhooks import Webhook
@@ -108,7 +108,7 @@ async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) 
     await drain(make_worker(db))
 
     receiver.fail_next = 1
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         while await webhooks.deliver_one(db, http, retry_seconds=[0.0, 0.0], allow_private=True):
             pass
     types = [orjson.loads(body)["type"] for _, body in receiver.received]
@@ -139,7 +139,7 @@ async def test_muted_chats_send_no_notification_webhooks(db: Database, receiver:
         chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="quiet"))
     await chats.update_chat(db, user_id, chat["id"], ChatUpdate(notification_preference="none"))
     await drain(make_worker(db))
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         while await webhooks.deliver_one(db, http, retry_seconds=[], allow_private=True):
             pass
     assert receiver.received == []

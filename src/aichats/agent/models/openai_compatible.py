@@ -3,8 +3,8 @@
 OpenAI itself, Ollama, vLLM, llama.cpp's server, LM Studio: the SDK's own settings
 choose the endpoint (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``). Usage comes from the
 provider's report: the streamed usage chunk when it sends one; servers that never do
-(llama.cpp's) get their output counted as one token per streamed chunk (which is how
-those servers stream) and their prompt estimated, and the log says so.
+get their output counted as one token per streamed chunk (which is how those servers
+stream) and their prompt estimated, and the log says so.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
 
 from aichats.agent.models import ChatMessage, ModelError, Usage, status_error
 
@@ -22,19 +25,31 @@ CONTEXT_WINDOW = int(os.environ.get("AICHATS_OPENAI_CONTEXT_WINDOW", "8192"))
 class OpenAIModel:
     context_window = CONTEXT_WINDOW
 
-    def __init__(self, model: str, *, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        timeout_seconds: float,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        extra_body: dict[str, Any] | None = None,
+        http_client: httpx2.AsyncClient | None = None,
+    ) -> None:
         import openai
 
         self.name = f"openai:{model}"
         self._model = model
+        self._extra_body = extra_body
         # Retries belong to the run loop (it knows the deadline), not to the SDK.
         self._client = openai.AsyncOpenAI(
-            api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            base_url=base_url,
             timeout=timeout_seconds,
             max_retries=0,
+            http_client=http_client,
         )
 
-    def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str) -> int:
         return len(text) // 4 + 1  # no local tokenizer: a conservative estimate for trimming history
 
     async def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
@@ -49,6 +64,7 @@ class OpenAIModel:
                 max_tokens=max_output_tokens,
                 stream=True,
                 stream_options={"include_usage": True},
+                extra_body=self._extra_body,
             )
             async for chunk in response:
                 if chunk.usage is not None:
@@ -61,9 +77,11 @@ class OpenAIModel:
             raise status_error(self.name, error.status_code, error.message) from error
         except (openai.APIConnectionError, openai.APITimeoutError) as error:
             raise ModelError(f"{self.name} is unreachable: {error}", transient=True) from error
+        except httpx2.TransportError as error:  # the connection dropped mid-stream (the SDK does not wrap it)
+            raise ModelError(f"{self.name} closed the connection mid-reply: {error!r}", transient=True) from error
         if usage is None:
             log.warning("%s streamed no usage report; counting chunks and estimating the prompt", self.name)
-            usage = Usage(sum(self.count_tokens(m.content) for m in messages), chunks)
+            usage = Usage(sum([await self.count_tokens(m.content) for m in messages]), chunks)
         yield usage
 
     async def close(self) -> None:

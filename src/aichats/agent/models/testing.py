@@ -22,7 +22,7 @@ class TestModel:
         self.variant = variant
         self.failures_left = int(variant.removeprefix("flaky-")) if variant.startswith("flaky-") else 0
 
-    def count_tokens(self, text: str) -> int:
+    async def count_tokens(self, text: str) -> int:
         return len(text.split())
 
     async def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
@@ -42,7 +42,7 @@ class TestModel:
             if delay:
                 await asyncio.sleep(delay)
             yield word if i == 0 else " " + word
-        yield Usage(sum(self.count_tokens(m.content) for m in messages), len(words))
+        yield Usage(sum(len(m.content.split()) for m in messages), len(words))
 
     async def close(self) -> None:
         return None
