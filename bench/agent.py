@@ -71,7 +71,14 @@ LAYOUTS = ((1, 1), (2, 1), (2, 2))  # worker processes x runs each works on at o
 TURN_SECONDS = 300  # one turn longer than this fails the run
 STALL_SECONDS = 60  # no run completing for this long fails the run
 POLL_SECONDS = 0.05  # how often the runs table is counted while workers drain it
-PARTS = ("latency", "overhead", "throughput")
+PARTS = ("latency", "overhead", "parallel", "throughput")
+# Part 4: long replies of the local model, alone and four at once, on the default settings.
+PARALLEL_CHATS = 4
+PARALLEL_MAX_TOKENS = 200
+PARALLEL_PROMPTS = tuple(
+    f"Write a long story, in many paragraphs, about a lighthouse keeper named {name}."
+    for name in ("Ada", "Brahim", "Chen", "Dagny")
+)
 
 
 @dataclass(frozen=True)
@@ -214,11 +221,54 @@ def bench_overhead(url: str, key: str, workdir: Path, sizes: Sizes) -> None:
     )
 
 
-# ------------------------------------------------------------------ 3. runs per second
+# ------------------------------------------------------------------ 3. chats at once
+
+
+def bench_parallel(url: str, key: str, workdir: Path) -> None:
+    print(
+        f"\n3. Chats at once: {LOCAL_MODEL} on SQLite, `aichats serve` with its default settings, "
+        f"replies of up to {PARALLEL_MAX_TOKENS} tokens"
+    )
+    print(f"   (each of {PARALLEL_CHATS} prompts alone, one after another; then all {PARALLEL_CHATS} posted at once)")
+    warn_if_busy()
+    settings = {"AICHATS_MAX_OUTPUT_TOKENS": str(PARALLEL_MAX_TOKENS)}
+    with aichats_server(url, workdir, settings, log_name="serve-parallel.log") as base:
+        timed_turn(base, key, PROMPT)  # the engine is loaded and warm
+        alone = [timed_turn(base, key, prompt) for prompt in PARALLEL_PROMPTS]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(PARALLEL_CHATS) as pool:
+            together = list(pool.map(lambda prompt: timed_turn(base, key, prompt), PARALLEL_PROMPTS))
+        wall = time.perf_counter() - started
+    alone_mean = statistics.mean(t.last_token for t in alone)
+    print(
+        f"  {'layout':<22} {'tokens':>7} {'first p50 ms':>13} {'reply s (mean)':>15} {'all done s':>11}"
+        f" {'tokens/s':>9} {'vs alone':>9}"
+    )
+    alone_tokens = sum(t.tokens for t in alone)
+    print(
+        f"  {'1 chat at a time':<22} {alone_tokens:>7} {ms(statistics.median(t.first_token for t in alone)):>13.0f}"
+        f" {alone_mean:>15.2f} {sum(t.last_token for t in alone):>11.2f}"
+        f" {alone_tokens / sum(t.last_token for t in alone):>9.1f} {1:>8.2f}x"
+    )
+    together_tokens = sum(t.tokens for t in together)
+    print(
+        f"  {f'{PARALLEL_CHATS} chats at once':<22} {together_tokens:>7}"
+        f" {ms(statistics.median(t.first_token for t in together)):>13.0f}"
+        f" {statistics.mean(t.last_token for t in together):>15.2f} {wall:>11.2f}"
+        f" {together_tokens / wall:>9.1f} {wall / alone_mean:>8.2f}x",
+        flush=True,
+    )
+    print(
+        f"  {PARALLEL_CHATS} at once took {wall / alone_mean:.2f}x one alone (fully serial: about {PARALLEL_CHATS}x;"
+        f" target: at most 2.5x): {'met' if wall / alone_mean <= 2.5 else 'NOT MET'}"
+    )
+
+
+# ------------------------------------------------------------------ 4. runs per second
 
 
 def bench_throughput(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> None:
-    print(f"\n3. Runs completed per second: PostgreSQL, {QUEUE_MODEL}, {sizes.runs:,} turns queued through the API")
+    print(f"\n4. Runs completed per second: PostgreSQL, {QUEUE_MODEL}, {sizes.runs:,} turns queued through the API")
     print("   (`aichats serve` with AICHATS_WORKERS=0 queues them; then `aichats worker` processes run them)")
     warn_if_busy()
     with postgres_database(args.postgres, args.database) as url:
@@ -395,13 +445,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
     sizes = QUICK if args.quick else FULL
-    if "latency" in args.parts or "overhead" in args.parts:
+    if "latency" in args.parts or "overhead" in args.parts or "parallel" in args.parts:
         url = f"sqlite:///{workdir / 'agent.db'}"
         key = create_key(url, workdir)
         if "latency" in args.parts:
             bench_latency(url, key, workdir, sizes)
         if "overhead" in args.parts:
             bench_overhead(url, key, workdir, sizes)
+        if "parallel" in args.parts:
+            bench_parallel(url, key, workdir)
     if "throughput" in args.parts:
         bench_throughput(args, sizes, workdir)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
 
 from aichats.clock import isoformat_ms
 from aichats.config import Settings, get_settings
@@ -68,15 +70,18 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int, 
     import uvicorn
 
     settings = _settings(ctx)
+    host = host or settings.host
+    port = settings.port if port is None else port
     if settings.migrate_on_start:
         migrate.upgrade(settings.database_url)
+    _startup_summary(settings, host, port, workers)
     # Worker processes rebuild settings from the environment: pass the URL along.
     os.environ["AICHATS_DATABASE_URL"] = settings.database_url
     uvicorn.run(
         "aichats.api.app:create_app",
         factory=True,
-        host=host or settings.host,
-        port=settings.port if port is None else port,
+        host=host,
+        port=port,
         workers=workers,
         loop="uvloop",
         http="httptools",
@@ -84,6 +89,81 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int, 
         log_level="info",
         server_header=False,
     )
+
+
+def _url(host: str, port: int) -> str:
+    """The address a browser on this machine opens for a server on ``host:port``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def _shown_database(url: str) -> str:
+    """``url`` without its password; a SQLite file with its absolute path."""
+    if url.startswith("sqlite"):
+        return f"{url} ({Path(database.sqlite_path(url)).resolve()})"
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _has_users(settings: Settings) -> bool | None:
+    """Whether the database has a user; None when it cannot tell (say, no schema yet)."""
+
+    async def run() -> bool:
+        db = await database.connect(settings.database_url, pool_size=1)
+        try:
+            return await users.any_user(db)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except Exception:  # the server itself reports what is wrong with the database
+        return None
+
+
+def _startup_summary(settings: Settings, host: str, port: int, processes: int) -> None:
+    """A few lines for whoever just started ``aichats serve``: where, on what, what next."""
+    from aichats.services.chats import AgentIdentifier
+
+    if port == 0:  # uvicorn picks the port, and its "Uvicorn running on" line shows it
+        url = "the address in uvicorn's line below"
+        where = f"aichats: serving the web app (at /) and the API (at /api/v1) on {host}, on a free port (port 0)"
+    else:
+        url = _url(host, port)
+        where = f"aichats: serving the web app at {url} and the API at {url}api/v1"
+        if not url.startswith(f"http://{host}:"):
+            where += f" (listening on {host})"
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    say(where)
+    say(f"  database: {_shown_database(settings.database_url)}")
+    local = False
+    for agent in AgentIdentifier:
+        model = settings.model_for(agent.value)
+        if model.startswith("local:"):
+            local = True
+            model += " (the built-in local demo model, in a local engine process)"
+        say(f"  agent {agent.value}: model {model}")
+    if local:
+        say(
+            "  to switch: AICHATS_MODEL=openai:<model> with OPENAI_BASE_URL"
+            " (OpenAI, Ollama, vLLM, llama.cpp's server), or AICHATS_MODEL=anthropic:<model>"
+        )
+    if settings.workers == 0:
+        say("  agent workers: none here (AICHATS_WORKERS=0): replies wait for an `aichats worker` process")
+    else:
+        per = "in each server process" if processes > 1 else "in this process"
+        say(f"  agent workers: {settings.workers} {per} (AICHATS_WORKERS)")
+    if _has_users(settings) is False:
+        say(f"  next: no user yet; run `aichats users create --with-key`, then sign in at {url} with the key it prints")
+    else:
+        say(f"  next: sign in at {url} with an API key (aichats keys create --user USER_ID)")
 
 
 @main.command()
@@ -153,10 +233,41 @@ def users_group() -> None:
 
 @users_group.command("create")
 @click.option("--id", "user_id", help="The new user's id (user_...); random if left out.")
+@click.option("--with-key", is_flag=True, help="Also create an API key for the user; prints it as the last line.")
+@click.option("--scopes", help="With --with-key: the key's comma-separated permissions (default: all).")
 @click.pass_context
-def users_create(ctx: click.Context, user_id: str | None) -> None:
-    """Create a user; prints its id as the last line."""
-    click.echo(_with_db(ctx, lambda db: users.create_user(db, user_id)))
+def users_create(ctx: click.Context, user_id: str | None, with_key: bool, scopes: str | None) -> None:
+    """Create a user; prints its id as the last line (with --with-key: the key's secret)."""
+    if not with_key:
+        if scopes is not None:
+            raise click.UsageError("--scopes goes with --with-key (for an existing user: aichats keys create)")
+        click.echo(_with_db(ctx, lambda db: users.create_user(db, user_id)))
+        return
+    wanted = _scopes_option(scopes)
+
+    async def create(db: Database) -> tuple[str, keys.KeyInfo, str]:
+        new_id = await users.create_user(db, user_id)
+        return new_id, *await keys.create_key(db, new_id, wanted)
+
+    new_id, info, secret = _with_db(ctx, create)
+    settings = _settings(ctx)
+    click.echo(f"created user {new_id}")
+    click.echo(f"sign in at {_url(settings.host, settings.port)} (once aichats serve runs) with the key below")
+    _show_key(info, secret)
+
+
+def _scopes_option(scopes: str | None) -> tuple[str, ...]:
+    try:
+        return keys.parse_scopes(scopes)
+    except ServiceError as error:
+        raise click.BadParameter(error.message, param_hint="--scopes") from None
+
+
+def _show_key(info: keys.KeyInfo, secret: str) -> None:
+    """What ``keys create`` prints: the key's record, then its secret, once, as the last line."""
+    click.echo(f"created {info.id} for {info.user_id} with scopes {','.join(info.scopes)}")
+    click.echo("store this key now; it cannot be shown again:")
+    click.echo(secret)
 
 
 @main.group("keys")
@@ -173,14 +284,9 @@ def keys_group() -> None:
 @click.pass_context
 def keys_create(ctx: click.Context, user_id: str, scopes: str | None) -> None:
     """Create an API key; prints the key, once, as the last line."""
-    try:
-        wanted = keys.parse_scopes(scopes)
-    except ServiceError as error:
-        raise click.BadParameter(error.message, param_hint="--scopes") from None
+    wanted = _scopes_option(scopes)
     info, secret = _with_db(ctx, lambda db: keys.create_key(db, user_id, wanted))
-    click.echo(f"created {info.id} for {info.user_id} with scopes {','.join(info.scopes)}")
-    click.echo("store this key now; it cannot be shown again:")
-    click.echo(secret)
+    _show_key(info, secret)
 
 
 @keys_group.command("list")

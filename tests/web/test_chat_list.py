@@ -74,7 +74,8 @@ def test_custom_cron_is_described_or_refused_before_saving(live_server: LiveServ
         expect(dialog.locator("#schedule-preview .error")).to_contain_text("not valid")
         dialog.get_by_label("Cron expression").fill("30 8 * * 1-5")
         dialog.get_by_label("Time zone").select_option("Asia/Tokyo")
-        expect(dialog.locator("#schedule-preview strong")).to_have_text("At 08:30 on Monday through Friday (Asia/Tokyo)")
+        described = "At 08:30 on Monday through Friday (Asia/Tokyo)"
+        expect(dialog.locator("#schedule-preview strong")).to_have_text(described)
         # The next runs are shown in the schedule's zone: 08:30 there.
         expect(dialog.locator("#schedule-preview li").first).to_contain_text("08:30")
         dialog.get_by_label("Prompt").fill("Morning brief")

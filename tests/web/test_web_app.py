@@ -74,6 +74,10 @@ def test_sign_in_chat_schedule_notify_delete(web_server: LiveServer, page: Page)
     assert len(partial) >= 2, f"the reply did not stream in: {watched['seen']}"
     assert all(reply["content"].startswith(text) for text in partial)
     expect(page.locator(".msg-assistant .msg-body")).to_have_text(reply["content"])
+    # The page says plainly that this is a small demo model, and how an operator switches.
+    expect(page.get_by_test_id("demo-model")).to_have_text("demo model")
+    expect(page.get_by_test_id("demo-note")).to_contain_text("built-in demo model")
+    expect(page.get_by_test_id("demo-note")).to_contain_text("AICHATS_MODEL=openai:<model>")
 
     # Token usage: per message and per chat, as the API counts it.
     usage = reply["usage"]

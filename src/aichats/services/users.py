@@ -12,6 +12,7 @@ from aichats.storage.schema import users
 
 _INSERT = sa.insert(users).values(id=sa.bindparam("id"), created_at=sa.bindparam("created_at"))
 _BY_ID = sa.select(users.c.id, users.c.created_at).where(users.c.id == sa.bindparam("id"))
+_ANY = sa.select(users.c.id).limit(1)
 
 
 async def create_user(db: Database, user_id: str | None = None) -> str:
@@ -30,3 +31,8 @@ async def create_user(db: Database, user_id: str | None = None) -> str:
 
 async def user_exists(db: Database, user_id: str) -> bool:
     return await db.fetch_one(_BY_ID, {"id": user_id}) is not None
+
+
+async def any_user(db: Database) -> bool:
+    """Whether the database has at least one user (a fresh install has none)."""
+    return await db.fetch_one(_ANY) is not None

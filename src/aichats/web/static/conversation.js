@@ -9,6 +9,11 @@ import { openSchedule } from "./schedule.js";
 import { emit, on } from "./state.js";
 
 const PAGE_SIZE = 50;
+// What a person should know about replies from the built-in local model.
+const DEMO_NOTE =
+  "This reply comes from the built-in demo model, a small local model (135M parameters): quick, offline, and often wrong. " +
+  "An operator switches every agent to a real model with one setting: AICHATS_MODEL=openai:<model> " +
+  "(OpenAI, Ollama, vLLM, llama.cpp's server) or AICHATS_MODEL=anthropic:<model>.";
 const EVENTS = ["message.created", "message.retried", "message.delta", "message.completed", "message.failed", "chat.updated"];
 
 /** The "new chat" screen: the first message creates the chat. */
@@ -262,6 +267,9 @@ class Conversation {
         { class: "msg-head" },
         h("span", { class: "msg-role" }, who),
         !mine && message.model ? h("span", {}, message.model) : null,
+        !mine && message.model && message.model.startsWith("local:")
+          ? h("span", { class: "tag", title: DEMO_NOTE, "data-testid": "demo-model" }, "demo model")
+          : null,
         timeEl(message.created_at),
       ),
       h("div", { class: "msg-body" }, message.content),
@@ -283,10 +291,18 @@ class Conversation {
           { class: "msg-foot" },
           h("span", { class: "usage", title: "Tokens: input, output, and blended (as billed)" },
             `${formatNumber(usage.input_tokens)} in · ${formatNumber(usage.output_tokens)} out · ${formatNumber(usage.blended_tokens)} tokens`),
+          this.demoNoteOn(message) ? h("p", { class: "hint", "data-testid": "demo-note" }, DEMO_NOTE) : null,
         )
         : null,
     );
     return li;
+  }
+
+  /** Whether ``message`` carries the demo-model note: the first local reply shown does, once. */
+  demoNoteOn(message) {
+    if (!message.model || !message.model.startsWith("local:")) return false;
+    this.demoNoteId ??= message.id;
+    return this.demoNoteId === message.id;
   }
 
   async send(text, attachments) {
