@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/eval.py [--model PATH.gguf ...] [--runs N]
+    .venv/bin/python bench/eval.py [--model PATH.gguf ...] [--runs N] [--long]
 
 For each GGUF file (default: the built-in SmolLM2-135M-Instruct), one engine process
 (``python -m aichats.agent.engine_process``, as :mod:`aichats.agent.engine` starts it)
@@ -12,12 +12,15 @@ serves every sampling config in turn:
   repeat_penalty 1.1);
 * ``after``: the current defaults, ``aichats.config.Settings().local_*`` (an
   ``AICHATS_LOCAL_*`` variable in the environment changes this row);
-* a few alternatives, so that a default can be picked (``--no-extra`` skips them).
+* a few alternatives (temperature 0 and 0.2, repeat_penalty 1.0, 1.05 and 1.1, those
+  not already a row), so that a default can be picked (``--no-extra`` skips them).
 
 Each prompt is sent with the ``support`` agent's system prompt, at most 128 tokens, four
 at a time (the engine's parallel slots). A config with temperature > 0 is run ``--runs``
 times (seeds 1..N) and scored by its mean; a greedy one once. Every answer is checked by
 a small function (a regex, case- and accent-insensitive, tolerant of surrounding words).
+``--long`` adds 8 open questions per config, at most 512 tokens, and counts the replies
+that run to the limit and how much of each repeats itself (a loop).
 
 See ``bench/README.md`` for what the figures mean. The engine is stopped at the end, on
 failure or Ctrl-C too. Exit status: 0 when every reply came back (whatever the scores),
@@ -36,7 +39,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +158,26 @@ PROMPTS: tuple[Prompt, ...] = (
 )
 assert len(PROMPTS) == 20
 
+# --long: open questions with no one answer, to see whether long replies loop.
+LONG_PROMPTS = (
+    "How do I reset my password?",
+    "My invoice shows a charge I don't recognise. What should I do?",
+    "Explain how to export my chat history.",
+    "Write a short apology email to a customer whose order arrived late.",
+    "What are some tips to keep my account secure?",
+    "Describe the steps to cancel a subscription.",
+    "Why is the app slow on my phone?",
+    "Tell me about your refund policy.",
+)
+LONG_MAX_TOKENS = 512
+
+
+def repeated_4grams(text: str) -> float:
+    """Share of the reply's word 4-grams that occur earlier in it: 0 for fresh text, near 1 for a loop."""
+    words = re.findall(r"\w+", text.casefold())
+    grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
 
 # ------------------------------------------------------------------ configs
 
@@ -183,17 +206,21 @@ class Config:
 
 
 def configs(settings: Settings, extra: bool) -> list[Config]:
+    """before, after, then the alternatives that are not already a row (after may be one)."""
     now = dict(top_p=settings.local_top_p, top_k=settings.local_top_k)
+    penalty = settings.local_repeat_penalty
     chosen = [
         Config("before", "old engine", 0.6, 0.9, 40, 1.1),
-        Config("after", "Settings()", settings.local_temperature, repeat_penalty=settings.local_repeat_penalty, **now),
+        Config("after", "Settings()", settings.local_temperature, repeat_penalty=penalty, **now),
     ]
     if extra:
-        chosen += [
-            Config("t0.2", "alternative", 0.2, repeat_penalty=settings.local_repeat_penalty, **now),
-            Config("t0 rp1.0", "alternative", 0.0, repeat_penalty=1.0, **now),
-            Config("t0.2 rp1.0", "alternative", 0.2, repeat_penalty=1.0, **now),
-        ]
+        for temperature, repeat_penalty in ((0.2, penalty), (0.0, 1.0), (0.0, 1.05), (0.0, 1.1), (0.2, 1.0)):
+            config = Config(
+                f"t{temperature:g} rp{repeat_penalty:.2f}".removesuffix("0"), "alternative", temperature,
+                repeat_penalty=repeat_penalty, **now,
+            )  # fmt: skip
+            if all(config.body(0) != other.body(0) for other in chosen):
+                chosen.append(config)
     return chosen
 
 
@@ -222,7 +249,8 @@ def engine(path: str, workdir: Path, parallel: int, threads: int | None) -> Iter
                 raise BenchError(f"the engine did not load {path} within {READY_TIMEOUT:.0f} s:\n{log_tail(log)}")
         line = process.stdout.readline().decode(errors="replace").strip()
         if not line.startswith("READY "):
-            process.wait(timeout=10)
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
             raise BenchError(f"the engine could not load {path} (status {process.returncode}):\n{log_tail(log)}")
         yield line.removeprefix("READY "), time.perf_counter() - started
     finally:
@@ -248,16 +276,20 @@ class Result:
     truncated: int = 0  # replies cut at max_tokens
     seconds: float = 0.0
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (run, prompt, reply)
+    long: list[tuple[int, bool, float]] = field(default_factory=list)  # --long: (tokens, cut, repeated 4-grams)
 
     @property
     def mean(self) -> float:
         return statistics.fmean(self.scores)
 
 
-def ask(client: httpx2.Client, url: str, system: str, prompt: Prompt, sampling: dict) -> tuple[str, int, str]:
+def ask(
+    client: httpx2.Client, url: str, system: str, text: str, sampling: dict, max_tokens: int = MAX_TOKENS
+) -> tuple[str, int, str]:
+    """One reply: (text, completion tokens, finish reason)."""
     body = {
-        "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt.text}],
-        "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
+        "max_tokens": max_tokens,
         "stream": False,
         **sampling,
     }
@@ -268,10 +300,10 @@ def ask(client: httpx2.Client, url: str, system: str, prompt: Prompt, sampling: 
         choice = answer["choices"][0]
         return choice["message"]["content"] or "", answer["usage"]["completion_tokens"], choice.get("finish_reason")
     except (httpx2.HTTPError, KeyError, IndexError, ValueError) as error:
-        raise BenchError(f"prompt {prompt.name!r}: the engine's answer failed: {error!r}") from error
+        raise BenchError(f"prompt {text[:40]!r}: the engine's answer failed: {error!r}") from error
 
 
-def evaluate(url: str, config: Config, runs: int, system: str, concurrency: int) -> Result:
+def evaluate(url: str, config: Config, runs: int, system: str, concurrency: int, long: bool = False) -> Result:
     runs = runs if config.sampled else 1
     result = Result(config, runs, passed={prompt.name: 0 for prompt in PROMPTS}, scores=[0] * runs)
     jobs = [(run, prompt) for run in range(runs) for prompt in PROMPTS]
@@ -280,7 +312,10 @@ def evaluate(url: str, config: Config, runs: int, system: str, concurrency: int)
     pool = ThreadPoolExecutor(concurrency)
     started = time.perf_counter()
     try:
-        futures = [pool.submit(ask, client, url, system, prompt, config.body(seed=run + 1)) for run, prompt in jobs]
+        futures = [pool.submit(ask, client, url, system, prompt.text, config.body(run + 1)) for run, prompt in jobs]
+        if long:  # once, with the first run's seed
+            sampling = config.body(seed=1)
+            extra = [pool.submit(ask, client, url, system, text, sampling, LONG_MAX_TOKENS) for text in LONG_PROMPTS]
         for (run, prompt), future in zip(jobs, futures, strict=True):
             reply, tokens, finish = future.result()
             result.tokens.append(tokens)
@@ -290,6 +325,10 @@ def evaluate(url: str, config: Config, runs: int, system: str, concurrency: int)
                 result.scores[run] += 1
             else:
                 result.failures.append((run + 1, prompt.name, reply))
+        if long:
+            for future in extra:
+                reply, tokens, finish = future.result()
+                result.long.append((tokens, finish == "length", repeated_4grams(reply)))
     finally:
         # On failure or Ctrl-C, no waiting for the replies in flight: stopping the engine ends them.
         pool.shutdown(wait=False, cancel_futures=True)
@@ -314,16 +353,21 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -
 
 def report(results: list[Result]) -> None:
     print()
+    long = bool(results[0].long)
     header = ["config", "", "temp", "top_p", "top_k", "rep", "runs", "score /20 per run", "mean"]
-    header += ["tok/reply", "cut", "wall s"]
+    header += ["tok/reply", "cut", *(["long cut", "long tok", "long rep4"] if long else []), "wall s"]
     rows = []
     for result in results:
         config = result.config
-        rows.append([
+        row = [
             config.name, config.note, f"{config.temperature:g}", f"{config.top_p:g}", str(config.top_k),
             f"{config.repeat_penalty:g}", str(result.runs), " ".join(map(str, result.scores)), f"{result.mean:.1f}",
-            f"{statistics.fmean(result.tokens):.0f}", str(result.truncated), f"{result.seconds:.1f}",
-        ])  # fmt: skip
+            f"{statistics.fmean(result.tokens):.0f}", str(result.truncated),
+        ]  # fmt: skip
+        if long:
+            tokens, cut, repeated = zip(*result.long, strict=True)
+            row += [f"{sum(cut)}/{len(cut)}", f"{statistics.fmean(tokens):.0f}", f"{statistics.fmean(repeated):.0%}"]
+        rows.append([*row, f"{result.seconds:.1f}"])
     table(header, rows, left=2)
     print("\n  per prompt: runs passed / runs")
     header = ["prompt", "expects", *(result.config.name for result in results)]
@@ -354,6 +398,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-extra", action="store_true", help="only the before and after configs")
     parser.add_argument("--parallel", type=int, default=4, help="requests in flight, and engine slots (default 4)")
     parser.add_argument("--threads", type=int, help="CPU threads of the engine (default: one per core)")
+    parser.add_argument(
+        "--long", action="store_true",
+        help=f"also {len(LONG_PROMPTS)} open questions per config (max {LONG_MAX_TOKENS} tokens): do replies loop?",
+    )  # fmt: skip
     parser.add_argument("--show-failures", action="store_true", help="print every reply that failed its check")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.parallel < 1:
@@ -378,7 +426,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             print(f"  engine ready in {loaded:.1f} s at {url}", flush=True)
             results = []
             for config in chosen:
-                result = evaluate(url, config, args.runs, system, args.parallel)
+                result = evaluate(url, config, args.runs, system, args.parallel, args.long)
                 print(f"  {config.name}: {result.mean:.1f}/20 in {result.seconds:.1f} s", flush=True)
                 results.append(result)
         report(results)

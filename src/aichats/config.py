@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     )
     local_top_k: int = Field(40, ge=0, le=1000, description="Top-k sampling of the local model (0: off).")
     local_repeat_penalty: float = Field(
-        1.1, ge=1, le=2, description="Penalty on tokens the local model repeats (1: none)."
+        1.05, ge=1, le=2, description="Penalty on tokens the local model repeats (1: none)."
     )
     model_support: str | None = Field(None, description="Model of the `support` agent (default: `AICHATS_MODEL`).")
     model_general: str | None = Field(None, description="Model of the `general` agent (default: `AICHATS_MODEL`).")

@@ -1,4 +1,4 @@
-"""The real local model (SmolLM2-135M on llama.cpp) answering through a real server.
+"""The real local model (SmolLM2-135M in the local engine) answering through a real server.
 
 The reply is followed on the chat's server-sent events, as a client would, and checked
 against what the messages API and the chat report afterwards; a stream resumed with
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from aichats.config import Settings
 from tests.conftest import LiveServer
 from tests.e2e_agent.support import (
     LOCAL_MODEL,
@@ -133,7 +134,7 @@ def test_follow_up_with_local_model_carries_history(local_server: LiveServer) ->
 
 
 def test_longest_accepted_message_is_cut_to_fit_the_context(local_server: LiveServer) -> None:
-    """The API accepts 32,000 characters; the local model's window is 2,048 tokens. The
+    """The API accepts 32,000 characters; the local model's window is 4,096 tokens. The
     message being answered must be cut to fit, not make the reply fail."""
     text = " ".join(str(i % 10) for i in range(15_000))  # 29,999 characters, about 2 per token
     with local_server.client(local_server.account()) as api:
@@ -142,4 +143,5 @@ def test_longest_accepted_message_is_cut_to_fit_the_context(local_server: LiveSe
         assert user["content"] == text  # stored whole; only the prompt is cut
         reply = reply_to(api, chat["id"], user["id"], timeout=60)
         assert reply["status"] == "completed", reply["error"]
-        assert 0 < reply["usage"]["input_tokens"] <= 2048 - reply["usage"]["output_tokens"]
+        window = Settings().local_context_tokens
+        assert window // 2 < reply["usage"]["input_tokens"] <= window - reply["usage"]["output_tokens"]

@@ -137,10 +137,13 @@ class Engine:
         relay = asyncio.create_task(self._relay(process))
         loaded = False
         assert process.stdout is not None
-        line = (await process.stdout.readline()).decode(errors="replace").strip()
+        while line := (await process.stdout.readline()).decode(errors="replace"):
+            if line.startswith("READY "):
+                break
+            log.info("engine: %s", line.rstrip())
         if line.startswith("READY "):
             loaded = True
-            self._address = line.removeprefix("READY ")
+            self._address = line.removeprefix("READY ").strip()
             self._failure = None
             log.info("local engine %d serves %s at %s", process.pid, self.path, self._address)
             self._signal_change()
