@@ -62,8 +62,8 @@ def serve(database_url: str, directory: Path, env: dict[str, str]) -> Iterator[L
 
 @pytest.fixture(scope="module")
 def web_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """``aichats serve`` as the Quick start runs it: one in-process worker and the built-in
-    local model, on a database of its own (so its worker answers only these tests' chats)."""
+    """``aichats serve`` with the built-in local model, on a database of its own (so its
+    worker answers only these tests' chats), and one in-process worker: replies in order."""
     directory = tmp_path_factory.mktemp("web")
     env = {"AICHATS_WORKERS": "1", "AICHATS_MODEL": "local:smollm2-135m", "AICHATS_MAX_OUTPUT_TOKENS": "96"}
     with fresh_database(backend_of(database_url), directory) as url:

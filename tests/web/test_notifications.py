@@ -14,10 +14,11 @@ from tests.web.conftest import backend_of, new_account, serve, sign_in
 
 @pytest.fixture(scope="module")
 def echo_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """Instant replies (``test:echo``), on a database of its own."""
+    """Instant replies (``test:echo``), on a database of its own. One worker: the replies,
+    and so their notifications, come in the order the chats were created."""
     directory = tmp_path_factory.mktemp("web-echo")
     with fresh_database(backend_of(database_url), directory) as url:
-        yield from serve(url, directory, {"AICHATS_MODEL": "test:echo"})
+        yield from serve(url, directory, {"AICHATS_MODEL": "test:echo", "AICHATS_WORKERS": "1"})
 
 
 def test_older_notifications_load_on_demand(echo_server: LiveServer, page: Page) -> None:
