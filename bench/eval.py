@@ -299,6 +299,10 @@ def ask(
         answer = response.json()
         choice = answer["choices"][0]
         return choice["message"]["content"] or "", answer["usage"]["completion_tokens"], choice.get("finish_reason")
+    except httpx2.TimeoutException as error:
+        raise BenchError(
+            f"prompt {text[:40]!r}: no reply within {REPLY_TIMEOUT:.0f} s; is the machine busy (another engine)?"
+        ) from error
     except (httpx2.HTTPError, KeyError, IndexError, ValueError) as error:
         raise BenchError(f"prompt {text[:40]!r}: the engine's answer failed: {error!r}") from error
 

@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python3 bench/install.py
+    .venv/bin/python bench/install.py
 
 1. **Plain pip**: ``pip install .`` of a fresh copy of this checkout (``git clone``)
    into a fresh venv, with an empty pip cache. Timed; pip's log is read for any package
@@ -130,7 +130,7 @@ def quick_start(workdir: Path) -> tuple[float, float, list[str], str]:
             if messages[-1]["status"] in ("completed", "failed"):
                 break
             if time.perf_counter() - asked > 60:
-                raise BenchError("no reply within 60 s")
+                raise BenchError(f"no reply within 60 s: {messages[-1]}\n{log_tail(log)}")
             time.sleep(0.1)
         reply = messages[-1]
         if reply["status"] != "completed":

@@ -60,7 +60,10 @@ class Settings(BaseSettings):
         4096, ge=512, le=131_072, description="Context window of each of the local engine's slots, in tokens."
     )
     local_threads: int | None = Field(
-        None, ge=1, le=1024, description="CPU threads of the local engine (default: one per core)."
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads of the local engine (default: one per core, less one for the API and database).",
     )
     local_temperature: float = Field(
         0.0, ge=0, le=2, description="Sampling temperature of the local model (0: always the likeliest token)."
