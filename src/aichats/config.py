@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=1024,
-        description="CPU threads of the local engine (default: one per core, less one for the API and database).",
+        description="CPU threads of the local engine (default: one per core).",
     )
     local_temperature: float = Field(
         0.0, ge=0, le=2, description="Sampling temperature of the local model (0: always the likeliest token)."

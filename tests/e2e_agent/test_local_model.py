@@ -141,7 +141,7 @@ def test_longest_accepted_message_is_cut_to_fit_the_context(local_server: LiveSe
         chat = create_chat(api, text)
         user = messages_of(api, chat["id"])[0]
         assert user["content"] == text  # stored whole; only the prompt is cut
-        reply = reply_to(api, chat["id"], user["id"], timeout=60)
+        reply = reply_to(api, chat["id"], user["id"], timeout=150)  # a 4,000-token prompt to read
         assert reply["status"] == "completed", reply["error"]
         window = Settings().local_context_tokens
         assert window // 2 < reply["usage"]["input_tokens"] <= window - reply["usage"]["output_tokens"]

@@ -25,10 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="the GGUF file")
     parser.add_argument("--parallel", type=int, default=4, help="sequences decoded at once")
     parser.add_argument("--context", type=int, default=4096, help="context tokens of each sequence")
-    # One core is left to the API and the database: llama.cpp's threads spin at every step's
-    # barrier, and one that loses its core to another process stalls the step (measured on
-    # 2 cores: a reply 10 to 30 times slower while something else keeps one core busy).
-    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1) - 1))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--verbosity", type=int, default=1, help="llama.cpp's log level (1: errors)")
     args = parser.parse_args(argv)
 
