@@ -172,7 +172,13 @@ def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     own tests use ``agent_server``.
     """
     directory = tmp_path_factory.mktemp("server")
-    env = {"AICHATS_WORKERS": "0", "AICHATS_FILES_DIR": str(directory / "files")}
+    # Every test talks from 127.0.0.1 and some send bad keys on purpose: a session's worth
+    # must not reach the failed-authentication limit (tests/api/test_auth_limit.py tests it).
+    env = {
+        "AICHATS_WORKERS": "0",
+        "AICHATS_FILES_DIR": str(directory / "files"),
+        "AICHATS_AUTH_FAILURES_PER_MINUTE": "10000",
+    }
     server = start_server(database_url, directory / "serve.log", env)
     yield server
     stop_server(server)

@@ -57,13 +57,31 @@ def main(ctx: click.Context, database_url: str | None) -> None:
     ctx.obj = {"settings": settings}
 
 
+def _renamed_workers(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    """``serve --workers`` was the number of server processes, a name ``AICHATS_WORKERS`` (agent
+    workers) also has: it is refused, saying which of the two is which."""
+    if value is not None:
+        raise click.UsageError(
+            f"--workers is now --processes: use --processes {value} for {value} server processes."
+            " Agent workers (in each process) are set by AICHATS_WORKERS.",
+            ctx,
+        )
+
+
 @main.command()
 @click.option("--host", help="Interface to listen on (AICHATS_HOST, default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (AICHATS_PORT, default 8000).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Server processes.")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server (uvicorn) processes; each runs AICHATS_WORKERS agent workers.",
+)
+@click.option("--workers", type=int, hidden=True, expose_value=False, callback=_renamed_workers)
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, workers: int, access_log: bool) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, processes: int, access_log: bool) -> None:
     """Run the HTTP service (uvicorn), after applying database migrations."""
     import os
 
@@ -74,7 +92,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int, 
     port = settings.port if port is None else port
     if settings.migrate_on_start:
         migrate.upgrade(settings.database_url)
-    _startup_summary(settings, host, port, workers)
+    _startup_summary(settings, host, port, processes)
     # Worker processes rebuild settings from the environment: pass the URL along.
     os.environ["AICHATS_DATABASE_URL"] = settings.database_url
     uvicorn.run(
@@ -82,7 +100,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int, 
         factory=True,
         host=host,
         port=port,
-        workers=workers,
+        workers=processes,
         loop="uvloop",
         http="httptools",
         access_log=access_log,
@@ -158,8 +176,8 @@ def _startup_summary(settings: Settings, host: str, port: int, processes: int) -
     if settings.workers == 0:
         say("  agent workers: none here (AICHATS_WORKERS=0): replies wait for an `aichats worker` process")
     else:
-        per = "in each server process" if processes > 1 else "in this process"
-        say(f"  agent workers: {settings.workers} {per} (AICHATS_WORKERS)")
+        per = f"in each of the {processes} server processes" if processes > 1 else "in this process"
+        say(f"  agent workers: {settings.workers} {per} (AICHATS_WORKERS{'; --processes' if processes > 1 else ''})")
     if _has_users(settings) is False:
         say(f"  next: no user yet; run `aichats users create --with-key`, then sign in at {url} with the key it prints")
     else:
@@ -203,19 +221,43 @@ def scheduler_group() -> None:
 
 @scheduler_group.command("tick")
 @click.option("--at", "at", help="Run the pass as of this ISO 8601 instant (default: now).")
+@click.option(
+    "--next",
+    "next_due",
+    is_flag=True,
+    help="Run the pass as of the instant the next active schedule is due: try a schedule out without waiting.",
+)
 @click.pass_context
-def scheduler_tick(ctx: click.Context, at: str | None) -> None:
-    """Perform one scheduling pass: queue a turn for every schedule due; prints how many."""
+def scheduler_tick(ctx: click.Context, at: str | None, next_due: bool) -> None:
+    """Perform one scheduling pass: queue a turn for every schedule due; prints how many,
+    and when nothing fired, when the next schedule is due."""
     from aichats.clock import parse_iso
     from aichats.scheduling import scheduler
 
+    if at and next_due:
+        raise click.UsageError("use --at or --next, not both")
     try:
         now = parse_iso(at) if at else None
     except ValueError:
         raise click.BadParameter("not an ISO 8601 instant", param_hint="--at") from None
     settings = _settings(ctx)
-    result = _with_db(ctx, lambda db: scheduler.tick(db, max_in_flight=settings.schedule_max_in_flight, now=now))
-    click.echo(f"fired {result.fired}" + (" (in-flight limit reached)" if result.skipped_for_limit else ""))
+
+    async def run(db: Database) -> tuple[scheduler.Tick, int | None, int | None]:
+        at_ms = await scheduler.next_due(db) if next_due else now
+        if next_due and at_ms is None:
+            return scheduler.Tick(0, skipped_for_limit=False), None, None
+        result = await scheduler.tick(db, max_in_flight=settings.schedule_max_in_flight, now=at_ms)
+        return result, at_ms, (await scheduler.next_due(db) if result.fired == 0 else None)
+
+    result, as_of, following = _with_db(ctx, run)
+    line = f"fired {result.fired}"
+    if next_due and as_of is not None:
+        line += f" as of {isoformat_ms(as_of)}"
+    if result.skipped_for_limit:
+        line += " (in-flight limit reached)"
+    elif result.fired == 0:  # say why: a past --at, or nothing due yet
+        line += f" (next schedule due at {isoformat_ms(following)})" if following else " (no active schedule)"
+    click.echo(line)
 
 
 @main.command("migrate")

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
         10, ge=1, le=1000, description="Connections each server process keeps to PostgreSQL."
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted; larger ones get 413.")
+    auth_failures_per_minute: int = Field(
+        10,
+        ge=0,
+        description=(
+            "Failed authentications (bad or revoked API keys, failed web sign-ins) each client address may make "
+            "in a burst, refilled at this many a minute; past it, 429 with `Retry-After` (0: no limit)."
+        ),
+    )
     idempotency_ttl_seconds: int = Field(
         86_400,
         ge=60,
@@ -103,7 +111,11 @@ class Settings(BaseSettings):
         ),
     )
     workers: int = Field(
-        4, ge=0, description="Agent turns `aichats serve` runs at once, in-process (0: no workers, no scheduler)."
+        4,
+        ge=0,
+        description=(
+            "Agent turns `aichats serve` runs at once, in each of its `--processes` (0: no workers, no scheduler)."
+        ),
     )
     run_lease_seconds: float = Field(
         30.0,
@@ -133,7 +145,11 @@ class Settings(BaseSettings):
     )
 
     webhooks_allow_private_urls: bool = Field(
-        False, description="Allow webhook URLs that resolve to private, loopback or link-local addresses."
+        False,
+        description=(
+            "Allow webhook URLs that resolve to non-public addresses (private, loopback, link-local...); "
+            "the URL's syntax is checked all the same."
+        ),
     )
     webhook_retry_seconds: list[float] = Field(
         [5, 300, 1800, 7200, 18000, 36000, 36000],

@@ -38,3 +38,18 @@ def new_id(prefix: str, length: int = RANDOM_LENGTH) -> str:
 def looks_like(prefix: str, value: str, max_length: int = 64) -> bool:
     """Whether ``value`` has the shape of an id of type ``prefix``."""
     return len(value) <= max_length and re.fullmatch(prefix + r"_[A-Za-z0-9]+", value) is not None
+
+
+MAX_BIGINT = 2**63 - 1  # every pk, event id and millisecond instant is a BIGINT on both databases
+
+
+def parse_bigint(text: str) -> int | None:
+    """``text`` as a non-negative BIGINT, or None: ASCII digits only and at most
+    ``MAX_BIGINT``. ``int`` alone also takes ``-1``, ``+1``, ``1_0``, `` 1`` and other
+    scripts' digits, and ``str.isdigit`` takes ``²``, which ``int`` refuses; a value past
+    ``MAX_BIGINT`` would overflow the databases' integers (a 500)."""
+    # 19 digits hold MAX_BIGINT; the length check keeps int() away from huge strings.
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        return None
+    value = int(text)
+    return value if value <= MAX_BIGINT else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 
 from aichats import clock
@@ -68,6 +71,30 @@ async def test_text_attachments_are_inlined(db: Database, tmp_path) -> None:
     body = sent[-1].content
     assert body.startswith("see files") and "[Attached file notes.txt]\n0123456789\n[... cut" in body
     assert "[Attached file chart.png (image/png, 4 bytes)]" in body
+
+
+async def test_uploads_are_written_off_the_event_loop(db: Database, tmp_path) -> None:
+    """An upload (up to 10 MB) is hashed and written in a worker thread: the loop keeps serving.
+    The interpreter's own audit events say which thread opened the file (a hook cannot be
+    removed, so it only looks under this test's directory)."""
+    opened: list[tuple[str, threading.Thread]] = []
+    watched = str(tmp_path)
+
+    def audit(event: str, args: tuple) -> None:
+        if event == "open" and str(args[0]).startswith(watched):
+            opened.append((str(args[0]), threading.current_thread()))
+
+    sys.addaudithook(audit)
+    user_id = await users.create_user(db)
+    record = await files.save_upload(
+        db, files_dir=watched, max_bytes=11 * 2**20, user_id=user_id, filename="big.txt",
+        content_type="text/plain", data=b"x" * (10 * 2**20),
+    )  # fmt: skip
+    assert record["size"] == 10 * 2**20
+    assert (tmp_path / record["id"]).stat().st_size == 10 * 2**20
+    loop_thread = threading.current_thread()
+    assert opened, "the upload was not written under files_dir"
+    assert all(thread is not loop_thread for _, thread in opened), opened
 
 
 def test_model_specs() -> None:

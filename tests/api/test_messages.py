@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
 import httpx2
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from aichats.api.schemas import File, MessageList
+from aichats.services import events
+from aichats.storage import database
+from aichats.storage.schema import ai_chats
 from tests.api.test_ai_chats import assert_error, create
-from tests.conftest import LiveServer
+from tests.conftest import Account, LiveServer
 
 
 def upload(
@@ -82,11 +91,50 @@ def test_files(live_server: LiveServer, api: httpx2.Client) -> None:
     assert_error(upload(api, b"x" * (10_485_760 + 1)), 413, "payload_too_large")
 
 
-@pytest.mark.parametrize("last_event_id", ["abc", "-1"])
+def test_large_uploads_are_parsed_as_they_arrive(api: httpx2.Client) -> None:
+    """A file of exactly the limit is taken whole; a body past the cap without a
+    Content-Length (chunked) is cut off with a 413 while it streams."""
+    limit = 10_485_760
+    response = upload(api, b"y" * limit, "big.txt")
+    assert response.status_code == 201, response.text
+    assert response.json()["size"] == limit
+
+    boundary = "aichats-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="huge.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+
+    def chunked() -> Iterator[bytes]:
+        yield head
+        for _ in range(12):  # 12 MiB, in 1 MiB chunks
+            yield b"z" * 2**20
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    assert_error(api.post("/files", content=chunked(), headers=headers), 413, "payload_too_large")
+    assert_error(api.post("/files", content=b"--x\r\n", headers=headers), 400, "bad_request")
+
+
+BAD_EVENT_IDS = ["abc", "-1", "\u00b2", "1\u00b2", "\u0661", "1e3", " 1", "+1", str(2**63), "9" * 5000]
+
+
+@pytest.mark.parametrize("last_event_id", BAD_EVENT_IDS)
 def test_bad_last_event_id(api: httpx2.Client, last_event_id: str) -> None:
+    """Only ASCII digits up to 2^63 - 1: anything else (even what ``str.isdigit`` takes, or an
+    id past the database's BIGINT) is a 422 before the stream starts, never a 500 or a cut stream."""
     chat = create(api)
-    response = api.get(f"/ai_chats/{chat['id']}/events", headers={"Last-Event-ID": last_event_id})
-    assert_error(response, 422, "invalid_request", "Last-Event-ID")
+    path = f"/ai_chats/{chat['id']}/events"
+    assert_error(api.get(path, params={"after": last_event_id}), 422, "invalid_request", "Last-Event-ID")
+    if last_event_id == last_event_id.strip():  # a header value has no surrounding spaces
+        response = api.get(path, headers={b"Last-Event-ID": last_event_id.encode()})  # UTF-8 bytes, as sent
+        assert_error(response, 422, "invalid_request", "Last-Event-ID")
+
+
+def test_largest_event_id_is_accepted(api: httpx2.Client) -> None:
+    chat = create(api)
+    with api.stream("GET", f"/ai_chats/{chat['id']}/events", params={"after": str(2**63 - 1)}, timeout=5) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
 
 
 def test_events_replay_from_the_start_and_resume(api: httpx2.Client) -> None:
@@ -136,3 +184,89 @@ def test_only_failed_replies_can_be_retried(live_server: LiveServer, api: httpx2
         assert_error(reader.post(path.format(pending["id"])), 403, "forbidden", "ai_chat:create")
     assert api.get(f"/ai_chats/{chat['id']}/messages").json()["data"] == [user, pending]  # nothing changed
     assert len(api.get(f"/ai_chats/{chat['id']}/runs").json()["data"]) == 1
+
+
+def add_events(database_url: str, chat_id: str, count: int) -> None:
+    """Append ``count`` events to a chat directly, in one transaction (as writers do)."""
+
+    async def run() -> None:
+        db = await database.connect(database_url, pool_size=1)
+        try:
+            chat = await db.fetch_one(
+                sa.select(ai_chats.c.pk).where(ai_chats.c.id == sa.bindparam("id")), {"id": chat_id}
+            )
+            assert chat is not None
+            async with db.transaction() as tx:
+                for n in range(count):
+                    await events.append(tx, chat["pk"], events.CHAT_UPDATED, {"n": n})
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
+def test_events_replay_flows_past_a_page(live_server: LiveServer, api: httpx2.Client) -> None:
+    """A stream read from the start sends every stored event, page after page, without
+    waiting between pages (it once sent 500, then waited for the next wakeup: 15 s)."""
+    chat = create(api)
+    add_events(live_server.database_url, chat["id"], 2_000)
+    ids: list[int] = []
+    started = time.monotonic()
+    with api.stream("GET", f"/ai_chats/{chat['id']}/events", timeout=5) as response:
+        for line in response.iter_lines():
+            if line.startswith("id:"):
+                ids.append(int(line[3:]))
+                if len(ids) == 2_001:
+                    break
+    elapsed = time.monotonic() - started
+    assert ids == sorted(set(ids)) and len(ids) == 2_001  # the first message, then the 2,000 added
+    assert elapsed < 3, f"the replay took {elapsed:.1f} s: it waited between pages"
+
+
+class OpenStream(threading.Thread):
+    """Reads a server-sent event stream in the background until the server ends it."""
+
+    def __init__(self, live_server: LiveServer, account: Account, path: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers = live_server.api + path, account.headers
+        self.started, self.ended = threading.Event(), threading.Event()
+        self.ended_at = 0.0
+        self.cut = False  # the connection broke (say, the server stopped) instead of ending
+
+    def run(self) -> None:
+        try:
+            with httpx2.stream("GET", self.url, headers=self.headers, timeout=30) as response:
+                assert response.status_code == 200
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        self.started.set()
+        except httpx2.TransportError:
+            self.cut = True
+        self.ended_at = time.monotonic()
+        self.ended.set()
+
+
+def test_revoking_a_key_ends_its_open_streams(live_server: LiveServer) -> None:
+    """A key revoked by the CLI (another process) ends the chat and notification streams it
+    opened within a second or two; other keys' streams go on; it cannot open new ones."""
+    account, other = live_server.account(), live_server.account()
+    with live_server.client(account) as api, live_server.client(other) as other_api:
+        chat, other_chat = create(api), create(other_api)
+        streams = [
+            OpenStream(live_server, account, f"/ai_chats/{chat['id']}/events"),
+            OpenStream(live_server, account, "/notifications/events"),
+        ]
+        bystander = OpenStream(live_server, other, f"/ai_chats/{other_chat['id']}/events")
+        for stream in [*streams, bystander]:
+            stream.start()
+            assert stream.started.wait(10)
+        key_id = live_server.cli("keys", "list", "--user", account.user_id).stdout.split("\t", 1)[0]
+        assert live_server.cli("keys", "revoke", key_id).stdout.strip() == f"revoked {key_id}"
+        revoked_at = time.monotonic()
+        for stream in streams:
+            assert stream.ended.wait(5), "the revoked key's stream is still open"
+            assert not stream.cut  # the server ended it
+            assert stream.ended_at - revoked_at < 2.5
+        assert not bystander.ended.is_set()
+        assert_error(api.get(f"/ai_chats/{chat['id']}/events"), 401, "unauthorized")
+        assert_error(api.get("/notifications/events"), 401, "unauthorized")

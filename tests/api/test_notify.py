@@ -41,8 +41,107 @@ def wait_for(check, seconds: float = 15.0):  # type: ignore[no-untyped-def]
 
 def test_private_webhook_urls_are_refused_by_default(api: httpx2.Client) -> None:
     response = api.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["notification.created"]})
-    assert_error(response, 422, "invalid_request", "private or loopback")
+    assert_error(response, 422, "invalid_request", "AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS")
     assert api.get("/webhooks").json() == {"data": []}
+
+
+# Every address spelling the SSRF review tried: none may reach a non-public address.
+NOT_PUBLIC = [
+    "http://127.0.0.1/",
+    "http://localhost:8000/",
+    "http://10.0.0.1/",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://0.0.0.0/",
+    "http://100.64.0.1/",  # shared address space (carrier-grade NAT)
+    "http://224.0.0.1/",  # multicast
+    "http://240.0.0.1/",  # reserved
+    "http://255.255.255.255/",
+    "http://192.0.2.1/",  # documentation
+    "http://2130706433/",  # decimal 127.0.0.1
+    "http://0x7f.1/",  # hex and short form
+    "http://0x7f000001/",
+    "http://017700000001/",  # octal
+    "http://0177.0.0.1/",
+    "http://127.1/",
+    "http://0251.0376.0251.0376/",  # octal 169.254.169.254
+    "http://[::1]/",
+    "http://[::]/",
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
+    "http://[fec0::1]/",  # site-local
+    "http://[ff02::1]/",  # multicast
+    "http://[2001:db8::1]/",  # documentation
+    "http://[::ffff:127.0.0.1]/",  # IPv4-mapped
+    "http://[::ffff:7f00:1]/",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[::127.0.0.1]/",  # IPv4-compatible
+    "http://[::8.8.8.8]/",
+    "http://[::ffff:0:7f00:1]/",  # IPv4-translated
+    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64
+    "http://[64:ff9b::7f00:1]/",
+    "http://[64:ff9b:1::a9fe:a9fe]/",  # local-use NAT64
+    "http://[2002:a9fe:a9fe::]/",  # 6to4
+    "http://[2002:7f00:1::]/",
+    "http://[2001::1]/",  # Teredo
+]
+MALFORMED = [
+    "http://8.8.8.8:0/",
+    "http://8.8.8.8:99999/",
+    "http://8.8.8.8:abc/",
+    "http://8.8.8.8:-1/",
+    f"http://{'a' * 64}.example.com/",
+    "http://a..b/",
+    "http://.example.com/",
+    "http://-a.example.com/",
+    "http://a_b!.example.com/",
+    "http://exa%20mple.com/",
+    "http://[::1/",
+    "http://[zz]/",
+    "http://[1.2.3.4]/",
+    "http://[fe80::1%25eth0]/",
+    "http://1.2.3.4.5/",
+    "http://256.1.1.1/",
+    "http://1.2.3.09/",
+    "http://example.123/",
+    "http://exa\u0001mple.com/",
+    "http://example.com/\u0001",
+    "http://example.com/\u007f",
+    "http://exa mple.com/",
+    "http://example.com/a b",
+    "http://example.com\t/",
+    " http://example.com/",
+    "http://example.com/\n",
+    "http://example.com/\u200b",
+    "http://example.com/\u2028",
+    "ftp://example.com/",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:70/",
+    "http:///x",
+    "http:/x",
+    "//example.com/",
+    "http://:80/",
+]
+
+
+@pytest.mark.parametrize("url", NOT_PUBLIC + MALFORMED)
+def test_outbound_url_rule_refuses_every_spelling(api: httpx2.Client, url: str) -> None:
+    """The table of issue 10: each refused with 422 in the envelope, and nothing stored."""
+    response = api.post("/webhooks", json={"url": url, "events": ["notification.created"]})
+    assert_error(response, 422, "invalid_request")
+    assert api.get("/webhooks").json() == {"data": []}
+
+
+def test_allowing_private_urls_skips_only_the_address_check(working_server: LiveServer) -> None:
+    with working_server.client(working_server.account()) as api:
+        for url in MALFORMED:
+            response = api.post("/webhooks", json={"url": url, "events": ["notification.created"]})
+            assert response.status_code == 422, (url, response.text)
+        assert api.get("/webhooks").json() == {"data": []}
+        for url in ("http://127.0.0.1:9/hook", "http://[::ffff:127.0.0.1]:9/", "http://0x7f.1:9/", "http://localhost/"):
+            response = api.post("/webhooks", json={"url": url, "events": ["notification.created"]})
+            assert response.status_code == 201, (url, response.text)
 
 
 def test_reply_notifies_badges_and_delivers_a_signed_webhook(working_server: LiveServer) -> None:
@@ -160,3 +259,26 @@ def test_notifications_stream_needs_read_scope(live_server: LiveServer) -> None:
     with live_server.client(live_server.account(scopes="ai_chat:create")) as writer:
         assert_error(writer.get("/notifications/events"), 403, "forbidden", "ai_chat:read")
     assert_error(httpx2.get(live_server.api + "/notifications/events"), 401, "unauthorized")
+
+
+def test_a_deleted_chats_notifications_leave_the_bell_and_the_list(working_server: LiveServer) -> None:
+    """The bell (``unread_count``), the badges' ``total``, the list and the stream agree once a
+    chat is deleted: its notifications no longer count, and are no longer listed."""
+    with working_server.client(working_server.account()) as api:
+        kept, deleted = create(api, title="Kept"), create(api, title="Deleted")
+        wait_for(lambda: api.get("/badges").json()["total"] == 2)
+        assert api.get("/notifications").json()["unread_count"] == 2
+
+        assert api.delete(f"/ai_chats/{deleted['id']}").json() is True
+        listed = api.get("/notifications").json()
+        assert listed["unread_count"] == 1 == api.get("/badges").json()["total"]
+        assert [n["ai_chat_id"] for n in listed["data"]] == [kept["id"]]
+        with api.stream("GET", "/notifications/events", timeout=10) as response:
+            state = next(badge_events(response))
+        assert state == {
+            "unread_count": 1,
+            "total": 1,
+            "ai_chats": {kept["id"]: 1},
+            "latest_notification_id": listed["data"][0]["id"],
+        }
+        assert api.post("/notifications/read", json={}).json() == {"marked_read": 1, "unread_count": 0}

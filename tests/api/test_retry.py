@@ -11,21 +11,27 @@ from aichats.api.schemas import Message, MessageList, RunList
 from tests.api.test_ai_chats import assert_error, create
 from tests.api.test_notify import wait_for
 from tests.conftest import LiveServer, start_server, stop_server
+from tests.e2e_agent.support import fresh_database
 
 
 @pytest.fixture(scope="module")
 def flaky_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The model fails its first two calls: within a one-second budget the first reply fails
-    (a retry after 0.5 s fails again, and the next would pass the deadline); the third works."""
+    (a retry after 0.5 s fails again, and the next would pass the deadline); the third works.
+
+    On a database of its own: its workers would otherwise first answer every turn that the
+    other modules' worker-less server left queued, spending the model's two failures there."""
     directory = tmp_path_factory.mktemp("retry")
     env = {
         "AICHATS_MODEL": "test:flaky-2",
         "AICHATS_MODEL_TIMEOUT_SECONDS": "1",
         "AICHATS_FILES_DIR": str(directory / "files"),
     }
-    server = start_server(database_url, directory / "serve.log", env)
-    yield server
-    stop_server(server)
+    backend = database_url.split(":", 1)[0]
+    with fresh_database("postgresql" if backend.startswith("postgres") else "sqlite", directory) as url:
+        server = start_server(url, directory / "serve.log", env)
+        yield server
+        stop_server(server)
 
 
 def replies(api: httpx2.Client, chat_id: str) -> list[dict]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx2
+import pytest
 
-from aichats.cli import _shown_database
+from aichats.cli import _shown_database, _startup_summary
+from aichats.config import Settings
 from tests.conftest import LiveServer, run_cli, start_server, stop_server
 
 
@@ -152,3 +154,27 @@ def test_database_passwords_are_not_shown() -> None:
     assert shown == "postgresql://aichats:***@db.internal:5432/aichats"
     assert _shown_database("postgresql://postgres@127.0.0.1:5432/x") == "postgresql://postgres@127.0.0.1:5432/x"
     assert _shown_database("sqlite:///aichats.db").startswith("sqlite:///aichats.db (/")
+
+
+def test_serve_processes_option_and_the_old_workers_name(tmp_path: Path) -> None:
+    """``--processes`` is the number of server processes; ``AICHATS_WORKERS`` the agent workers in each.
+    The old ``--workers`` shared the second one's name: it is refused, with a pointer to both."""
+    url = f"sqlite:///{tmp_path / 'unused.db'}"
+    shown = run_cli(url, "serve", "--help").stdout
+    assert "--processes INTEGER" in shown and "Server (uvicorn) processes" in shown
+    assert "--workers" not in shown
+    old = run_cli(url, "serve", "--workers", "2", check=False)
+    assert old.returncode == 2, old
+    assert "--workers is now --processes" in old.stderr
+    assert "--processes 2" in old.stderr and "AICHATS_WORKERS" in old.stderr
+    assert not (tmp_path / "unused.db").exists()  # refused before anything ran
+
+
+def test_startup_summary_counts_agent_workers_per_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'summary.db'}", workers=3, model="test:echo")
+    _startup_summary(settings, "127.0.0.1", 8000, 2)
+    lines = capsys.readouterr().err.splitlines()
+    assert "  agent workers: 3 in each of the 2 server processes (AICHATS_WORKERS; --processes)" in lines
+    _startup_summary(settings, "127.0.0.1", 8000, 1)
+    lines = capsys.readouterr().err.splitlines()
+    assert "  agent workers: 3 in this process (AICHATS_WORKERS)" in lines

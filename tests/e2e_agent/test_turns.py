@@ -7,13 +7,17 @@ was given can be read back from its usage. Both databases.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import httpx2
 import pytest
+import sqlalchemy as sa
 
+from aichats.storage import database
+from aichats.storage.schema import ai_chats, chat_events
 from tests.conftest import LiveServer
 from tests.e2e_agent.support import (
     GENERAL_PROMPT,
@@ -162,6 +166,49 @@ def test_follow_up_sent_while_streaming_waits_for_the_reply_and_sees_it(api: htt
     ), "the reply to the follow-up was generated without the first reply in its context"
     # The transcript reads as the conversation happened: each reply right after its message.
     assert [m["id"] for m in listed] == [user1["id"], reply1["id"], user2["id"], reply2["id"]]
+
+
+_DELTA_ROWS = (
+    sa.select(sa.func.count().label("n"))
+    .select_from(chat_events.join(ai_chats, chat_events.c.chat_pk == ai_chats.c.pk))
+    .where(ai_chats.c.id == sa.bindparam("chat_id"), chat_events.c.type == "message.delta")
+)
+
+
+def delta_rows(database_url: str, chat_id: str) -> int:
+    """The ``message.delta`` rows of the chat still in the server's database."""
+
+    async def run() -> int:
+        db = await database.connect(database_url, pool_size=1)
+        try:
+            row = await db.fetch_one(_DELTA_ROWS, {"chat_id": chat_id})
+            assert row is not None
+            return int(row["n"])
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+def test_a_completed_reply_replays_whole_without_its_deltas(api: httpx2.Client, echo_server: LiveServer) -> None:
+    """A reply streams as deltas; once it completes they are deleted, and a replay from the
+    start, or from the id of a delta seen while it streamed, still ends with the whole text."""
+    text = " ".join(f"w{i}" for i in range(40))  # test:slow: about 0.8 s of streaming
+    chat = create_chat(api, text, agent_identifier="general")
+    live = read_events(api, chat["id"], until=lambda e: e.type in ("message.delta", "message.completed"))
+    assert live[-1].type == "message.delta", [e.type for e in live]
+    mid_reply = live[-1].id
+    reply = reply_to(api, chat["id"], messages_of(api, chat["id"])[0]["id"])
+    assert reply["status"] == "completed" and reply["content"] == "You said: " + text
+    assert delta_rows(echo_server.database_url, chat["id"]) == 0
+
+    replay = read_events(api, chat["id"], until=lambda e: e.type == "chat.updated", timeout=10)
+    assert [e.type for e in replay] == ["message.created", "message.created", "message.completed", "chat.updated"]
+    assert replay[1].data["id"] == reply["id"] and replay[1].data["content"] == ""
+    assert replay[2].data == reply
+    resumed = read_events(api, chat["id"], last_event_id=mid_reply, until=lambda e: e.type == "chat.updated")
+    assert [e.type for e in resumed] == ["message.completed", "chat.updated"]
+    assert resumed[0].data == reply
 
 
 def test_text_attachment_is_inlined_into_the_prompt(api: httpx2.Client) -> None:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx2
 import orjson
 import pytest
+import sqlalchemy as sa
 from standardwebhooks import Webhook
 
+from aichats import outbound
 from aichats.errors import Invalid
 from aichats.services import chats, notifications, users, webhooks
 from aichats.services.chats import ChatCreate, ChatUpdate
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
+from aichats.storage.schema import webhook_deliveries
 from tests.runs.test_worker import drain, make_worker
 
 pytestmark = pytest.mark.anyio
@@ -89,13 +92,14 @@ async def test_mark_read_by_id_and_all(db: Database) -> None:
     assert await notifications.mark_read(db, chat["user_id"], None) == 0
 
 
-def test_private_urls_are_refused_unless_allowed() -> None:
+async def test_private_urls_are_refused_unless_allowed() -> None:
+    refuse, allow = webhooks.policy(allow_private=False), webhooks.policy(allow_private=True)
     for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://10.1.2.3/x", "http://[::1]/x"):
-        with pytest.raises(Invalid, match="private or loopback"):
-            webhooks.check_url(url, allow_private=False)
-        assert webhooks.check_url(url, allow_private=True) == url
+        with pytest.raises(Invalid, match="AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS=true"):
+            await outbound.check_url(url, refuse)
+        assert (await outbound.check_url(url, allow)).url == url
     with pytest.raises(Invalid, match="http"):
-        webhooks.check_url("ftp://example.com/x", allow_private=True)
+        await outbound.check_url("ftp://example.com/x", allow)
 
 
 async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) -> None:
@@ -108,8 +112,8 @@ async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) 
     await drain(make_worker(db))
 
     receiver.fail_next = 1
-    async with httpx2.AsyncClient() as http:
-        while await webhooks.deliver_one(db, http, retry_seconds=[0.0, 0.0], allow_private=True):
+    async with webhooks.sender(allow_private=True) as http:
+        while await webhooks.deliver_one(db, http, retry_seconds=[0.0, 0.0]):
             pass
     types = [orjson.loads(body)["type"] for _, body in receiver.received]
     assert sorted(set(types)) == ["ai_chat.message.completed", "notification.created"]
@@ -139,10 +143,90 @@ async def test_muted_chats_send_no_notification_webhooks(db: Database, receiver:
         chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="quiet"))
     await chats.update_chat(db, user_id, chat["id"], ChatUpdate(notification_preference="none"))
     await drain(make_worker(db))
-    async with httpx2.AsyncClient() as http:
-        while await webhooks.deliver_one(db, http, retry_seconds=[], allow_private=True):
+    async with webhooks.sender(allow_private=True) as http:
+        while await webhooks.deliver_one(db, http, retry_seconds=[]):
             pass
     assert receiver.received == []
+
+
+async def hook_with_stored_url(db: Database, url: str) -> tuple[str, str]:
+    """A webhook row written straight to the database (as old data could be) and one due delivery."""
+    from aichats import ids
+    from aichats.storage.schema import webhooks as webhooks_table
+
+    user_id = await users.create_user(db)
+    hook_id = ids.new_id("wh")
+    async with db.transaction() as tx:
+        await tx.execute(
+            sa.insert(webhooks_table).values(
+                id=hook_id, user_id=user_id, url=url, events="notification.created", secret="whsec_" + "A" * 32,
+                created_at=1,
+            )
+        )  # fmt: skip
+        await webhooks.enqueue(tx, user_id, "notification.created", {"n": 1})
+    return user_id, hook_id
+
+
+@pytest.mark.parametrize(
+    "url", ["http://exa\u0001mple.com/hook", "http://127.0.0.1:99999/", "http://a..b/", "http://[::1/", "gopher://x/"]
+)
+async def test_a_bad_stored_url_fails_each_attempt_then_stops(db: Database, url: str) -> None:
+    """Any exception in the sender ends the attempt as failed, counted: never re-claimed forever."""
+    user_id, hook_id = await hook_with_stored_url(db, url)
+    retries = [0.0] * 7  # eight attempts in all
+    async with webhooks.sender(allow_private=True) as http:
+        sends = 0
+        while await webhooks.deliver_one(db, http, retry_seconds=retries):
+            sends += 1
+            assert sends <= 8
+    row = await webhooks.get_webhook(db, user_id, hook_id)
+    [delivery] = await webhooks.deliveries(db, row["pk"])
+    assert delivery["status"] == "failed" and delivery["next_attempt_at"] is None
+    assert len(delivery["attempts"]) == 8 and sends == 8
+    assert all(a["error"] and a["status_code"] is None for a in delivery["attempts"])
+
+
+async def test_an_exhausted_pending_delivery_is_failed_without_sending(db: Database, receiver: Receiver) -> None:
+    """Old rows re-claimed past the limit (10 attempts against 8) end failed, nothing sent."""
+    user_id, hook_id = await hook_with_stored_url(db, receiver.url)
+    async with db.transaction() as tx:
+        await tx.execute(sa.update(webhook_deliveries).values(attempts=10))
+    async with webhooks.sender(allow_private=True) as http:
+        assert await webhooks.deliver_one(db, http, retry_seconds=[0.0] * 7)
+        assert not await webhooks.deliver_one(db, http, retry_seconds=[0.0] * 7)
+    row = await webhooks.get_webhook(db, user_id, hook_id)
+    [delivery] = await webhooks.deliveries(db, row["pk"])
+    assert delivery["status"] == "failed" and receiver.received == []
+
+
+async def test_the_sender_connects_to_the_address_it_checked(
+    db: Database, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: a name public for the checks, then loopback, must never reach loopback."""
+    real = socket.getaddrinfo
+    answers: list[str] = []
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in ("rebind.test", b"rebind.test"):
+            return real(host, port, *args, **kwargs)
+        address = "8.8.8.8" if len(answers) < 2 else "127.0.0.1"  # public to the checks, loopback after
+        answers.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port or 80)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(webhooks, "TIMEOUT_SECONDS", 2.0)  # 8.8.8.8 may be unreachable or silent here
+    user_id = await users.create_user(db)
+    port = receiver.server.server_address[1]
+    data = webhooks.WebhookInput(url=f"http://rebind.test:{port}/hook", events=["notification.created"])
+    hook = await webhooks.create_webhook(db, user_id, data, allow_private=False)
+    async with db.transaction() as tx:
+        await webhooks.enqueue(tx, user_id, "notification.created", {"n": 1})
+    async with webhooks.sender(allow_private=False) as http:
+        assert await webhooks.deliver_one(db, http, retry_seconds=[])
+    assert receiver.received == []  # the loopback answer was never used
+    row = await webhooks.get_webhook(db, user_id, hook["id"])
+    [delivery] = await webhooks.deliveries(db, row["pk"])
+    assert delivery["status"] == "failed" and delivery["attempts"][0]["status_code"] is None
 
 
 async def test_unknown_events_are_refused(db: Database) -> None:
@@ -166,3 +250,24 @@ async def test_a_deactivated_schedule_notifies(db: Database) -> None:
     page, _ = await notifications.list_notifications(db, chat["user_id"], PageRequest(first=10))
     kinds = [n["kind"] for n in page.items]
     assert kinds[0] == "ai_chat.schedule.deactivated" and "turned off" in page.items[0]["body"]
+
+
+async def test_a_reply_that_lands_after_its_chat_was_deleted_is_not_counted(db: Database) -> None:
+    """A reply running while its chat is deleted still notifies when it lands; the bell, the
+    list and mark-all-read leave that notification out, as the badges do."""
+    user_id = await users.create_user(db)
+    async with db.transaction() as tx:
+        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="hi", title="Gone"))
+    await chats.delete_chat(db, user_id, chat["id"])
+    async with db.transaction() as tx:  # what the worker does once the reply completes
+        await notifications.notify(tx, chat, kind="ai_chat.reply", title="Gone", body="late reply")
+    stored = (
+        sa.select(sa.func.count().label("n"))
+        .where(sa.column("user_id") == user_id)
+        .select_from(sa.table("notifications"))
+    )
+    assert (await db.fetch_one(stored))["n"] == 1  # type: ignore[index]
+    page, unread = await notifications.list_notifications(db, user_id, PageRequest())
+    assert (page.items, unread) == ([], 0)
+    assert await notifications.badges(db, user_id) == {}
+    assert await notifications.mark_read(db, user_id, None) == 0

@@ -19,7 +19,7 @@ from aichats.services.chats import ChatCreate, ChatUpdate
 from aichats.services.messages import MessageInput, add_user_message, list_messages, retry_reply
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
-from aichats.storage.schema import runs
+from aichats.storage.schema import chat_events, runs
 
 pytestmark = pytest.mark.anyio
 
@@ -75,15 +75,78 @@ async def test_a_turn_streams_completes_and_is_accounted(db: Database) -> None:
     assert row["last_message_at"] == reply["created_at"]
     assert row["title"] == "What is the weekly revenue?"
 
-    kinds = [r["type"] for r in await events.read_after(db, chat["pk"], 0)]
-    assert kinds[:2] == [events.MESSAGE_CREATED, events.MESSAGE_CREATED]
-    assert events.MESSAGE_DELTA in kinds and kinds[-2:] == [events.MESSAGE_COMPLETED, events.CHAT_UPDATED]
-    deltas = [
-        orjson.loads(r["data"])["delta"]
-        for r in await events.read_after(db, chat["pk"], 0)
-        if r["type"] == events.MESSAGE_DELTA
-    ]
-    assert "".join(deltas) == reply["content"]
+    # The reply's deltas were compacted away when it completed: its final event has the text.
+    replay = await events.read_after(db, chat["pk"], 0)
+    kinds = [r["type"] for r in replay]
+    assert kinds == [events.MESSAGE_CREATED, events.MESSAGE_CREATED, events.MESSAGE_COMPLETED, events.CHAT_UPDATED]
+    assert orjson.loads(replay[2]["data"])["content"] == reply["content"]
+
+
+_DELTA_ROWS = sa.select(sa.func.count().label("n")).where(
+    chat_events.c.chat_pk == sa.bindparam("chat_pk"), chat_events.c.type == events.MESSAGE_DELTA
+)
+
+
+async def delta_rows(db: Database, chat: dict[str, Any]) -> int:
+    row = await db.fetch_one(_DELTA_ROWS, {"chat_pk": chat["pk"]})
+    assert row is not None
+    return int(row["n"])
+
+
+async def first_delta_while_streaming(db: Database, chat: dict[str, Any], turn: asyncio.Task[Any]) -> int:
+    """The id of the reply's first ``message.delta`` event, read while the reply streams."""
+    while True:
+        assert not turn.done(), "the reply ended before a delta was seen"
+        deltas = [r["pk"] for r in await events.read_after(db, chat["pk"], 0) if r["type"] == events.MESSAGE_DELTA]
+        if deltas:
+            return deltas[0]
+        await asyncio.sleep(0.01)
+
+
+async def test_deltas_are_compacted_when_the_reply_completes_and_replay_stays_whole(db: Database) -> None:
+    """While a reply streams, its deltas are stored; once it completes they are deleted,
+    and a replay from the start, or from the id of a deleted delta, ends with the whole text."""
+    chat = await new_chat(db, " ".join(f"w{i}" for i in range(40)))  # test:slow: 20 ms a word
+    turn = asyncio.create_task(drain(make_worker(db, model="test:slow")))
+    mid_reply = await first_delta_while_streaming(db, chat, turn)
+    await turn
+    _, reply = await messages_of(db, chat)
+    assert reply["status"] == "completed" and len(reply["content"].split()) == 42
+
+    assert await delta_rows(db, chat) == 0
+    replay = await events.read_after(db, chat["pk"], 0)
+    assert [r["type"] for r in replay] == [
+        events.MESSAGE_CREATED, events.MESSAGE_CREATED, events.MESSAGE_COMPLETED, events.CHAT_UPDATED,
+    ]  # fmt: skip
+    assert orjson.loads(replay[1]["data"])["content"] == "" and orjson.loads(replay[1]["data"])["id"] == reply["id"]
+    assert orjson.loads(replay[2]["data"])["content"] == reply["content"]
+    resumed = await events.read_after(db, chat["pk"], mid_reply)
+    assert [r["type"] for r in resumed] == [events.MESSAGE_COMPLETED, events.CHAT_UPDATED]
+    assert orjson.loads(resumed[0]["data"])["content"] == reply["content"]
+
+
+@pytest.mark.parametrize(("max_attempts", "outcome"), [(3, "completed"), (1, "failed")])
+async def test_deltas_of_an_attempt_whose_worker_died_are_compacted(
+    db: Database, max_attempts: int, outcome: str
+) -> None:
+    """A worker dies mid-reply, after writing deltas; the reply starts over on another one
+    and completes (or, past its attempts, fails): no delta of either attempt is kept."""
+    chat = await new_chat(db, " ".join(f"w{i}" for i in range(40)))
+    dying = asyncio.create_task(drain(make_worker(db, "dying", model="test:slow", run_lease_seconds=1)))
+    await first_delta_while_streaming(db, chat, dying)
+    dying.cancel()  # the worker is gone: its lease is no longer renewed
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+    assert await delta_rows(db, chat) > 0
+    later = clock.now_ms() + 2_000
+    clock.set_clock(lambda: later)
+    await drain(make_worker(db, "w2", run_lease_seconds=1, max_run_attempts=max_attempts))
+    _, reply = await messages_of(db, chat)
+    assert reply["status"] == outcome
+    assert await delta_rows(db, chat) == 0
+    final = (await events.read_after(db, chat["pk"], 0))[-1 if outcome == "failed" else -2]
+    assert orjson.loads(final["data"])["status"] == outcome
+    assert orjson.loads(final["data"])["content"] == reply["content"]
 
 
 async def test_weights_make_exact_decimal_usage(db: Database) -> None:
@@ -243,3 +306,23 @@ async def test_a_failed_reply_is_retried_in_place_and_counted_once(db: Database)
     with pytest.raises(NotFound):
         async with db.transaction() as tx:
             await retry_reply(tx, **where, message_id="aimsg_nope", now=clock.now_ms())
+
+
+async def test_concurrent_first_gets_of_a_model_share_one_load() -> None:
+    """Workers that start cold at once get one model, not one each (a local model would
+    otherwise start one engine per worker)."""
+    models = Models(Settings(model="test:echo"))
+    loaded = await asyncio.gather(*(models.get("test:echo") for _ in range(8)))
+    assert all(model is loaded[0] for model in loaded)
+    assert await models.get("test:echo") is loaded[0]
+    await models.close()
+
+
+async def test_a_failed_model_load_is_tried_again() -> None:
+    models = Models(Settings(model="test:echo"))
+    failures = await asyncio.gather(*(models.get("nope:model") for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(f, ValueError) for f in failures)
+    assert all(f is failures[0] for f in failures)  # the concurrent gets shared one attempt
+    with pytest.raises(ValueError, match="unknown model provider") as again:
+        await models.get("nope:model")
+    assert again.value is not failures[0]  # a new attempt: the failure was not kept

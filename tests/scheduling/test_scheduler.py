@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
 from aichats import clock
 from aichats.errors import Invalid
 from aichats.scheduling import scheduler
-from aichats.services import chats, schedules, users
+from aichats.services import chats, notifications, schedules, users, webhooks
 from aichats.services.chats import ChatCreate, ChatFilter
 from aichats.services.messages import list_messages
 from aichats.services.pagination import PageRequest
 from aichats.storage import database
 from aichats.storage.database import Database
-from aichats.storage.schema import runs
+from aichats.storage.schema import runs, webhook_deliveries
 from tests.runs.test_worker import drain, make_worker
 
 pytestmark = pytest.mark.anyio
@@ -202,3 +204,120 @@ async def test_an_instant_that_already_has_a_turn_is_skipped_alone(db: Database)
     assert [r["scheduled_for"] for r in await scheduled_runs(db, stuck)] == [due]
     assert [r["scheduled_for"] for r in await scheduled_runs(db, other)] == [due]
     assert (await schedules.get_schedule(db, stuck["pk"]))["next_run_at"] == due + 3_600_000
+
+
+MINUTE = 60_000
+
+
+async def test_catch_up_after_years_of_downtime_fires_the_latest_instant_once(db: Database) -> None:
+    start = ms(2026, 11, 27, 12)
+    every_minute = await scheduled_chat(db, start, cron="* * * * *")
+    every_hour = await scheduled_chat(db, start, interval_seconds=3600)
+    later = start + 2 * 366 * 24 * 3_600_000 + 30_000  # two years: over a million missed minutes
+    await scheduler.tick(db, max_in_flight=100, now=later)
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, every_minute)] == [later - 30_000]
+    assert (await schedules.get_schedule(db, every_minute["pk"]))["next_run_at"] == later - 30_000 + MINUTE
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, every_hour)] == [later - 30_000]
+    assert (await schedules.get_schedule(db, every_hour["pk"]))["next_run_at"] == later - 30_000 + 3_600_000
+
+
+async def test_catch_up_over_daylight_saving_fires_cron_s_own_instant(db: Database) -> None:
+    chat = await scheduled_chat(db, ms(2025, 12, 8, 12), cron="30 2 * * *")  # 90 days before a spring forward
+    await scheduler.tick(db, max_in_flight=100, now=ms(2026, 3, 8, 3, 10))  # 02:30 did not exist: it ran at 03:00
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, chat)] == [ms(2026, 3, 8, 3, 0)]
+    assert (await schedules.get_schedule(db, chat["pk"]))["next_run_at"] == ms(2026, 3, 9, 2, 30)
+
+
+def _walk_latest(row: dict[str, Any], now: int) -> int:
+    """The catch-up instant by walking every instant (the old way): the reference."""
+    fire = row["next_run_at"]
+    while (following := schedules.fires_after(row, fire)) and following[0] <= now:
+        fire = following[0]
+    return fire
+
+
+@pytest.mark.parametrize("expression", ["30 2 * * *", "30 1 * * *", "0 9 * * 1-5", "*/20 * * * *", "0 */3 * * *"])
+def test_the_catch_up_instant_is_the_walk_s_own(expression: str) -> None:
+    shape = {"timezone": "America/New_York", "cron": expression, "run_at": None, "interval_seconds": None}
+    for month, day in [(3, 6), (10, 30)]:  # two days before each of 2026's New York transitions
+        row = {
+            **shape,
+            "created_at": 0,
+            "next_run_at": schedules.fires_after({**shape, "created_at": 0}, ms(2026, month, day, 0))[0],
+        }
+        for step in range(0, 4 * 24 * 60, 7):  # every 7 minutes over four days around the change
+            now = row["next_run_at"] + step * MINUTE + 13_000
+            assert scheduler.latest_missed(row, now) == _walk_latest(row, now), (expression, now)
+
+
+@pytest.mark.parametrize("broken", [{"cron": "every day"}, {"timezone": "Mars/Olympus"}, {"cron": "0 0 31 2 *"}])
+async def test_a_schedule_that_cannot_be_computed_is_quarantined(db: Database, broken: dict[str, Any]) -> None:
+    start = ms(2026, 12, 4, 12)
+    healthy = await scheduled_chat(db, start, interval_seconds=3600)
+    bad = await scheduled_chat(db, start, cron="0 13 * * *")
+    hook = webhooks.WebhookInput(url="http://127.0.0.1:9/", events=["ai_chat.schedule.deactivated"])
+    await webhooks.create_webhook(db, bad["user_id"], hook, allow_private=True)
+    due = (await schedules.get_schedule(db, healthy["pk"]))["next_run_at"]
+    async with db.transaction() as tx:  # as old data could be: stored before today's checks, first in line
+        await tx.execute(
+            sa.update(schedules.schedules).where(schedules.schedules.c.chat_pk == bad["pk"]).values(
+                next_run_at=due - MINUTE, **broken
+            )
+        )  # fmt: skip
+    for n in range(1, 3):
+        await scheduler.tick(db, max_in_flight=100_000, now=due + (n - 1) * 3_600_000 + 1)
+        assert len(await scheduled_runs(db, healthy)) == n  # the healthy one keeps firing
+    assert await scheduled_runs(db, bad) == []
+    row = await schedules.get_schedule(db, bad["pk"])
+    assert not row["active"] and row["next_run_at"] is None and row["last_error"]
+    body = schedules.schedule_json(row, bad["id"])  # still readable, with its error
+    assert body["active"] is False and body["last_error"] == row["last_error"] and body["next_run_times"] == []
+    listed = await chats.list_chats(db, bad["user_id"], PageRequest(), flt=ChatFilter(only_active_crons=True))
+    assert listed.items == []
+    page, unread = await notifications.list_notifications(db, bad["user_id"], PageRequest())
+    assert [n["kind"] for n in page.items] == ["ai_chat.schedule.deactivated"] and unread == 1
+    assert row["last_error"] in page.items[0]["body"]
+    deliveries = await db.fetch_all(sa.select(webhook_deliveries.c.event_type, webhook_deliveries.c.payload))
+    sent = [orjson.loads(d["payload"])["data"] for d in deliveries if d["event_type"] == "ai_chat.schedule.deactivated"]
+    assert [d for d in sent if d["ai_chat_id"] == bad["id"]] == [
+        {"ai_chat_id": bad["id"], "error": row["last_error"]}
+    ]  # the webhook goes with the notification
+    fixed = schedules.ScheduleInput(prompt="p", timezone="UTC", cron="0 13 * * *")
+    again = await schedules.put_schedule(db, bad["pk"], fixed, min_interval_seconds=60)
+    assert again["active"] and again["last_error"] is None  # saving it again clears the error
+
+
+async def test_no_instant_past_year_9999_is_emitted(db: Database) -> None:
+    late = clock.parse_iso("9999-12-31T20:00:00Z")
+    chat = await scheduled_chat(db, late, interval_seconds=3600)
+    body = schedules.schedule_json(await schedules.get_schedule(db, chat["pk"]), chat["id"])
+    assert body["next_run_times"] == [f"9999-12-31T{h}:00:00.000Z" for h in (21, 22, 23)]  # not 10000-01-01
+    hourly = schedules.SchedulePreviewInput(timezone="UTC", cron="0 * * * *")
+    assert len(schedules.preview(hourly, min_interval_seconds=60)["next_run_times"]) == 3
+    for never in [
+        {"interval_seconds": 86_400},
+        {"cron": "0 0 * * *", "timezone": "UTC"},
+        {"cron": "0 * * * *", "timezone": "Pacific/Kiritimati"},  # UTC+14: already year 10000 there
+    ]:
+        data = schedules.ScheduleInput(**{"prompt": "p", "timezone": "America/New_York", **never})
+        with pytest.raises(Invalid, match="no run left before year 10000"):
+            await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
+        with pytest.raises(Invalid, match="no run left before year 10000"):
+            schedules.preview(schedules.SchedulePreviewInput(**data.model_dump()), min_interval_seconds=60)
+    assert (await schedules.get_schedule(db, chat["pk"]))["interval_seconds"] == 3600  # unchanged
+    await scheduler.tick(db, max_in_flight=100_000, now=clock.parse_iso("9999-12-31T23:59:59.999Z"))
+    row = await schedules.get_schedule(db, chat["pk"])
+    assert not row["active"] and row["next_run_at"] is None and row["last_run_at"] == late + 3 * 3_600_000
+
+
+async def test_an_interval_saved_again_counts_from_the_new_save(db: Database) -> None:
+    start = ms(2026, 12, 4, 10, 20)
+    chat = await scheduled_chat(db, start, interval_seconds=3600)
+    clock.set_clock(lambda: start + 90 * MINUTE)  # saved again at 11:50, still hourly
+    data = schedules.ScheduleInput(prompt="p", timezone="UTC", interval_seconds=3600)
+    row = await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
+    times = [clock.parse_iso(t) for t in schedules.schedule_json(row, chat["id"])["next_run_times"]]
+    assert times[0] == start + 150 * MINUTE  # 12:50: an hour after the save
+    assert {b - a for a, b in itertools.pairwise(times)} == {3_600_000}  # and hourly from there
+    await scheduler.tick(db, max_in_flight=100_000, now=times[0] + 1)
+    assert (await schedules.get_schedule(db, chat["pk"]))["next_run_at"] == times[1]

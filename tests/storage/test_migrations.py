@@ -53,3 +53,19 @@ def test_downgrade_and_upgrade_round_trip(tmp_path) -> None:
     assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
     migrate.upgrade(url)
     assert schema_differences(url) == []
+
+
+def test_upgrade_to_0005_drops_the_deltas_kept_so_far(tmp_path) -> None:
+    """Before 0005 every ``message.delta`` was kept forever; the upgrade deletes them (every
+    reply's final event has its whole text, and a reply cut off by the upgrade starts over)."""
+    url = f"sqlite:///{tmp_path / 'deltas.db'}"
+    command.upgrade(migrate.alembic_config(url), "0004")
+    engine = sa.create_engine(url)  # foreign keys are not enforced: events without a chat will do
+    insert = sa.text("INSERT INTO chat_events (chat_pk, type, data, created_at) VALUES (1, :type, '{}', 0)")
+    with engine.begin() as connection:
+        for type_ in ("message.created", "message.delta", "message.delta", "message.completed"):
+            connection.execute(insert, {"type": type_})
+    migrate.upgrade(url)
+    with engine.connect() as connection:
+        kinds = connection.execute(sa.text("SELECT type FROM chat_events ORDER BY pk")).scalars().all()
+    assert kinds == ["message.created", "message.completed"]

@@ -15,15 +15,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aichats.api import ai_chats, messages, notify, schedules
+from aichats.api.auth_limit import FailedAuthLimit
 from aichats.api.errors import http_error, service_error, unexpected_error
+from aichats.api.headers import SecuredStarlette
 from aichats.api.openapi import openapi_document
 from aichats.api.responses import json_response
 from aichats.config import Settings, get_settings
 from aichats.errors import ServiceError
 from aichats.runs.worker import WorkerPool
 from aichats.services import idempotency
-from aichats.services.events import USERS_CHANNEL, EventHub
-from aichats.services.keys import KeyCache
+from aichats.services.events import EventHub
+from aichats.services.keys import KEYS_CHANNEL, KeyCache
+from aichats.services.notifications import LiveStates
 from aichats.storage import database
 from aichats.web.routes import routes as web_routes
 
@@ -38,7 +41,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return json_response(openapi_document(str(request.base_url).rstrip("/") + API))
+    return json_response(openapi_document())
 
 
 async def _housekeeping(db: database.Database, settings: Settings) -> None:
@@ -63,8 +66,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.key_cache.attach(db)
         app.state.event_hub = EventHub()
         await app.state.event_hub.attach(db)
-        app.state.user_hub = EventHub(USERS_CHANNEL, str)
+        app.state.user_hub = LiveStates(db)
         await app.state.user_hub.attach(db)
+        app.state.key_hub = EventHub(KEYS_CHANNEL, str)  # ends a revoked key's open streams
+        await app.state.key_hub.attach(db)
         workers = WorkerPool(db, settings, settings.workers)
         await workers.start()
         housekeeping = asyncio.create_task(_housekeeping(db, settings))
@@ -107,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         *web_routes(),
     ]
-    app = Starlette(
+    app = SecuredStarlette(  # security headers on every answer, 500s included
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -117,4 +122,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
     )
     app.state.settings = settings
+    app.state.auth_limit = FailedAuthLimit(settings.auth_failures_per_minute)
     return app

@@ -5,12 +5,19 @@ app's session cookie, which holds the key where page scripts cannot read it. A c
 sent by the browser on its own, so requests that change anything must also carry
 :data:`WEB_HEADER`: a header no other site can make a browser send here (it would need a
 CORS preflight, which this server never grants), which closes cross-site request forgery.
+
+Every key check, the web sign-in's included, goes through :func:`authenticate_limited`:
+a client address that failed too often gets 429 (see :mod:`aichats.api.auth_limit`).
 """
 
 from __future__ import annotations
 
+import ipaddress
+
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from aichats.api.auth_limit import FailedAuthLimit
 from aichats.errors import Forbidden, Unauthorized
 from aichats.services.keys import Principal, authenticate
 
@@ -37,10 +44,47 @@ def presented_key(request: Request) -> str:
 
 
 async def require(request: Request, scope: str) -> Principal:
-    """The caller's principal if its key is live and carries ``scope``; else 401 / 403."""
-    principal = await authenticate(request.app.state.db, presented_key(request), request.app.state.key_cache)
+    """The caller's principal if its key is live and carries ``scope``; else 401 / 403 / 429."""
+    principal = await authenticate_limited(request, presented_key(request))
     if principal is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
     if scope not in principal.scopes:
         raise Forbidden(f"the API key lacks the '{scope}' permission")
+    return principal
+
+
+def client_address(request: Request) -> str:
+    """Whom the failure limit counts: the peer's IP, or the ``X-Forwarded-For`` one that
+    uvicorn puts in its place when the peer is a trusted proxy (``FORWARDED_ALLOW_IPS``).
+    An IPv6 client counts as its /64: one host usually holds a whole /64, and counting each
+    address apart would give it billions of buckets."""
+    host = request.client.host if request.client else ""
+    if ":" not in host:
+        return host
+    try:
+        return str(ipaddress.IPv6Network((host, 64), strict=False))
+    except ValueError:
+        return host
+
+
+async def authenticate_limited(request: Request, secret: str) -> Principal | None:
+    """The principal of ``secret``, or None (a failure counted against the client).
+
+    A client past :class:`~aichats.api.auth_limit.FailedAuthLimit` gets 429 without its
+    key being looked up, unless the key was accepted recently.
+    """
+    limit: FailedAuthLimit = request.app.state.auth_limit
+    client = client_address(request)
+    wait = limit.retry_after(client, secret)
+    if wait:
+        raise HTTPException(
+            429,
+            f"too many attempts with invalid API keys from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    principal = await authenticate(request.app.state.db, secret, request.app.state.key_cache)
+    if principal is None:
+        limit.failed(client, secret)
+    else:
+        limit.accepted(secret)
     return principal

@@ -6,12 +6,14 @@ unparseable JSON is a 400, JSON that breaks the documented rules a 422.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from aichats import ids
 from aichats.errors import BadRequest, Invalid, PayloadTooLarge
 from aichats.services.pagination import PageRequest
 
@@ -19,20 +21,25 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    return b"".join([chunk async for chunk in stream_body(request, limit)])
+
+
+async def stream_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive (for parsers that consume a stream, like uploads'),
+    with a 413 as soon as it declares or passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        length = ids.parse_bigint(declared)
+        if length is None:
             raise BadRequest("Content-Length is not a number")
-        if int(declared) > limit:
+        if length > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
 
 
 async def read_json(request: Request) -> Any:
@@ -49,7 +56,31 @@ def parse_object(body: bytes) -> Any:
         raise BadRequest(f"the request body is not valid JSON: {error}") from None
     if not isinstance(value, dict):
         raise BadRequest("the request body must be a JSON object")
+    # JSON can only spell NUL as the escape ``\u0000``, so one scan of the bytes clears
+    # nearly every body; only a body holding the six characters is walked.
+    if b"\\u0000" in body and (where := nul_in(value)) is not None:
+        raise Invalid(f"{where} contains the NUL character (\\u0000), which text cannot hold; remove it")
     return value
+
+
+def nul_in(value: Any, path: str = "") -> str | None:
+    """Where in parsed JSON a string (or a field name) holds NUL, as ``ids.0``; else None.
+
+    No text field can hold NUL: PostgreSQL refuses to store it (a 500) where SQLite
+    keeps it, so both refuse it here, before any validation or query, with a 422."""
+    if isinstance(value, str):
+        return f"`{path}`" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return f"a field name in `{path}`" if path else "a field name"
+            if (where := nul_in(item, f"{path}.{key}" if path else key)) is not None:
+                return where
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (where := nul_in(item, f"{path}.{index}" if path else str(index))) is not None:
+                return where
+    return None
 
 
 def validation_message(error: ValidationError) -> str:
@@ -100,6 +131,8 @@ def query_str(request: Request, name: str, max_length: int = 512) -> str | None:
         return None
     if len(raw) > max_length:
         raise Invalid(f"`{name}` is longer than {max_length} characters")
+    if "\x00" in raw:  # as in bodies: no text holds NUL (PostgreSQL cannot compare it)
+        raise Invalid(f"`{name}` contains the NUL character (%00), which text cannot hold; remove it")
     return raw
 
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
+from aichats import ids
 from aichats.api import sse
 from aichats.api.auth import require
 from aichats.api.inputs import page_request, read_body, read_json, validate
@@ -54,13 +55,19 @@ async def retry(request: Request) -> Response:
 
 async def _last_event_id(request: Request, chat_pk: int) -> int:
     """Where the stream starts: after ``Last-Event-ID`` (a reconnect), else after ``?after=``,
-    which is an event id, or ``latest`` (only what happens from now on)."""
+    which is an event id, or ``latest`` (only what happens from now on).
+
+    Checked before the stream starts, so that a bad value is a 422 and not a cut stream."""
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if raw == "latest":
         return await events.latest_id(request.app.state.db, chat_pk)
-    if not raw.isdigit():
-        raise Invalid("Last-Event-ID (or ?after=) must be the id of an event from this stream, or `latest`")
-    return int(raw)
+    after = ids.parse_bigint(raw)
+    if after is None:
+        raise Invalid(
+            f"Last-Event-ID (or ?after=) must be the id of an event from this stream (0 to {ids.MAX_BIGINT}), "
+            "or `latest`"
+        )
+    return after
 
 
 async def stream(request: Request) -> Response:
@@ -71,12 +78,18 @@ async def stream(request: Request) -> Response:
     after = await _last_event_id(request, chat["pk"])
 
     async def read() -> AsyncIterator[ServerSentEvent]:
+        """Everything after ``after``, page after page until caught up (a full page means
+        more may follow: waiting for the next wakeup would stall a replay)."""
         nonlocal after
-        for row in await events.read_after(db, chat["pk"], after):
-            after = row["pk"]
-            yield ServerSentEvent(data=row["data"], event=row["type"], id=str(row["pk"]))
+        while True:
+            rows = await events.read_after(db, chat["pk"], after, events.PAGE_SIZE)
+            for row in rows:
+                after = row["pk"]
+                yield ServerSentEvent(data=row["data"], event=row["type"], id=str(row["pk"]))
+            if len(rows) < events.PAGE_SIZE:
+                return
 
-    return sse.follow(db, request.app.state.event_hub, chat["pk"], read)
+    return sse.follow(request, principal, request.app.state.event_hub, chat["pk"], read)
 
 
 async def upload(request: Request) -> Response:

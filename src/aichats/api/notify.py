@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import ServerSentEvent
 from starlette.requests import Request
@@ -57,18 +56,19 @@ async def stream(request: Request) -> Response:
     """``GET /notifications/events``: the user's unread count and badges (event ``badges``),
     sent on connect and again whenever they change."""
     principal = await require(request, "ai_chat:read")
-    db = request.app.state.db
+    states: notifications.LiveStates = request.app.state.user_hub
     user_id = principal.user_id
-    sent = None
+    sent = 0  # versions start at 1
 
     async def read() -> AsyncIterator[ServerSentEvent]:
+        """The user's shared state, if it moved since this stream last sent it."""
         nonlocal sent
-        state = await notifications.live_state(db, user_id)
-        if state != sent:
-            sent = state
-            yield ServerSentEvent(data=orjson.dumps(state).decode(), event="badges")
+        version, data = await states.get(user_id)
+        if version != sent:
+            sent = version
+            yield ServerSentEvent(data=data, event="badges")
 
-    return sse.follow(db, request.app.state.user_hub, user_id, read)
+    return sse.follow(request, principal, states, user_id, read)
 
 
 async def read_chat(request: Request) -> Response:

@@ -1,5 +1,9 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``, built from the same models
 the handlers validate with (requests) and the tests check answers against (responses).
+
+Its one server is the relative URL ``/api/v1``: it resolves against wherever the
+document was fetched from, so the document never repeats a request's ``Host`` header
+(which a client or a proxy in front of the service controls) and is the same for all.
 """
 
 from __future__ import annotations
@@ -12,10 +16,16 @@ from pydantic.json_schema import models_json_schema
 
 from aichats import __version__
 from aichats.api import schemas
+from aichats.api.notify import ReadInput
+from aichats.ids import MAX_BIGINT
+from aichats.services import events
 from aichats.services.chats import MAX_QUERY_LENGTH, AgentIdentifier, ChatCreate, ChatOrder, ChatUpdate
 from aichats.services.messages import MessageInput
 from aichats.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from aichats.services.schedules import ScheduleInput, SchedulePreviewInput
+from aichats.services.webhooks import WebhookInput
+
+API = "/api/v1"
 
 _MODELS: tuple[type[BaseModel], ...] = (
     ChatCreate,
@@ -35,7 +45,18 @@ _MODELS: tuple[type[BaseModel], ...] = (
     schemas.Badges,
     schemas.Error,
     schemas.Health,
+    WebhookInput,
+    ReadInput,
 )
+
+# A schedule has exactly one kind: of `cron`, `interval_seconds` and `run_at`, one is sent and not null
+# (null counts as left out). The models check it in a validator, which JSON Schema cannot see: say it here.
+_ONE_SCHEDULE_KIND = {
+    "oneOf": [
+        {"required": [kind], "properties": {kind: {"not": {"type": "null"}}}}
+        for kind in ("cron", "interval_seconds", "run_at")
+    ]
+}
 
 _ERRORS = {
     "400": "Malformed request (body is not a JSON object).",
@@ -45,7 +66,77 @@ _ERRORS = {
     "409": "The resource is not in a state that allows this (e.g. the message is not a failed reply).",
     "413": "Request body too large.",
     "422": "A field breaks the documented rules; nothing was changed.",
+    "429": "Too many failed authentications from this client address: retry after `Retry-After` seconds.",
 }
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+_DESCRIPTION = (
+    'Every error answers `{"error": {"type": "...", "message": "..."}}`.\n\n'
+    "No string may contain the NUL character (U+0000, `%00`), which neither database can store: a NUL in any "
+    "string of a JSON body (at any depth, field names included) or in a query parameter is a 422 "
+    "(`invalid_request`); a NUL in a path id is a 404, as any id that does not exist."
+)
+
+
+# Answers the handlers build as plain dicts (no model yet): their shape, so a client can rely on it.
+_TIME = {"type": "string", "pattern": schemas.DATETIME}
+_TIME_OR_NULL = {"type": ["string", "null"], "pattern": schemas.DATETIME}
+_COUNT = {"type": "integer", "minimum": 0}
+_PAGE_INFO = {"$ref": "#/components/schemas/PageInfo"}
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+_NOTIFICATION = _object(
+    {
+        "id": {"type": "string", "pattern": "^ntf_[A-Za-z0-9]+$"},
+        "kind": {"type": "string", "examples": ["ai_chat.reply"]},
+        "ai_chat_id": {"type": "string", "pattern": "^aich_[A-Za-z0-9]+$"},
+        "title": {"type": "string"},
+        "body": {"type": "string"},
+        "message_id": {"type": ["string", "null"]},
+        "created_at": _TIME,
+        "read_at": _TIME_OR_NULL,
+    }
+)
+_WEBHOOK_FIELDS = {
+    "id": {"type": "string", "pattern": "^wh_[A-Za-z0-9]+$"},
+    "url": {"type": "string"},
+    "events": {"type": "array", "items": {"type": "string"}},
+    "created_at": _TIME,
+}
+_WEBHOOK = _object(_WEBHOOK_FIELDS)
+_DELIVERY = _object(
+    {
+        "id": {"type": "string"},
+        "event_type": {"type": "string"},
+        "status": {"type": "string", "examples": ["pending", "delivered", "failed"]},
+        "payload": {"type": "object"},
+        "created_at": _TIME,
+        "delivered_at": _TIME_OR_NULL,
+        "next_attempt_at": _TIME_OR_NULL,
+        "attempts": {
+            "type": "array",
+            "items": _object(
+                {
+                    "attempted_at": _TIME,
+                    "status_code": {"type": ["integer", "null"]},
+                    "error": {"type": ["string", "null"]},
+                    "duration_ms": _COUNT,
+                }
+            ),
+        },
+    }
+)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -67,8 +158,9 @@ def _operation(
     **extra: Any,
 ) -> dict[str, Any]:
     responses = dict(ok)
-    for code in ("401", "403", *errors):
+    for code in ("401", "403", "429", *errors):
         responses[code] = _json(schemas.Error, _ERRORS[code])
+    responses["429"]["headers"] = _RETRY_AFTER
     return {
         "operationId": op_id,
         "summary": summary,
@@ -82,6 +174,46 @@ def _operation(
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _event_stream(event: dict[str, Any], description: str, *, with_id: bool) -> dict[str, Any]:
+    """An event stream whose ``schema`` describes each event (OpenAPI 3.1 has no ``itemSchema``): the
+    fields a client's EventSource gives it, ``data`` being JSON text."""
+    properties: dict[str, Any] = {"event": event, "data": {"type": "string", "contentMediaType": "application/json"}}
+    if with_id:
+        properties["id"] = {"type": "string", "pattern": "^[0-9]+$", "description": "Resume after it with this."}
+    schema = {"type": "object", "properties": properties, "required": sorted(properties)}
+    return {"description": description, "content": {"text/event-stream": {"schema": schema}}}
+
+
+def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+_PAGE_SIZE = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}
+# OpenAPI cannot relate two parameters: the operations that take both say so here (and in the
+# parameters' descriptions); the server answers 422 to both together.
+_EXCLUSIVE_PAGING = {"x-mutually-exclusive-parameters": [["first", "last"]]}
+
+
+def _paging(*, backwards: bool) -> list[dict[str, Any]]:
+    """The paging query parameters, flat as in the reference API: ``first``/``after`` and, for the
+    lists that also read ``backwards``, ``last``/``before`` (which ``first`` excludes)."""
+    forwards = f"Page size, reading forwards (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})."
+    parameters = [
+        _query("first", _PAGE_SIZE, forwards + (" Not with `last`." if backwards else "")),
+        _query("after", {"type": "string"}, "Cursor: return items after this one (`page_info.end_cursor`)."),
+    ]
+    if backwards:
+        parameters += [
+            _query(
+                "last",
+                _PAGE_SIZE,
+                f"Page size, reading backwards from `before` (at most {MAX_PAGE_SIZE}). Not with `first`.",
+            ),
+            _query("before", {"type": "string"}, "Cursor: return items before this one (`page_info.start_cursor`)."),
+        ]
+    return parameters
 
 
 _CHAT_ID = {
@@ -106,14 +238,9 @@ def _document() -> dict[str, Any]:
         "description": "Retrying with the same key and body returns the first answer and creates nothing new "
         "(for 24 hours by default); the same key with another body is refused with 422.",
     }
-    page_size = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}
+    forwards = _paging(backwards=False)
     list_params = [
-        _query(
-            "first", page_size, f"Page size, reading forwards (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})."
-        ),
-        _query("after", {"type": "string"}, "Cursor: return items after this one (`page_info.end_cursor`)."),
-        _query("last", page_size, f"Page size, reading backwards from `before` (at most {MAX_PAGE_SIZE})."),
-        _query("before", {"type": "string"}, "Cursor: return items before this one (`page_info.start_cursor`)."),
+        *_paging(backwards=True),
         _query("only_active_crons", {"type": "boolean"}, "Only chats whose schedule is active."),
         _query(
             "agent_identifier",
@@ -144,15 +271,16 @@ def _document() -> dict[str, Any]:
                 {"200": _json(schemas.AiChatList, "One page of AI chats, newest first.")},
                 ("422",),
                 parameters=list_params,
+                **_EXCLUSIVE_PAGING,
             ),
             "post": _operation(
                 "createAiChat",
                 "Create a new AI chat thread and send the first message to the AI agent.",
                 "ai_chat:create",
                 {"201": chat},
-                ("400", "413", "422"),
+                ("400", "404", "413", "422"),
                 parameters=[idempotency],
-                requestBody={"required": True, "content": {"application/json": {"schema": _ref(ChatCreate)}}},
+                requestBody=_body(ChatCreate),
             ),
         },
         "/ai_chats/{chat_id}": {
@@ -175,7 +303,6 @@ def _document() -> dict[str, Any]:
             ),
         },
     }
-    paging = [p for p in list_params if p["name"] in ("first", "after", "last", "before")]
     paths["/ai_chats/{chat_id}/messages"] = {
         "parameters": [_CHAT_ID],
         "get": _operation(
@@ -185,7 +312,8 @@ def _document() -> dict[str, Any]:
             {"200": _json(schemas.MessageList, "One page of messages.")},
             ("404", "422"),
             tag="Messages",
-            parameters=paging,
+            parameters=_paging(backwards=True),
+            **_EXCLUSIVE_PAGING,
         ),
         "post": _operation(
             "createMessage",
@@ -207,19 +335,37 @@ def _document() -> dict[str, Any]:
             "stream replays the chat's events from the start, then follows new ones.",
             "ai_chat:read",
             {
-                "200": {
-                    "description": "An event stream.",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                }
+                "200": _event_stream(
+                    {
+                        "enum": [
+                            events.MESSAGE_CREATED,
+                            events.MESSAGE_DELTA,
+                            events.MESSAGE_COMPLETED,
+                            events.MESSAGE_FAILED,
+                            events.MESSAGE_RETRIED,
+                            events.CHAT_UPDATED,
+                        ]
+                    },
+                    "The chat's events, each with its `id`.",
+                    with_id=True,
+                )
             },
             ("404", "422"),
             tag="Messages",
             parameters=[
-                {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^([0-9]{1,19}|latest)$"},
+                    "description": f"Start after this event `id`: ASCII digits, at most {MAX_BIGINT}; or `latest`, "
+                    "the chat's newest event (only what follows). Anything else is a 422, before the stream starts.",
+                },
                 _query(
                     "after",
-                    {"oneOf": [{"type": "integer", "minimum": 0}, {"const": "latest"}]},
-                    "Same as `Last-Event-ID`; `latest` starts at the chat's newest event (only what follows).",
+                    {"oneOf": [{"type": "integer", "minimum": 0, "maximum": MAX_BIGINT}, {"const": "latest"}]},
+                    "Same as `Last-Event-ID` (which wins when both are sent): an event `id` in ASCII digits, at most "
+                    f"{MAX_BIGINT}, or `latest`; anything else is a 422.",
                 ),
             ],
         ),
@@ -259,7 +405,7 @@ def _document() -> dict[str, Any]:
             "nor doubles a run; missed runs fire once on recovery.",
             "ai_chat:update",
             {"200": schedule},
-            ("400", "404", "422"),
+            ("400", "404", "413", "422"),
             tag="Schedules",
             requestBody={"required": True, "content": {"application/json": {"schema": _ref(ScheduleInput)}}},
         ),
@@ -305,10 +451,9 @@ def _document() -> dict[str, Any]:
             {"200": _json(schemas.RunList, "One page of runs.")},
             ("404", "422"),
             tag="Schedules",
-            parameters=[p for p in paging if p["name"] in ("first", "after")],
+            parameters=forwards,
         ),
     }
-    simple = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
     paths["/ai_chats/{chat_id}/read"] = {
         "parameters": [_CHAT_ID],
         "post": _operation(
@@ -326,10 +471,21 @@ def _document() -> dict[str, Any]:
             "The user's notifications, newest first (`first`/`after`), with `unread_count`. A reply in a chat whose "
             "`notification_preference` is `all` notifies (and raises the chat's badge); muted chats never do.",
             "ai_chat:read",
-            {"200": simple},
+            {
+                "200": _json(
+                    _object(
+                        {
+                            "data": {"type": "array", "items": _NOTIFICATION},
+                            "page_info": _PAGE_INFO,
+                            "unread_count": _COUNT,
+                        }
+                    ),
+                    "One page of notifications.",
+                )
+            },
             ("422",),
             tag="Notifications",
-            parameters=[p for p in paging if p["name"] in ("first", "after")],
+            parameters=forwards,
         ),
     }
     paths["/notifications/read"] = {
@@ -337,9 +493,10 @@ def _document() -> dict[str, Any]:
             "readNotifications",
             'Mark notifications read: `{"ids": [...]}`, or all with `{}` or no body.',
             "ai_chat:update",
-            {"200": simple},
-            ("400", "422"),
+            {"200": _json(_object({"marked_read": _COUNT, "unread_count": _COUNT}), "How many were marked read.")},
+            ("400", "413", "422"),
             tag="Notifications",
+            requestBody=_body(ReadInput, required=False),
         ),
     }
     paths["/notifications/events"] = {
@@ -349,12 +506,7 @@ def _document() -> dict[str, Any]:
             "on connect, then again each time any of it changes (a new notification, notifications read, a chat "
             "read or deleted). No replay: each event is the whole current state.",
             "ai_chat:read",
-            {
-                "200": {
-                    "description": "An event stream.",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                }
-            },
+            {"200": _event_stream({"const": "badges"}, "`badges` events (data: `Badges`).", with_id=False)},
             (),
             tag="Notifications",
         ),
@@ -364,7 +516,12 @@ def _document() -> dict[str, Any]:
             "getBadges",
             'Unread replies: `{"total": n, "ai_chats": {"aich_...": n}}`.',
             "ai_chat:read",
-            {"200": simple},
+            {
+                "200": _json(
+                    _object({"total": _COUNT, "ai_chats": {"type": "object", "additionalProperties": _COUNT}}),
+                    "The badges.",
+                )
+            },
             (),
             tag="Notifications",
         ),
@@ -374,7 +531,7 @@ def _document() -> dict[str, Any]:
             "listWebhooks",
             "The user's webhooks (without secrets).",
             "ai_chat:read",
-            {"200": simple},
+            {"200": _json(_object({"data": {"type": "array", "items": _WEBHOOK}}), "The webhooks.")},
             (),
             tag="Webhooks",
         ),
@@ -384,16 +541,29 @@ def _document() -> dict[str, Any]:
             "`ai_chat.schedule.deactivated`, `notification.created`). Answers with the signing `secret`, once. "
             "Deliveries are signed per Standard Webhooks and retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.",
             "ai_chat:update",
-            {"201": simple},
-            ("400", "422"),
+            {"201": _json(_object({**_WEBHOOK_FIELDS, "secret": {"type": "string"}}), "The webhook, with its secret.")},
+            ("400", "413", "422"),
             tag="Webhooks",
+            requestBody=_body(WebhookInput),
         ),
     }
     paths["/webhooks/{webhook_id}"] = {
         "parameters": [{"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-        "get": _operation("getWebhook", "One webhook.", "ai_chat:read", {"200": simple}, ("404",), tag="Webhooks"),
+        "get": _operation(
+            "getWebhook",
+            "One webhook.",
+            "ai_chat:read",
+            {"200": _json(_WEBHOOK, "The webhook.")},
+            ("404",),
+            tag="Webhooks",
+        ),
         "delete": _operation(
-            "deleteWebhook", "Delete a webhook.", "ai_chat:update", {"200": simple}, ("404",), tag="Webhooks"
+            "deleteWebhook",
+            "Delete a webhook.",
+            "ai_chat:update",
+            {"200": _json({"type": "boolean", "const": True}, "`true`.")},
+            ("404",),
+            tag="Webhooks",
         ),
     }
     paths["/webhooks/{webhook_id}/deliveries"] = {
@@ -402,7 +572,7 @@ def _document() -> dict[str, Any]:
             "listDeliveries",
             "The last 100 deliveries, newest first, each with every attempt.",
             "ai_chat:read",
-            {"200": simple},
+            {"200": _json(_object({"data": {"type": "array", "items": _DELIVERY}}), "The deliveries.")},
             ("404",),
             tag="Webhooks",
         ),
@@ -430,12 +600,16 @@ def _document() -> dict[str, Any]:
             },
         ),
     }
+    for name in ("ScheduleInput", "SchedulePreviewInput"):
+        components["$defs"][name].update(_ONE_SCHEDULE_KIND)
+        components["$defs"][name]["properties"]["timezone"].setdefault("examples", ["Europe/Paris", "UTC"])
     return {
         "openapi": "3.1.0",
+        "servers": [{"url": API}],
         "info": {
             "title": "aichats: the AI Chats API",
             "version": __version__,
-            "description": 'Every error answers `{"error": {"type": "...", "message": "..."}}`.',
+            "description": _DESCRIPTION,
         },
         "paths": paths,
         "components": {
@@ -447,5 +621,5 @@ def _document() -> dict[str, Any]:
     }
 
 
-def openapi_document(server_url: str) -> dict[str, Any]:
-    return {**_document(), "servers": [{"url": server_url}]}
+def openapi_document() -> dict[str, Any]:
+    return _document()

@@ -61,12 +61,12 @@ async def run_now(request: Request) -> Response:
         suggestion_type=None,
     )
     async with db.transaction() as tx:
-        await add_user_message(
+        message = await add_user_message(
             tx, user_id=chat["user_id"], chat_pk=chat["pk"], chat_id=chat["id"], data=data, now=now, trigger="manual"
         )
-    latest = await runs.latest_run(db, chat["pk"])
-    assert latest is not None
-    return json_response(runs.run_json(latest), status=201)
+        queued = await runs.run_of_message(tx, chat["pk"], message["pk"])
+    assert queued is not None
+    return json_response(runs.run_json(queued), status=201)
 
 
 async def list_runs(request: Request) -> Response:

@@ -107,6 +107,10 @@ class Schedule(Strict):
     next_run_times: list[str] = Field(description="The next five fire times (empty while inactive).")
     last_run_at: str | None = Field(pattern=DATETIME)
     consecutive_failures: int
+    last_error: str | None = Field(
+        description="Why the scheduler turned this schedule off because its times could not be computed "
+        "(null otherwise; saving it again clears it)."
+    )
     created_at: str = Field(pattern=DATETIME)
     updated_at: str = Field(pattern=DATETIME)
 

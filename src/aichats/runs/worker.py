@@ -20,12 +20,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
+import anyio.to_thread
 import sqlalchemy as sa
 
 from aichats import ids
 from aichats.agent import context
-from aichats.agent.models import Model, ModelError, Usage, load_model
+from aichats.agent.models import Model, ModelError, Usage, load_model, parse_spec
 from aichats.clock import now_ms
 from aichats.config import Settings
 from aichats.runs import queue
@@ -97,14 +97,17 @@ class DeltaWriter:
     """Writes a streaming reply's text and ``message.delta`` events, coalesced.
 
     The first delta goes out at once (time to first token); later ones at most every
-    ``FLUSH_SECONDS``, each write one small transaction. Whatever is pending at the end is
-    written by :meth:`flush`, inside the transaction that completes or fails the reply.
+    ``FLUSH_SECONDS``, each write one small transaction. The transaction that completes or
+    fails the reply deletes its deltas (:func:`events.compact_deltas`, after ``started``,
+    the event that started it) and stores its final event with the whole text, so what is
+    still pending then is never written as a delta.
     """
 
-    def __init__(self, db: Database, chat: Row, message: Row) -> None:
+    def __init__(self, db: Database, chat: Row, message: Row, started: int) -> None:
         self.db = db
         self.chat_pk = chat["pk"]
         self.message = message
+        self.started = started
         self.text = ""
         self.pending = ""
         self.last_write: float | None = None
@@ -162,18 +165,44 @@ async def _next_within(stream: AsyncIterator[Any], seconds: float, name: str, ti
 
 
 class Models:
-    """The models this process has loaded, one per ``provider:model`` (loading is slow)."""
+    """The models this process has loaded, one per ``provider:model`` (loading is slow).
+
+    Concurrent first gets of one spec share one load (a task per spec), so workers that
+    start cold together get one model, not one each (for a local model: one engine, not
+    several). A load that fails is not kept: the next get tries again (a key or a model
+    file may have been fixed since).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._models: dict[str, Model] = {}
+        self._loading: dict[str, asyncio.Task[Model]] = {}
 
     async def get(self, spec: str) -> Model:
-        if spec not in self._models:  # cheap: a local model loads in its own engine process
-            self._models[spec] = load_model(spec, self._settings)
-        return self._models[spec]
+        model = self._models.get(spec)
+        if model is not None:
+            return model
+        loading = self._loading.get(spec)
+        if loading is None:
+            loading = asyncio.create_task(self._load(spec), name=f"aichats-load-{spec}")
+            self._loading[spec] = loading
+        # Shielded: a caller that is cancelled (its run was lost) leaves the load to the others.
+        return await asyncio.shield(loading)
+
+    async def _load(self, spec: str) -> Model:
+        try:
+            if parse_spec(spec)[0] == "local":  # its engine is supervised by a task on this loop
+                model = load_model(spec, self._settings)
+            else:  # an SDK's first import takes about half a second: not on the event loop
+                model = await anyio.to_thread.run_sync(load_model, spec, self._settings)
+            self._models[spec] = model
+            return model
+        finally:
+            del self._loading[spec]
 
     async def close(self) -> None:
+        for loading in list(self._loading.values()):
+            loading.cancel()
         for model in self._models.values():
             await model.close()
 
@@ -236,7 +265,7 @@ class Worker:
                 await queue.finish(tx, run, status="cancelled", error="the chat was deleted")
             return
         model_name = self.settings.model_for(chat["agent_identifier"])
-        reply = DeltaWriter(self.db, chat, await self._start_message(run, chat, model_name))
+        reply = DeltaWriter(self.db, chat, *await self._start_message(run, chat, model_name))
         try:
             if run.attempt > self.settings.max_run_attempts:
                 raise ModelError(f"the reply was interrupted {run.attempt - 1} times", transient=False)
@@ -261,9 +290,10 @@ class Worker:
             return
         await self._complete(run, chat, reply, model_name, usage)
 
-    async def _start_message(self, run: Claim, chat: Row, model_name: str) -> Row:
+    async def _start_message(self, run: Claim, chat: Row, model_name: str) -> tuple[Row, int]:
         """The reply starts streaming: its pending message (counted now), or on a retry the
-        same message emptied; or, for a turn queued without one, a new message."""
+        same message emptied; or, for a turn queued without one, a new message. Returns it
+        and the id of its ``message.created`` event."""
         now = now_ms()
         async with self.db.transaction() as tx:
             if run.assistant_message_pk is not None:
@@ -283,8 +313,10 @@ class Worker:
                 )  # fmt: skip
                 if not await queue.set_message(tx, run, message["pk"]):
                     raise LostRun(run.id)
-            await events.append(tx, chat["pk"], events.MESSAGE_CREATED, message_json(message, chat["id"]))
-        return message
+            started = await events.append(tx, chat["pk"], events.MESSAGE_CREATED, message_json(message, chat["id"]))
+            if run.attempt > 1:  # a lost attempt may have streamed: its deltas are stale now
+                await events.compact_deltas(tx, chat["pk"], after=0)
+        return message, started
 
     async def _stream_with_retries(self, model: Model, prompt: list[Any]) -> AsyncIterator[str | Usage]:
         """The model's stream; transient failures before the first token are retried with
@@ -318,7 +350,6 @@ class Worker:
         blended = self.settings.blended_micros(model, usage.input_tokens, usage.output_tokens)
         now = now_ms()
         async with self.db.transaction() as tx:
-            await reply.flush(tx)
             if not await queue.finish(
                 tx, run, status="completed", model=model, input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens, blended_tokens_micros=blended,
@@ -340,6 +371,7 @@ class Worker:
             completed = message_json(done, chat["id"])
             await events.append(tx, chat["pk"], events.MESSAGE_COMPLETED, completed)
             await events.append(tx, chat["pk"], events.CHAT_UPDATED, chat_json(titled or updated))
+            await events.compact_deltas(tx, chat["pk"], after=reply.started)
             await self._tell_user(tx, chat, completed, titled or updated)
 
     async def _tell_user(
@@ -365,15 +397,7 @@ class Worker:
         log.warning("the schedule of chat %s failed %d times in a row: deactivated", chat["id"], limit)
         chat = await _current(tx, chat)
         body = f"The schedule failed {limit} times in a row and was turned off."
-        await webhooks.enqueue(
-            tx,
-            chat["user_id"],
-            "ai_chat.schedule.deactivated",
-            {"ai_chat_id": chat["id"], "consecutive_failures": limit},
-        )
-        await notifications.notify(
-            tx, chat, kind="ai_chat.schedule.deactivated", title=chat["title"] or "AI chat", body=body
-        )
+        await notifications.schedule_deactivated(tx, chat, body=body, details={"consecutive_failures": limit})
 
     async def _title(self, tx: Connection, chat: Row) -> Row | None:
         if chat["title"] is not None or chat["title_locked"]:
@@ -386,7 +410,6 @@ class Worker:
     async def _fail(self, run: Claim, chat: Row, reply: DeltaWriter, model: str, error: str) -> None:
         log.warning("run %s failed: %s", run.id, error)
         async with self.db.transaction() as tx:
-            await reply.flush(tx)
             if not await queue.finish(tx, run, status="failed", error=error, model=model):
                 raise LostRun(run.id)
             failed = await tx.fetch_one(
@@ -399,6 +422,7 @@ class Worker:
             assert failed is not None
             failure = message_json(failed, chat["id"])
             await events.append(tx, chat["pk"], events.MESSAGE_FAILED, failure)
+            await events.compact_deltas(tx, chat["pk"], after=reply.started)
             await self._tell_user(tx, chat, failure, None, run=run)
             if run.trigger == "schedule" and await schedules.record_outcome(
                 tx, chat["pk"], succeeded=False, max_failures=self.settings.schedule_max_failures
@@ -444,7 +468,7 @@ class WorkerPool:
         """Send due webhook deliveries; wake on ``aichats_webhooks`` or every second."""
         wake = asyncio.Event()
         await self.db.listen(webhooks.CHANNEL, lambda _payload: wake.set())
-        async with httpx2.AsyncClient(follow_redirects=False) as http:
+        async with webhooks.sender(allow_private=self.settings.webhooks_allow_private_urls) as http:
             while True:
                 wake.clear()
                 try:
@@ -452,7 +476,6 @@ class WorkerPool:
                         self.db,
                         http,
                         retry_seconds=self.settings.webhook_retry_seconds,
-                        allow_private=self.settings.webhooks_allow_private_urls,
                     )
                 except Exception:
                     log.exception("webhook delivery failed")

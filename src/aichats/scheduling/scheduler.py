@@ -5,18 +5,21 @@ about every second). Each due schedule is taken with ``FOR UPDATE SKIP LOCKED``,
 ``next_run_at`` advanced with a compare-and-set in the same transaction as the turn it
 queues; a unique index on ``(chat, scheduled_for)`` backs that up. So each scheduled
 instant fires exactly once. Instants missed while nothing ran fire as one catch-up turn
-(for the latest of them), never as a burst.
+(for the latest of them), never as a burst. A schedule whose instants cannot be computed
+(old data: a cron or a time zone today's checks refuse) is quarantined, not retried: it
+is deactivated with its error and its owner notified, and the others keep firing.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from aichats.clock import now_ms
-from aichats.services import schedules
+from aichats.services import notifications, schedules
 from aichats.services.messages import MessageInput, MessageSource, add_user_message
 from aichats.storage.database import Connection, Database, UniqueViolation
 from aichats.storage.schema import ai_chats, runs
@@ -24,7 +27,6 @@ from aichats.storage.schema import schedules as table
 
 log = logging.getLogger("aichats.scheduler")
 BATCH = 100
-CATCH_UP_LIMIT = 1_000_000  # instants walked to find the latest missed one
 
 _s = table.c
 _DUE = (
@@ -40,7 +42,18 @@ _ADVANCE = (
     .where(_s.pk == sa.bindparam("pk"), _s.next_run_at == sa.bindparam("due"), _s.active == sa.true())
     .values(next_run_at=sa.bindparam("next"), last_run_at=sa.bindparam("fired"), active=sa.bindparam("active"))
 )
-_CHAT = sa.select(ai_chats.c.id, ai_chats.c.user_id, ai_chats.c.deleted_at).where(ai_chats.c.pk == sa.bindparam("pk"))
+_QUARANTINE = (
+    sa.update(table)
+    .where(_s.pk == sa.bindparam("pk"), _s.next_run_at == sa.bindparam("due"), _s.active == sa.true())
+    .values(active=False, next_run_at=None, last_error=sa.bindparam("error"))
+)
+_CHAT = sa.select(
+    ai_chats.c.pk, ai_chats.c.id, ai_chats.c.user_id, ai_chats.c.title, ai_chats.c.notification_preference,
+    ai_chats.c.deleted_at,
+).where(ai_chats.c.pk == sa.bindparam("pk"))  # fmt: skip
+_NEXT_DUE = sa.select(sa.func.min(_s.next_run_at).label("at")).where(
+    sa.text("active"), _s.next_run_at <= schedules.MAX_INSTANT
+)
 _IN_FLIGHT = sa.select(sa.func.count().label("n")).where(
     runs.c.trigger == "schedule", sa.text("status IN ('queued', 'running')")
 )
@@ -52,15 +65,31 @@ class Tick:
     skipped_for_limit: bool
 
 
-def latest_missed(row: sa.Row, now: int) -> int:
+def latest_missed(row: Any, now: int) -> int:
     """The latest instant at or before ``now`` from the due one on (the catch-up fire)."""
-    fire = row["next_run_at"]
-    for _ in range(CATCH_UP_LIMIT):
-        following = schedules.fires_after(row, fire)
-        if not following or following[0] > now:
-            return fire
-        fire = following[0]
-    return fire
+    return schedules.latest_at_or_before(row, row["next_run_at"], now)
+
+
+async def next_due(db: Database) -> int | None:
+    """When the earliest active schedule is due next (None when none is active)."""
+    row = await db.fetch_one(_NEXT_DUE)
+    return None if row is None or row["at"] is None else int(row["at"])
+
+
+async def _quarantine(tx: Connection, row: Any, chat: Any, error: Exception) -> None:
+    """Deactivate a schedule whose instants cannot be computed, keep why, tell its owner.
+
+    Retrying would fail the same way on every pass, and raising would roll back (and so
+    stop) every other schedule of the batch.
+    """
+    message = f"{type(error).__name__}: {error}"[:500]
+    log.warning("the schedule of chat %s cannot be computed, deactivated: %s", row["chat_pk"], message)
+    if not await tx.execute(_QUARANTINE, {"pk": row["pk"], "due": row["next_run_at"], "error": message}):
+        return  # another scheduler took it
+    await schedules.set_flag(tx, row["chat_pk"], False)
+    if chat is not None and chat["deleted_at"] is None:
+        body = f"The schedule could not be computed and was turned off ({message}). Save it again to fix it."
+        await notifications.schedule_deactivated(tx, chat, body=body, details={"error": message})
 
 
 async def _fire_one(tx: Connection, now: int, *, queue_turn: bool = True) -> bool | None:
@@ -70,8 +99,13 @@ async def _fire_one(tx: Connection, now: int, *, queue_turn: bool = True) -> boo
     if row is None:
         return None
     chat = await tx.fetch_one(_CHAT, {"pk": row["chat_pk"]})
-    fire = latest_missed(row, now)
-    upcoming = schedules.fires_after(row, now)
+    try:  # pure computation, before any write: a failure here leaves the transaction clean
+        fire = latest_missed(row, now)
+        upcoming = schedules.fires_after(row, now)
+        prompt = schedules.render(row["prompt"], row["timezone"], fire)
+    except Exception as error:  # whatever stored data makes it raise, only this schedule stops
+        await _quarantine(tx, row, chat, error)
+        return False
     alive = chat is not None and chat["deleted_at"] is None
     following = upcoming[0] if upcoming and alive else None
     advanced = await tx.execute(
@@ -84,7 +118,6 @@ async def _fire_one(tx: Connection, now: int, *, queue_turn: bool = True) -> boo
         await schedules.set_flag(tx, row["chat_pk"], False)
     if not alive or not queue_turn:
         return False
-    prompt = schedules.render(row["prompt"], row["timezone"], fire)
     data = MessageInput.model_construct(
         message_text=prompt, message_attachments=[], message_source=MessageSource.schedule, suggestion_type=None
     )

@@ -23,6 +23,9 @@ from aichats.storage.schema import chat_events
 CHANNEL = "aichats_events"
 # A user's notifications or badges changed (payload: the user id): the notifications stream.
 USERS_CHANNEL = "aichats_users"
+# Without cross-process notifications (a lost LISTEN connection), followers of a hub look
+# again this often, so that what another process wrote still arrives.
+POLL_SECONDS = 1.0
 MESSAGE_CREATED = "message.created"
 MESSAGE_DELTA = "message.delta"
 MESSAGE_COMPLETED = "message.completed"
@@ -54,6 +57,31 @@ async def append(tx: Connection, chat_pk: int, type_: str, data: dict[str, Any])
     return int(row["pk"])
 
 
+_COMPACT = sa.delete(chat_events).where(
+    _e.chat_pk == sa.bindparam("chat_pk"), _e.type == MESSAGE_DELTA, _e.pk > sa.bindparam("after")
+)
+
+
+async def compact_deltas(tx: Connection, chat_pk: int, after: int) -> int:
+    """Delete the chat's ``message.delta`` events after event ``after``; the number deleted.
+
+    Called in the transaction that ends a reply, ``after`` being the event that started it
+    (and with 0 when a reply starts over after its worker died). The reply's final event
+    (``message.completed`` or ``message.failed``) carries the whole message, so its deltas
+    would only take space, forever: a replay from the start gets the reply's
+    ``message.created`` then its final event, and a client resuming from the id of a
+    deleted delta reads every event after that id, the final one included (ids only grow).
+    Every delta of the chat after ``after`` is the reply's own: a chat runs one reply at a
+    time, and the one before it has ended. The range keeps this to the reply's own rows.
+
+    Call it *after* appending the event that follows the deltas (the final one, or the
+    new ``message.created``): SQLite (no AUTOINCREMENT) gives a new row the largest id
+    plus one, so deleting the newest rows first would hand a deleted delta's id to the
+    next event, and a client resuming from that id would never see it.
+    """
+    return await tx.execute(_COMPACT, {"chat_pk": chat_pk, "after": after})
+
+
 _LATEST = sa.select(sa.func.max(_e.pk).label("pk")).where(_e.chat_pk == sa.bindparam("chat_pk"))
 
 
@@ -63,7 +91,10 @@ async def latest_id(db: Database, chat_pk: int) -> int:
     return int(row["pk"] or 0) if row else 0
 
 
-async def read_after(db: Database, chat_pk: int, after: int, limit: int = 500) -> list[Row]:
+PAGE_SIZE = 500  # events read per query; a stream reads pages until one comes back short
+
+
+async def read_after(db: Database, chat_pk: int, after: int, limit: int = PAGE_SIZE) -> list[Row]:
     return await db.fetch_all(_AFTER, {"chat_pk": chat_pk, "after": after, "limit": limit})
 
 
@@ -88,8 +119,10 @@ class EventHub(Generic[K]):
         for event in targets:
             event.set()
 
-    def subscribe(self, key: K) -> asyncio.Event:
-        event = asyncio.Event()
+    def subscribe(self, key: K, event: asyncio.Event | None = None) -> asyncio.Event:
+        """An event set whenever ``key`` is notified (``event`` itself if given: one event can
+        wait on several hubs)."""
+        event = event if event is not None else asyncio.Event()
         self._waiters.setdefault(key, set()).add(event)
         return event
 

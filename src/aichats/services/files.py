@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import sqlalchemy as sa
 
 from aichats import ids
@@ -38,6 +39,8 @@ def is_text(content_type: str) -> bool:
 
 
 def _clean_type(content_type: str | None) -> str:
+    if content_type is not None and "\x00" in content_type:  # as every text field: no NUL
+        raise Invalid("the file's content type contains the NUL character, which text cannot hold")
     base = (content_type or "application/octet-stream").split(";", 1)[0].strip().lower()
     if not base.startswith(ALLOWED_TYPES):
         raise Invalid(f"files of type {base} are not accepted; send text, JSON, PDF or an image")
@@ -53,6 +56,16 @@ def _clean_name(filename: str | None) -> str:
 
 def path_of(files_dir: str, file_id: str) -> Path:
     return Path(files_dir) / file_id
+
+
+def _store(target: Path, data: bytes) -> str:
+    """Write ``data`` to ``target`` (a temporary name, then renamed) and return its SHA-256.
+    Blocking: run it in a worker thread."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(".part")
+    temporary.write_bytes(data)
+    temporary.replace(target)
+    return hashlib.sha256(data).hexdigest()
 
 
 async def save_upload(
@@ -73,14 +86,11 @@ async def save_upload(
         "filename": _clean_name(filename),
         "content_type": _clean_type(content_type),
         "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
         "created_at": now_ms(),
     }
     target = path_of(files_dir, record["id"])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_suffix(".part")
-    temporary.write_bytes(data)
-    temporary.replace(target)
+    # Hashing and writing 10 MB take tens of milliseconds: in a thread, not on the event loop.
+    record["sha256"] = await anyio.to_thread.run_sync(_store, target, data)
     try:
         async with db.transaction() as tx:
             await tx.execute(_INSERT, record)

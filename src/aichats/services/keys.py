@@ -71,6 +71,7 @@ _REVOKE = (
     .values(revoked_at=sa.bindparam("now"))
 )
 _EXISTS = sa.select(api_keys.c.id).where(api_keys.c.id == sa.bindparam("key_id"))
+_LIVE = sa.select(api_keys.c.id).where(api_keys.c.id == sa.bindparam("key_id"), api_keys.c.revoked_at.is_(None))
 
 
 async def create_key(db: Database, user_id: str, scopes: tuple[str, ...] = SCOPES) -> tuple[KeyInfo, str]:
@@ -103,7 +104,8 @@ async def list_keys(db: Database, user_id: str) -> list[KeyInfo]:
 
 
 async def revoke_key(db: Database, key_id: str) -> bool:
-    """Revoke ``key_id``: it fails from the next request on. False if already revoked."""
+    """Revoke ``key_id``: it fails from the next request on, and the notification ends the
+    streams it has open in every server process. False if already revoked."""
     async with db.transaction() as tx:
         if await tx.fetch_one(_EXISTS, {"key_id": key_id}) is None:
             raise NotFound(f"no API key {key_id}")
@@ -115,6 +117,12 @@ async def revoke_key(db: Database, key_id: str) -> bool:
 KEYS_CHANNEL = "aichats_keys"
 
 
+async def is_live(db: Database, key_id: str) -> bool:
+    """Whether the key still works: what an open stream asks again when keys change (never
+    from the cache, which is exactly what a revocation empties)."""
+    return await db.fetch_one(_LIVE, {"key_id": key_id}) is not None
+
+
 class KeyCache:
     """Principals of keys seen recently, so that most requests skip the key lookup.
 
@@ -123,8 +131,8 @@ class KeyCache:
     :func:`revoke_key` sends a NOTIFY in its transaction), and any notification, or a
     lost listening connection, empties it. A lookup that raced with a change is not
     stored (the generation moved while it ran). SQLite servers do not use it: a key
-    lookup there costs microseconds, and a revocation by another process is not
-    announced.
+    lookup there costs microseconds, and a revocation by another process is announced
+    only as "something changed", up to half a second late.
     """
 
     MAX_ENTRIES = 10_000

@@ -9,14 +9,18 @@ notifications stream.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.services import webhooks
-from aichats.services.events import USERS_CHANNEL
+from aichats.services.events import POLL_SECONDS, USERS_CHANNEL, EventHub
 from aichats.services.pagination import Page, PageRequest, newest_first
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, notifications
@@ -45,23 +49,30 @@ _COLUMNS = (
     _n.read_at,
     ai_chats.c.id.label("chat_id"),
 )
+# A deleted chat's notifications leave the user's notifications: not listed, not counted,
+# not marked read (so the bell agrees with the badges, which never show a deleted chat).
+# The filter is in the queries rather than done once on delete, so a reply that lands
+# after its chat was deleted stays out too.
+_LIVE_CHAT = sa.exists().where(ai_chats.c.pk == _n.chat_pk, ai_chats.c.deleted_at.is_(None))
 _PAGE = (
     sa.select(*_COLUMNS)
     .join(ai_chats, ai_chats.c.pk == _n.chat_pk)
-    .where(_n.user_id == sa.bindparam("user_id"))
+    .where(_n.user_id == sa.bindparam("user_id"), ai_chats.c.deleted_at.is_(None))
     .order_by(_n.pk.desc())
     .limit(sa.bindparam("limit"))
 )
 _PAGE_AFTER = _PAGE.where(_n.pk < sa.bindparam("after_0"))
-_UNREAD = sa.select(sa.func.count().label("n")).where(_n.user_id == sa.bindparam("user_id"), _n.read_at.is_(None))
+_UNREAD = sa.select(sa.func.count().label("n")).where(
+    _n.user_id == sa.bindparam("user_id"), _n.read_at.is_(None), _LIVE_CHAT
+)
 _READ_ONE = (
     sa.update(notifications)
-    .where(_n.user_id == sa.bindparam("user_id"), _n.id == sa.bindparam("id"), _n.read_at.is_(None))
+    .where(_n.user_id == sa.bindparam("user_id"), _n.id == sa.bindparam("id"), _n.read_at.is_(None), _LIVE_CHAT)
     .values(read_at=sa.bindparam("now"))
 )
 _READ_ALL = (
     sa.update(notifications)
-    .where(_n.user_id == sa.bindparam("user_id"), _n.read_at.is_(None))
+    .where(_n.user_id == sa.bindparam("user_id"), _n.read_at.is_(None), _LIVE_CHAT)
     .values(read_at=sa.bindparam("now"))
 )
 _READ_CHAT = (
@@ -79,7 +90,7 @@ _RECOUNT_BADGES = (
         .scalar_subquery()
     )
 )
-_LATEST = sa.select(_n.id).where(_n.user_id == sa.bindparam("user_id")).order_by(_n.pk.desc()).limit(1)
+_LATEST = sa.select(_n.id).where(_n.user_id == sa.bindparam("user_id"), _LIVE_CHAT).order_by(_n.pk.desc()).limit(1)
 _BADGES = sa.select(ai_chats.c.id, ai_chats.c.unread_count).where(
     ai_chats.c.user_id == sa.bindparam("user_id"), ai_chats.c.deleted_at.is_(None), ai_chats.c.unread_count > 0
 )
@@ -96,6 +107,14 @@ def notification_json(row: Row) -> dict[str, Any]:
         "created_at": isoformat_ms(row["created_at"]),
         "read_at": isoformat_ms_or_none(row["read_at"]),
     }
+
+
+async def schedule_deactivated(tx: Connection, chat: Row, *, body: str, details: dict[str, Any]) -> None:
+    """A chat's schedule was turned off: the ``ai_chat.schedule.deactivated`` webhook and
+    the owner's notification, always together, whichever part of the service turned it off
+    (the worker after repeated failures, the scheduler for a schedule it cannot compute)."""
+    await webhooks.enqueue(tx, chat["user_id"], "ai_chat.schedule.deactivated", {"ai_chat_id": chat["id"], **details})
+    await notify(tx, chat, kind="ai_chat.schedule.deactivated", title=chat["title"] or "AI chat", body=body)
 
 
 async def notify(tx: Connection, chat: Row, *, kind: str, title: str, body: str, message_id: str | None = None) -> None:
@@ -162,9 +181,16 @@ async def badges(db: Database, user_id: str) -> dict[str, int]:
     return {row["id"]: row["unread_count"] for row in await db.fetch_all(_BADGES, {"user_id": user_id})}
 
 
+# How many times this process computed a user's live state: tests and benchmarks read it to
+# check that streams share computations (one per user per change, not one per stream).
+computations = 0
+
+
 async def live_state(db: Database, user_id: str) -> dict[str, Any]:
     """What the notifications stream sends as ``badges``: unread notifications, badges, and
     the newest notification (so a client sees a new one even when the counts do not move)."""
+    global computations
+    computations += 1
     per_chat = await badges(db, user_id)
     latest = await db.fetch_one(_LATEST, {"user_id": user_id})
     return {
@@ -173,3 +199,64 @@ async def live_state(db: Database, user_id: str) -> dict[str, Any]:
         "ai_chats": per_chat,
         "latest_notification_id": latest["id"] if latest else None,
     }
+
+
+@dataclass
+class _Shared:
+    """One user's state as last computed, with the version its streams compare."""
+
+    stale: bool = True
+    version: int = 0
+    data: str = ""
+    computed_at: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class LiveStates(EventHub[str]):
+    """The users hub (``aichats_users``), which also keeps each followed user's live state.
+
+    A user's state (the badges of up to every chat) is computed once per change and shared
+    by all of that user's streams in this process: a notification marks it stale and wakes
+    the streams; the first to ask recomputes it (the others wait for that one result), and
+    each stream sends it only if its version moved since the one it sent last. An idle
+    stream costs nothing; 150 streams of one user cost one computation per change. Without
+    cross-process notifications (a lost LISTEN) a state older than ``POLL_SECONDS`` is
+    recomputed when asked, once per user. A state is forgotten with its last stream.
+    """
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(USERS_CHANNEL, str)
+        self._db = db
+        self._shared: dict[str, _Shared] = {}
+
+    def _notified(self, payload: str | None) -> None:
+        if payload is None:  # anything may have changed, for anyone
+            for shared in self._shared.values():
+                shared.stale = True
+        elif (shared := self._shared.get(payload)) is not None:
+            shared.stale = True
+        super()._notified(payload)
+
+    def unsubscribe(self, key: str, event: asyncio.Event) -> None:
+        super().unsubscribe(key, event)
+        if key not in self._waiters:
+            self._shared.pop(key, None)
+
+    async def get(self, user_id: str) -> tuple[int, str]:
+        """The user's live state (as JSON, serialised once) and its version; call it only
+        while subscribed to ``user_id``, which keeps the state up to date."""
+        shared = self._shared.setdefault(user_id, _Shared())
+        async with shared.lock:
+            if not self._db.listening and time.monotonic() - shared.computed_at >= POLL_SECONDS:
+                shared.stale = True
+            if shared.stale:
+                shared.stale = False  # a change from now on marks it again
+                try:
+                    data = orjson.dumps(await live_state(self._db, user_id)).decode()
+                except BaseException:
+                    shared.stale = True
+                    raise
+                shared.computed_at = time.monotonic()
+                if data != shared.data:
+                    shared.data, shared.version = data, shared.version + 1
+            return shared.version, shared.data

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from aichats import ids
 from aichats.errors import Invalid
 
 DEFAULT_PAGE_SIZE = 20
@@ -75,12 +76,21 @@ def encode_cursor(order: str, key: Key) -> str:
     return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
 
 
+def _key_part(text: str) -> int:
+    """One part of a cursor's key (a pk or a time in milliseconds), as :func:`encode_cursor`
+    writes it."""
+    value = ids.parse_bigint(text)
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
 def decode_cursor(order: str, cursor: str, parts: int, *, name: str) -> Key:
     """The sort key in ``cursor``; 422 if it is not one of ``order``'s cursors."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, *values = raw.split(":")
-        key = tuple(int(v) for v in values)
+        key = tuple(_key_part(v) for v in values)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise Invalid(f"`{name}` is not a cursor returned by this list") from None
     if kind != order or len(key) != parts:

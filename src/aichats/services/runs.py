@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from aichats.clock import isoformat_ms, isoformat_ms_or_none
 from aichats.services.messages import decimal_tokens
 from aichats.services.pagination import Page, PageRequest, newest_first
-from aichats.storage.database import Database, Row
+from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import runs
 
 _r = runs.c
@@ -55,5 +55,12 @@ async def list_runs(db: Database, chat_pk: int, page: PageRequest) -> Page[Row]:
     return await newest_first(db, _RUNS_NEWEST_FIRST, _RUNS_AFTER, {"chat_pk": chat_pk}, page, "r")
 
 
-async def latest_run(db: Database, chat_pk: int) -> Row | None:
-    return await db.fetch_one(_RUNS_NEWEST_FIRST, {"chat_pk": chat_pk, "limit": 1})
+_RUN_OF_MESSAGE = sa.select(*_RUN_COLUMNS).where(
+    _r.chat_pk == sa.bindparam("chat_pk"), _r.user_message_pk == sa.bindparam("message_pk")
+)
+
+
+async def run_of_message(tx: Connection, chat_pk: int, message_pk: int) -> Row | None:
+    """The run queued for a user message, read in the transaction that queued it: "the
+    latest run" read afterwards may already be another request's."""
+    return await tx.fetch_one(_RUN_OF_MESSAGE, {"chat_pk": chat_pk, "message_pk": message_pk})

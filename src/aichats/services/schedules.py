@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 import sqlalchemy as sa
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from sqlalchemy.dialects import postgresql
 
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms, parse_iso
 from aichats.errors import Invalid, NotFound
@@ -22,6 +23,8 @@ from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, schedules
 
 MAX_PROMPT_LENGTH = 32_000
+MAX_INTERVAL_SECONDS = 366 * 24 * 3600  # a (leap) year; longer waits are a `run_at`
+MAX_INSTANT = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant ISO 8601 (and the API) can write
 _EPOCH = datetime(2000, 1, 1)  # cronsim explains an expression from any start; this one is fixed
 NEXT_TIMES = 5
 
@@ -43,8 +46,15 @@ class ScheduleInput(BaseModel):
     )
     timezone: str = Field(description="IANA time zone, e.g. `Europe/Paris`.")
     cron: Annotated[str, StringConstraints(max_length=128)] | None = Field(None, description="5-field cron.")
-    interval_seconds: int | None = Field(None, ge=1)
-    run_at: str | None = Field(None, description="One run at this ISO 8601 instant.")
+    interval_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_INTERVAL_SECONDS,
+        description="Seconds between runs, from `AICHATS_SCHEDULE_MIN_INTERVAL_SECONDS` to 31622400 (366 days).",
+    )
+    run_at: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="One run at this ISO 8601 instant, in the future and at most 9999-12-31T23:59:59.999Z."
+    )
     active: bool = True
 
     @model_validator(mode="after")
@@ -90,23 +100,79 @@ def check_cron(expression: str) -> str:
 
 
 def fires_after(row: Any, after_ms: int, count: int = 1) -> list[int]:
-    """The next ``count`` instants (ms) strictly after ``after_ms``."""
+    """The next ``count`` instants (ms) strictly after ``after_ms``, none past ``MAX_INSTANT``
+    nor in local year 10000 (so fewer, or none, near the end of year 9999: a schedule has no
+    run it could not write or compute)."""
     tz = ZoneInfo(row["timezone"])
     if row["run_at"] is not None:
-        return [row["run_at"]] if row["run_at"] > after_ms else []
+        return [row["run_at"]] if after_ms < row["run_at"] <= MAX_INSTANT else []
     if row["interval_seconds"] is not None:
         step = row["interval_seconds"] * 1000
         anchor = row["created_at"]
         first = anchor + ((max(after_ms - anchor, 0) // step) + 1) * step
-        return [first + i * step for i in range(count)]
-    start = datetime.fromtimestamp(after_ms / 1000, tz)
+        return [t for t in range(first, first + count * step, step) if t <= MAX_INSTANT]
+    try:
+        start = datetime.fromtimestamp(after_ms / 1000, tz)
+    except (OverflowError, ValueError):  # local time already in year 10000 (or later)
+        return []
     iterator = CronSim(row["cron"], start)
     out: list[int] = []
     while len(out) < count:
-        instant = int(next(iterator).timestamp() * 1000)
+        try:
+            instant = int(next(iterator).timestamp() * 1000)
+        except OverflowError:  # cronsim walked past year 9999
+            break
+        if instant > MAX_INSTANT:
+            break
         if instant > after_ms:
             out.append(instant)
     return out
+
+
+def latest_at_or_before(row: Any, due: int, now: int) -> int:
+    """The latest instant from ``due`` (the schedule's due instant) to ``now``: the one a
+    catch-up fires. Found directly (arithmetic for intervals, cronsim's ``reverse=True``
+    for cron), so a long downtime costs what a short one does."""
+    if row["run_at"] is not None:
+        return due
+    if row["interval_seconds"] is not None:
+        step = row["interval_seconds"] * 1000
+        aligned = row["created_at"] + (max(now - row["created_at"], 0) // step) * step
+        return max(aligned, due)
+    # Two instants back with reverse, then forward with ``fires_after``: the forward walk
+    # defines a schedule's instants (and their daylight-saving choices); reverse only finds
+    # where to start it, one instant early to be safe.
+    start = _two_back(row, due, now)
+    fire = due
+    if start > due and (first := fires_after(row, start - 1)) and first[0] <= now:
+        fire = first[0]
+    for _ in range(8):  # a step or two from ``start``; bounded whatever the expression
+        following = fires_after(row, fire)
+        if not following or following[0] > now:
+            break
+        fire = following[0]
+    return fire
+
+
+def _two_back(row: Any, due: int, now: int) -> int:
+    """The second cron instant at or before ``now`` by cronsim's ``reverse=True`` (``due``
+    if that is later, or if local time is already past year 9999)."""
+    try:
+        end = datetime.fromtimestamp((now + 60_000) / 1000, ZoneInfo(row["timezone"]))
+    except (OverflowError, ValueError):
+        return due
+    backwards, seen = CronSim(row["cron"], end, reverse=True), 0
+    for _ in range(4):  # at most one reverse instant lies in the minute after ``now``
+        try:
+            instant = int(next(backwards).timestamp() * 1000)
+        except OverflowError:
+            return due
+        if instant > now:
+            continue
+        seen += 1
+        if instant <= due or seen == 2:
+            return max(instant, due)
+    return due
 
 
 def describe(row: Any) -> str:
@@ -126,8 +192,14 @@ def render(prompt: str, timezone: str, at_ms: int) -> str:
 
 
 def schedule_json(row: Row, chat_id: str) -> dict[str, Any]:
-    upcoming = fires_after(row, max(now_ms(), (row["last_run_at"] or 0)), NEXT_TIMES) if row["active"] else []
-
+    # Stored rows may predate today's checks (a cron or zone refused now, an interval of
+    # 10**15): they are still shown, with what cannot be computed left out, never a 500.
+    try:
+        description = describe(row)
+        upcoming = fires_after(row, max(now_ms(), (row["last_run_at"] or 0)), NEXT_TIMES) if row["active"] else []
+    except Exception as error:
+        description, upcoming = f"Cannot be computed ({type(error).__name__}: {error})", []
+    next_run_at = row["next_run_at"] if row["active"] and (row["next_run_at"] or 0) <= MAX_INSTANT else None
     return {
         "ai_chat_id": chat_id,
         "prompt": row["prompt"],
@@ -136,11 +208,12 @@ def schedule_json(row: Row, chat_id: str) -> dict[str, Any]:
         "interval_seconds": row["interval_seconds"],
         "run_at": isoformat_ms_or_none(row["run_at"]),
         "active": bool(row["active"]),
-        "description": describe(row),
-        "next_run_at": isoformat_ms_or_none(row["next_run_at"]) if row["active"] else None,
+        "description": description,
+        "next_run_at": isoformat_ms_or_none(next_run_at),
         "next_run_times": [isoformat_ms(t) for t in upcoming],
         "last_run_at": isoformat_ms_or_none(row["last_run_at"]),
         "consecutive_failures": row["consecutive_failures"],
+        "last_error": row["last_error"],
         "created_at": isoformat_ms(row["created_at"]),
         "updated_at": isoformat_ms(row["updated_at"]),
     }
@@ -160,30 +233,23 @@ _COLUMNS = (
     _s.consecutive_failures,
     _s.created_at,
     _s.updated_at,
+    _s.last_error,
 )
 _GET = sa.select(*_COLUMNS).where(_s.chat_pk == sa.bindparam("chat_pk"))
 _DELETE = sa.delete(schedules).where(_s.chat_pk == sa.bindparam("chat_pk"))
-_INSERT = sa.insert(schedules).values(
-    {
-        c: sa.bindparam(c)
-        for c in (
-            "chat_pk", "prompt", "timezone", "cron", "interval_seconds", "run_at", "active", "next_run_at",
-            "created_at", "updated_at",
-        )
-    }
-).returning(*_COLUMNS)  # fmt: skip
-_REPLACE = (
-    sa.update(schedules)
-    .where(_s.chat_pk == sa.bindparam("chat_pk"))
-    .values(
-        {
-            c: sa.bindparam(c)
-            for c in ("prompt", "timezone", "cron", "interval_seconds", "run_at", "active", "next_run_at", "updated_at")
-        }
-    )
-    .values(consecutive_failures=0)
-    .returning(*_COLUMNS)
-)
+# ``created_at`` too: it is when this definition was saved, the anchor intervals count from
+# (keeping the first save's made the runs after the next one drift back to the old phase).
+_REPLACED = (
+    "prompt", "timezone", "cron", "interval_seconds", "run_at", "active", "next_run_at", "updated_at", "created_at",
+)  # fmt: skip
+_INSERT = postgresql.insert(schedules).values({c: sa.bindparam(c) for c in ("chat_pk", *_REPLACED)})
+# One statement, so simultaneous PUTs cannot both insert (a select-then-insert did, and
+# one answered 500): ``INSERT … ON CONFLICT DO UPDATE``, which SQLite speaks too. Saving
+# again clears the failures and the error.
+_UPSERT = _INSERT.on_conflict_do_update(
+    index_elements=[_s.chat_pk],
+    set_={**{c: _INSERT.excluded[c] for c in _REPLACED}, "consecutive_failures": 0, "last_error": None},
+).returning(*_COLUMNS)
 _FLAG = sa.update(ai_chats).where(ai_chats.c.pk == sa.bindparam("chat_pk")).values(has_active_cron=sa.bindparam("flag"))
 
 
@@ -194,7 +260,8 @@ async def set_flag(tx: Connection, chat_pk: int, active: bool) -> None:
 
 def timing(data: ScheduleInput, *, now: int, min_interval_seconds: int) -> dict[str, Any]:
     """When ``data`` fires, checked (422 for a bad cron, an unknown zone, an interval below the
-    operator's minimum, a past ``run_at``): the columns ``fires_after`` and ``describe`` read."""
+    operator's minimum, a past ``run_at``, no run before year 10000): the columns
+    ``fires_after`` and ``describe`` read."""
     tz = zone(data.timezone)
     cron = check_cron(data.cron) if data.cron is not None else None
     run_at = None
@@ -207,13 +274,18 @@ def timing(data: ScheduleInput, *, now: int, min_interval_seconds: int) -> dict[
             raise Invalid(f"run_at {data.run_at!r} is not an ISO 8601 instant") from None
         if run_at <= now:
             raise Invalid("run_at is in the past")
-    return {
+        if run_at > MAX_INSTANT:
+            raise Invalid("run_at must be at most 9999-12-31T23:59:59.999Z")
+    row = {
         "timezone": tz.key,
         "cron": cron,
         "interval_seconds": data.interval_seconds,
         "run_at": run_at,
         "created_at": now,  # intervals count from when the schedule is saved
     }
+    if not fires_after(row, now):  # only near the end of year 9999: no instant the API could write
+        raise Invalid("this schedule has no run left before year 10000")
+    return row
 
 
 def preview(data: SchedulePreviewInput, *, min_interval_seconds: int) -> dict[str, Any]:
@@ -241,10 +313,7 @@ async def put_schedule(db: Database, chat_pk: int, data: ScheduleInput, *, min_i
     upcoming = fires_after(values, now)
     values["next_run_at"] = upcoming[0] if upcoming else None
     async with db.transaction() as tx:
-        if await tx.fetch_one(_GET, {"chat_pk": chat_pk}) is None:
-            row = await tx.fetch_one(_INSERT, values)
-        else:
-            row = await tx.fetch_one(_REPLACE, values)
+        row = await tx.fetch_one(_UPSERT, values)
         await set_flag(tx, chat_pk, data.active)
     assert row is not None
     return row

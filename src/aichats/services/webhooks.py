@@ -5,21 +5,20 @@ event itself, so a crash loses neither. Senders claim due rows (``FOR UPDATE SKI
 LOCKED``, with a one-minute lease while the request is in flight), POST them signed with
 ``standardwebhooks`` (headers ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``)
 and retry failures on a schedule like Svix's: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
-URLs to private, loopback and link-local addresses are refused unless the operator allows
-them (``AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS``), at creation and again at each send.
+URLs follow :mod:`aichats.outbound`'s rule: checked at creation (422), and again by the
+sender's connections, which connect to the address they checked. Private, loopback and
+link-local addresses are refused unless the operator allows them
+(``AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS``). Any failure of an attempt, whatever raised it, is
+recorded and counted, so no delivery is tried more than ``len(retry_seconds) + 1`` times.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import ipaddress
 import secrets
-import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import orjson
@@ -27,7 +26,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
 
-from aichats import ids
+from aichats import ids, outbound
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import Invalid, NotFound
 from aichats.storage.database import Connection, Database, Row
@@ -54,25 +53,14 @@ class WebhookInput(BaseModel):
     events: list[str] = Field(min_length=1, description=f"Any of: {', '.join(EVENTS)}.")
 
 
-def check_url(url: str, *, allow_private: bool) -> str:
-    """The URL if it is http(s) to a public address (or private ones are allowed)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Invalid("the webhook url must be an http:// or https:// URL")
-    if allow_private:
-        return url
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror:
-        raise Invalid(f"the webhook host {parts.hostname} does not resolve") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise Invalid(
-                f"the webhook url resolves to a private or loopback address ({address}); "
-                "the operator can allow those with AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS=true"
-            )
-    return url
+def policy(*, allow_private: bool) -> outbound.Policy:
+    """Webhooks' outbound policy: private addresses only if ``AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS``."""
+    return outbound.Policy(allow_private=allow_private, setting="AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS")
+
+
+def sender(*, allow_private: bool) -> httpx2.AsyncClient:
+    """The HTTP client :func:`deliver_one` needs: each connection checked by the outbound rule."""
+    return outbound.async_client(policy(allow_private=allow_private))
 
 
 _INSERT = sa.insert(webhooks).values(
@@ -112,7 +100,8 @@ async def create_webhook(db: Database, user_id: str, data: WebhookInput, *, allo
     unknown = [e for e in data.events if e not in EVENTS]
     if unknown:
         raise Invalid(f"unknown event(s) {', '.join(unknown)}; known: {', '.join(EVENTS)}")
-    url = await asyncio.to_thread(check_url, data.url, allow_private=allow_private)
+    await outbound.check_url(data.url, policy(allow_private=allow_private))
+    url = data.url
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     row = {
         "id": ids.new_id("wh"),
@@ -128,7 +117,8 @@ async def create_webhook(db: Database, user_id: str, data: WebhookInput, *, allo
 
 
 async def get_webhook(db: Database, user_id: str, webhook_id: str) -> Row:
-    row = await db.fetch_one(_OWNED, {"webhook_id": webhook_id, "user_id": user_id})
+    # An id with NUL names nothing (PostgreSQL cannot even compare it): 404, as any unknown id.
+    row = None if "\x00" in webhook_id else await db.fetch_one(_OWNED, {"webhook_id": webhook_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no webhook {webhook_id}")
     return row
@@ -193,10 +183,11 @@ _SETTLE = (
 )
 
 
-async def deliver_one(
-    db: Database, http: httpx2.AsyncClient, *, retry_seconds: list[float], allow_private: bool
-) -> bool:
-    """Send the most overdue delivery once; False when none is due."""
+async def deliver_one(db: Database, http: httpx2.AsyncClient, *, retry_seconds: list[float]) -> bool:
+    """Send the most overdue delivery once; False when none is due.
+
+    ``http`` comes from :func:`sender`, whose connections apply the outbound address rule.
+    """
     now = now_ms()
     async with db.transaction() as tx:
         claimed = await tx.fetch_one(_CLAIM, {"now": now, "lease": now + SEND_LEASE_MS})
@@ -207,11 +198,14 @@ async def deliver_one(
     status_code: int | None = None
     error: str | None = None
     started = time.monotonic()
+    attempt = claimed["attempts"]
     if target["deleted_at"] is not None:
         error = "the webhook was deleted"
+    elif attempt > len(retry_seconds) + 1:  # re-claimed past the limit (a crash mid-attempt)
+        error = f"not sent: the delivery has used its {len(retry_seconds) + 1} attempts"
     else:
         try:
-            await asyncio.to_thread(check_url, target["url"], allow_private=allow_private)
+            outbound.parse_url(target["url"])
             signed_at = datetime.now(UTC)
             signature = Webhook(target["secret"]).sign(claimed["id"], signed_at, claimed["payload"])
             response = await http.post(
@@ -228,9 +222,8 @@ async def deliver_one(
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"answered {status_code}"
-        except (httpx2.HTTPError, Invalid) as failure:
-            error = getattr(failure, "message", None) or f"{type(failure).__name__}: {failure}"
-    attempt = claimed["attempts"]
+        except Exception as failure:  # anything (bad stored URL, TLS, refused address) fails the attempt
+            error = (getattr(failure, "message", None) or f"{type(failure).__name__}: {failure}")[:1000]
     finished = now_ms()
     if error is None:
         status, following, delivered = "delivered", None, finished

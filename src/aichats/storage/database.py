@@ -19,6 +19,8 @@ with another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -109,7 +111,8 @@ class Database(Protocol):
     """A database: reads outside transactions, writes inside them, and notifications.
 
     ``listening`` is true while notifications from *other processes* reach this one
-    (PostgreSQL LISTEN); SQLite delivers them within its own process only.
+    (PostgreSQL LISTEN; on SQLite, as a ``None`` for every listener once another process
+    has committed, within ``WATCH_SECONDS``).
     """
 
     dialect: str
@@ -180,9 +183,22 @@ class _SQLiteConnection:
         self.pending.append((channel, payload))
 
 
+log = logging.getLogger("aichats.database")
+
+# How often an SQLite database looks for commits by other processes (a CLI revoking a key,
+# a scheduler tick, another server process): a PRAGMA that costs microseconds.
+WATCH_SECONDS = 0.5
+
+
 class SQLiteDatabase:
+    """Notifications are delivered within the process, after the commit. Other processes'
+    commits cannot name what they changed, so once anything listens, a watcher reads
+    ``PRAGMA data_version`` on the writer connection (which moves only when *another*
+    connection commits) every ``WATCH_SECONDS`` and, when it moved, tells every listener
+    ``None``: anything may have changed. ``listening`` is true while it runs, so streams
+    wait for a notification instead of re-reading every second."""
+
     dialect = "sqlite"
-    listening = False  # other processes' notifications never arrive
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -191,9 +207,33 @@ class SQLiteDatabase:
         self._reader = _SQLiteConnection(_sqlite_connect(path))
         self._write_lock = asyncio.Lock()
         self._listeners: dict[str, list[Listener]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def listening(self) -> bool:
+        return self._watcher is not None and not self._watcher.done()
 
     async def listen(self, channel: str, listener: Listener) -> None:
         self._listeners.setdefault(channel, []).append(listener)
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_other_processes())
+
+    def _data_version(self) -> int:
+        return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
+
+    async def _watch_other_processes(self) -> None:
+        seen = self._data_version()
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            version = self._data_version()
+            if version != seen:
+                seen = version
+                for listeners in list(self._listeners.values()):
+                    for listener in list(listeners):
+                        try:
+                            listener(None)
+                        except Exception:  # one broken listener must not stop the others, nor the watcher
+                            log.exception("a listener failed")
 
     async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         return await self._reader.fetch_one(statement, params)
@@ -217,6 +257,10 @@ class SQLiteDatabase:
                 listener(payload)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         self._writer.close()
         self._reader._connection.close()
 

@@ -237,6 +237,7 @@ schedules = sa.Table(
     sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),  # why the scheduler quarantined it (0005)
     sa.Index(
         "ix_schedules_due",
         "next_run_at",

@@ -10,11 +10,11 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from aichats.api.auth import SESSION_COOKIE, WEB_HEADER, require
+from aichats.api.auth import SESSION_COOKIE, WEB_HEADER, authenticate_limited, require
 from aichats.api.inputs import read_json, validate
 from aichats.api.responses import json_response
 from aichats.errors import Forbidden, Unauthorized
-from aichats.services.keys import Principal, authenticate
+from aichats.services.keys import Principal
 
 STATIC_DIR = Path(__file__).parent / "static"
 # The page runs only its own scripts and styles and talks only to this server: a message
@@ -24,7 +24,7 @@ PAGE_HEADERS = {
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
         "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     ),
-    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors 'none' for browsers that predate it
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
@@ -54,7 +54,7 @@ async def sign_in(request: Request) -> Response:
         raise Forbidden(f"sign in from the web app (the {WEB_HEADER!r} header is missing)")
     data = validate(SignIn, await read_json(request))
     secret = data.api_key.strip()
-    principal = await authenticate(request.app.state.db, secret, request.app.state.key_cache)
+    principal = await authenticate_limited(request, secret)
     if principal is None:
         raise Unauthorized("that API key is not valid: it is unknown or has been revoked")
     response = _session_json(principal)

@@ -5,7 +5,7 @@ import { API, ApiError, call, get, post, query, whenSignedOut } from "./api.js";
 import { reset as resetChatList, startChatList } from "./chatlist.js";
 import { showChat, showNewChat } from "./conversation.js";
 import { closeDialog } from "./dialog.js";
-import { ago, h } from "./dom.js";
+import { h, timeEl } from "./dom.js";
 import { emit, on, state } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
@@ -163,8 +163,9 @@ function startBell() {
     if (open) loadNotifications();
   };
   bell.addEventListener("click", () => toggle(panel.hidden));
-  panel.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") {
+  // Escape closes the list wherever the focus is in it, or on the bell (the focus after a click).
+  bell.parentElement.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !panel.hidden) {
       toggle(false);
       bell.focus();
     }
@@ -192,7 +193,7 @@ function notificationItem(n) {
       { href: `#/chats/${n.ai_chat_id}`, class: n.read_at ? "" : "unread" },
       h("div", { class: "notification-title" }, n.read_at ? "" : h("span", { class: "sr-only" }, "Unread: "), n.title),
       h("div", { class: "notification-body" }, n.body),
-      h("time", { class: "hint", datetime: n.created_at }, ago(n.created_at)),
+      timeEl(n.created_at, { class: "hint" }),
     ),
   );
 }

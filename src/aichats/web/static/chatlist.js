@@ -3,7 +3,7 @@
 // ("chat", "chat-deleted", "activity", "badges") rather than by reloading.
 
 import { get, query } from "./api.js";
-import { ago, debounce, h, toast } from "./dom.js";
+import { debounce, h, timeEl, toast } from "./dom.js";
 import { on, state } from "./state.js";
 
 const PAGE_SIZE = 30;
@@ -130,7 +130,7 @@ function itemContent(chat) {
     h(
       "span",
       { class: "chat-sub" },
-      h("time", { datetime: activity(chat) }, ago(activity(chat))),
+      timeEl(activity(chat)),
       chat.notification_preference === "none" ? h("span", { class: "tag muted-tag" }, "Muted") : null,
     ),
   );

@@ -4,7 +4,7 @@
 import { API, ApiError, del, get, patch, post } from "./api.js";
 import { composer } from "./composer.js";
 import { openForm } from "./dialog.js";
-import { fill, formatNumber, h, timeEl, toast } from "./dom.js";
+import { counted, fill, formatNumber, h, timeEl, toast } from "./dom.js";
 import { openSchedule } from "./schedule.js";
 import { emit, on } from "./state.js";
 
@@ -90,6 +90,20 @@ class Conversation {
       h("button", { type: "button", disabled: true, class: "danger", onclick: () => this.confirmDelete() }, "Delete"),
     );
     this.muteButton.disabled = true;
+    // On a phone the actions fold behind this button (it is hidden on wider screens).
+    this.actions.id = "chat-actions";
+    const toggle = h("button", {
+      type: "button",
+      class: "actions-toggle",
+      "aria-label": "Chat actions",
+      "aria-expanded": "false",
+      "aria-controls": "chat-actions",
+      onclick: () => {
+        const open = head.classList.toggle("actions-open");
+        toggle.setAttribute("aria-expanded", String(open));
+      },
+    }, "⋯");
+    const head = h("header", { class: "view-head" }, h("a", { class: "back-link", href: "#/" }, "← Chats"), this.title, toggle, this.meta, this.actions);
     this.list = h("ol", { class: "messages", "aria-label": "Messages" });
     this.older = h("button", { type: "button", class: "load-older", hidden: true, onclick: () => this.loadOlder() }, "Load earlier messages");
     this.scroller = h("div", { class: "scroller" }, this.older, this.list);
@@ -101,14 +115,7 @@ class Conversation {
       h(
         "section",
         { class: "view", "aria-labelledby": "view-title" },
-        h(
-          "header",
-          { class: "view-head" },
-          h("a", { class: "back-link", href: "#/" }, "← Chats"),
-          this.title,
-          this.meta,
-          this.actions,
-        ),
+        head,
         this.scroller,
         this.box.form,
       ),
@@ -149,7 +156,7 @@ class Conversation {
       const [chat, page, schedule] = await Promise.all([
         get(`ai_chats/${this.chatId}`),
         get(`ai_chats/${this.chatId}/messages?last=${PAGE_SIZE}`),
-        get(`ai_chats/${this.chatId}/schedule`).catch(() => null),
+        activeSchedule(this.chatId),
       ]);
       if (this.closed) return;
       this.schedule = schedule;
@@ -195,7 +202,7 @@ class Conversation {
     document.title = `${chat.title || "Untitled chat"} · aichats`;
     const muted = chat.notification_preference === "none";
     fill(this.meta, 
-      h("span", { "data-testid": "chat-usage" }, `${formatNumber(chat.message_count)} messages · ${formatNumber(chat.blended_token_usage)} tokens`),
+      h("span", { "data-testid": "chat-usage" }, `${counted(chat.message_count, "message", "messages")} · ${counted(chat.blended_token_usage, "token", "tokens")}`),
       h("span", {}, chat.agent_identifier === "general" ? "General agent" : "Support agent"),
       muted ? h("span", { class: "tag" }, "Muted") : null,
       this.schedule
@@ -290,7 +297,7 @@ class Conversation {
           "div",
           { class: "msg-foot" },
           h("span", { class: "usage", title: "Tokens: input, output, and blended (as billed)" },
-            `${formatNumber(usage.input_tokens)} in · ${formatNumber(usage.output_tokens)} out · ${formatNumber(usage.blended_tokens)} tokens`),
+            `${formatNumber(usage.input_tokens)} in · ${formatNumber(usage.output_tokens)} out · ${counted(usage.blended_tokens, "token", "tokens")}`),
           this.demoNoteOn(message) ? h("p", { class: "hint", "data-testid": "demo-note" }, DEMO_NOTE) : null,
         )
         : null,
@@ -384,6 +391,22 @@ class Conversation {
 
   scrollToEnd() {
     this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+}
+
+/**
+ * The chat's schedule if it is active, else null. A chat has no schedule field, and asking
+ * for a schedule that does not exist answers 404, which the browser logs as a console
+ * error: so ask only for a chat the list of chats with an active schedule
+ * (``only_active_crons``) names. (A disabled schedule shows once the editor has read it.)
+ */
+async function activeSchedule(chatId) {
+  try {
+    const page = await get(`ai_chats?only_active_crons=true&first=100`);
+    if (!page.page_info.has_next_page && !page.data.some((chat) => chat.id === chatId)) return null;
+    return await get(`ai_chats/${chatId}/schedule`);
+  } catch {
+    return null;
   }
 }
 

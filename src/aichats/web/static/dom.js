@@ -32,10 +32,13 @@ export function clear(el) {
 const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
 const STEPS = [[60, "second"], [60, "minute"], [24, "hour"], [7, "day"], [4.35, "week"], [12, "month"], [Infinity, "year"]];
 
-/** "5 minutes ago", "yesterday"... for an ISO instant. */
+/** "now" (under a minute), "5 minutes ago", "yesterday"... for an ISO instant. */
 export function ago(iso) {
   if (!iso) return "";
   let amount = (new Date(iso).getTime() - Date.now()) / 1000;
+  // Seconds would say "1 second ago" over "now" for two messages a moment apart, and go
+  // stale between refreshes: anything within a minute is "now".
+  if (Math.abs(amount) < 60) return relative.format(0, "second");
   for (const [size, unit] of STEPS) {
     if (Math.abs(amount) < size) return relative.format(Math.round(amount), unit);
     amount /= size;
@@ -49,9 +52,30 @@ export function when(iso, timeZone) {
   return new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short", timeZone }).format(new Date(iso));
 }
 
-/** A <time> element showing a relative time, with the exact one as its tooltip. */
-export function timeEl(iso) {
-  return h("time", { datetime: iso, title: when(iso) }, ago(iso));
+/** A <time> element showing a relative time, with the exact one as its tooltip; it is kept
+ * current (every relative time on the page is recomputed together, see refreshTimes). */
+export function timeEl(iso, attrs = {}) {
+  return h("time", { ...attrs, datetime: iso, title: when(iso), "data-ago": "" }, ago(iso));
+}
+
+/** Recompute every relative time shown, all against the same instant. */
+export function refreshTimes() {
+  for (const el of document.querySelectorAll("time[data-ago]")) {
+    const text = ago(el.getAttribute("datetime"));
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
+// Every 30 s (the finest step shown is a minute), and when the page is seen again.
+setInterval(refreshTimes, 30_000);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") refreshTimes();
+});
+
+const plurals = new Intl.PluralRules("en");
+/** "1 message", "2 messages", "1.5 tokens": ``count`` (a number or a decimal string) with its noun. */
+export function counted(count, one, many) {
+  return `${formatNumber(count)} ${plurals.select(Number(count)) === "one" ? one : many}`;
 }
 
 const numbers = new Intl.NumberFormat();
