@@ -110,6 +110,12 @@ class Settings(BaseSettings):
             "also the limit on any silence while it streams."
         ),
     )
+    openai_context_window: int = Field(
+        8192, ge=1, description="Tokens of history an `openai:` model is sent at most (its context window)."
+    )
+    anthropic_context_window: int = Field(
+        200000, ge=1, description="Tokens of history an `anthropic:` model is sent at most (its context window)."
+    )
     workers: int = Field(
         4,
         ge=0,

@@ -104,3 +104,18 @@ def test_model_specs() -> None:
             parse_spec(bad)
     with pytest.raises(ValueError, match="unknown model provider"):
         load_model("nope:x", Settings())
+
+
+async def test_provider_context_windows_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AICHATS_OPENAI_CONTEXT_WINDOW", "1234")
+    monkeypatch.setenv("AICHATS_ANTHROPIC_CONTEXT_WINDOW", "5678")
+    settings = Settings()  # read from the environment, the one place settings live
+    for spec, window in [("openai:any", 1234), ("anthropic:any", 5678)]:
+        model = load_model(spec, settings)
+        try:
+            assert model.context_window == window
+        finally:
+            await model.close()
+    model = load_model("openai:any", Settings(openai_context_window=99))
+    assert model.context_window == 99
+    await model.close()

@@ -9,7 +9,7 @@ right one would otherwise stand out from the wrong ones).
 One exception keeps the real users behind the same address (a NAT, an office, a proxy
 whose ``X-Forwarded-For`` is not trusted) working while someone there guesses: a key
 this process has accepted recently, from any client, is still checked and served. A
-guess gets through only if it is a live key in use, which 190 random bits make hopeless.
+guess gets through only if it is a live key in use, which 192 random bits make hopeless.
 
 State lives in this process's memory (each server process counts on its own) and is
 bounded: the least recently failing clients and the oldest accepted keys are forgotten

@@ -1,6 +1,6 @@
 """API keys: bearer credentials bound to one user and a set of scopes.
 
-A key is shown once, when created; only its SHA-256 is stored. Keys carry 190 random
+A key is shown once, when created; only its SHA-256 is stored. Keys carry 192 random
 bits, so a fast hash is enough (slow password hashes guard low-entropy secrets).
 """
 

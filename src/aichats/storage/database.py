@@ -159,7 +159,7 @@ def _sqlite_connect(path: str) -> sqlite3.Connection:
 class _SQLiteConnection:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
-        self.pending: list[tuple[str, str]] = []
+        self.pending: dict[tuple[str, str], None] = {}  # (channel, payload), once each, in order
 
     def _run(self, statement: sa.Executable, params: Params) -> sqlite3.Cursor:
         compiled = compile_statement(statement, "sqlite")
@@ -180,7 +180,7 @@ class _SQLiteConnection:
         return self._run(statement, params).rowcount
 
     async def notify(self, channel: str, payload: str) -> None:
-        self.pending.append((channel, payload))
+        self.pending[(channel, payload)] = None
 
 
 log = logging.getLogger("aichats.database")
@@ -276,6 +276,7 @@ def asyncpg_dsn(url: str) -> str:
 class _PostgresConnection:
     def __init__(self, connection: Any) -> None:
         self._connection = connection
+        self.pending: dict[tuple[str, str], None] = {}  # (channel, payload), once each, in order
 
     async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         compiled = compile_statement(statement, "postgresql")
@@ -292,7 +293,17 @@ class _PostgresConnection:
         return int(tail) if tail.isdigit() else 0
 
     async def notify(self, channel: str, payload: str) -> None:
-        await self._connection.execute("SELECT pg_notify($1, $2)", channel, payload)
+        self.pending[(channel, payload)] = None  # sent by :meth:`send_pending`, before the commit
+
+    async def send_pending(self) -> None:
+        """One NOTIFY per channel and payload of the transaction, in one statement: a
+        transaction that says the same thing three times costs one round trip, not three."""
+        if self.pending:
+            channels, payloads = zip(*self.pending, strict=True)
+            await self._connection.execute(
+                "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)", list(channels), list(payloads)
+            )
+            self.pending.clear()
 
 
 async def _no_reset(connection: Any) -> None:
@@ -397,7 +408,9 @@ class PostgresDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self._pool.acquire() as connection, connection.transaction():
-            yield _PostgresConnection(connection)
+            wrapped = _PostgresConnection(connection)
+            yield wrapped
+            await wrapped.send_pending()  # inside the transaction: delivered if, and when, it commits
 
     async def close(self) -> None:
         self._closed = True

@@ -48,7 +48,7 @@ api_keys = sa.Table(
     sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), nullable=False, unique=True),
     sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False, index=True),
-    # SHA-256 of the whole key: keys are 190-bit random strings, so a fast hash is safe.
+    # SHA-256 of the whole key: keys are 192-bit random strings, so a fast hash is safe.
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("scopes", sa.String(255), nullable=False),

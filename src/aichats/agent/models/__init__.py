@@ -86,9 +86,9 @@ def load_model(spec: str, settings: Settings) -> Model:
     if provider == "openai":
         from aichats.agent.models.openai_compatible import OpenAIModel
 
-        return OpenAIModel(model, timeout_seconds=timeout_seconds)
+        return OpenAIModel(model, timeout_seconds=timeout_seconds, context_window=settings.openai_context_window)
     if provider == "anthropic":
         from aichats.agent.models.anthropic_api import AnthropicModel
 
-        return AnthropicModel(model, timeout_seconds=timeout_seconds)
+        return AnthropicModel(model, timeout_seconds=timeout_seconds, context_window=settings.anthropic_context_window)
     raise ValueError(f"unknown model provider {provider!r} (known: local, openai, anthropic, test)")

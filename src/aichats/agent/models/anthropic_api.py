@@ -4,21 +4,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 
 from aichats.agent.models import ChatMessage, ModelError, Usage, status_error
 
-CONTEXT_WINDOW = int(os.environ.get("AICHATS_ANTHROPIC_CONTEXT_WINDOW", "200000"))
-
 
 class AnthropicModel:
-    context_window = CONTEXT_WINDOW
-
-    def __init__(self, model: str, *, timeout_seconds: float) -> None:
+    def __init__(self, model: str, *, timeout_seconds: float, context_window: int = 200_000) -> None:
         import anthropic
 
         self.name = f"anthropic:{model}"
+        self.context_window = context_window
         self._model = model
         self._client = anthropic.AsyncAnthropic(timeout=timeout_seconds, max_retries=0)
 

@@ -19,17 +19,15 @@ import httpx2
 from aichats.agent.models import ChatMessage, ModelError, Usage, status_error
 
 log = logging.getLogger("aichats.models")
-CONTEXT_WINDOW = int(os.environ.get("AICHATS_OPENAI_CONTEXT_WINDOW", "8192"))
 
 
 class OpenAIModel:
-    context_window = CONTEXT_WINDOW
-
     def __init__(
         self,
         model: str,
         *,
         timeout_seconds: float,
+        context_window: int = 8192,
         base_url: str | None = None,
         api_key: str | None = None,
         extra_body: dict[str, Any] | None = None,
@@ -38,6 +36,7 @@ class OpenAIModel:
         import openai
 
         self.name = f"openai:{model}"
+        self.context_window = context_window
         self._model = model
         self._extra_body = extra_body
         # Retries belong to the run loop (it knows the deadline), not to the SDK.

@@ -372,7 +372,7 @@ class Conversation {
   confirmDelete() {
     openForm({
       title: "Delete this chat?",
-      body: h("p", {}, `“${this.chat.title || "Untitled chat"}”, its messages and its schedule will be deleted. This can not be undone.`),
+      body: h("p", {}, `“${this.chat.title || "Untitled chat"}”, its messages and its schedule will be deleted. The app offers no way to bring them back.`),
       submitLabel: "Delete",
       submitClass: "danger solid",
       onSubmit: async () => {
