@@ -79,3 +79,4 @@ def test_an_ipv6_client_counts_as_its_64() -> None:
     assert address("2001:db8:1:2::1") == address("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert address("2001:db8:1:3::1") != address("2001:db8:1:2::1")
     assert address("203.0.113.7") == "203.0.113.7"
+    assert address("::ffff:203.0.113.7") == "203.0.113.7"  # not all IPv4 clients in one ::/64

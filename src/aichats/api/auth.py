@@ -62,9 +62,12 @@ def client_address(request: Request) -> str:
     if ":" not in host:
         return host
     try:
-        return str(ipaddress.IPv6Network((host, 64), strict=False))
+        address = ipaddress.IPv6Address(host)
     except ValueError:
         return host
+    if address.ipv4_mapped is not None:  # an IPv4 client of a dual-stack socket: itself
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 async def authenticate_limited(request: Request, secret: str) -> Principal | None:
