@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,6 +32,17 @@ from aichats.storage import database
 from aichats.web.routes import routes as web_routes
 
 API = "/api/v1"
+
+
+class IdConvertor(StringConvertor):
+    """A path id: any text but ``/`` and NUL. An id with a NUL names nothing that could
+    exist (and PostgreSQL cannot compare it), so its route does not match: a 404, as for
+    any unknown id, before a service or a query sees it."""
+
+    regex = "[^/\x00]+"
+
+
+register_url_convertor("id", IdConvertor())
 log = logging.getLogger("aichats")
 _PING = sa.select(sa.literal(1).label("ok"))
 
@@ -82,32 +94,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     # The router tries routes in order: the busiest come first.
     routes = [
-        Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.retrieve, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}", ai_chats.retrieve, methods=["GET"]),
         Route(f"{API}/ai_chats", ai_chats.list_, methods=["GET"]),
         Route(f"{API}/ai_chats", ai_chats.create, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.update, methods=["PATCH"]),
-        Route(f"{API}/ai_chats/{{chat_id}}", ai_chats.delete, methods=["DELETE"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/messages", messages.list_, methods=["GET"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/messages", messages.create, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/events", messages.stream, methods=["GET"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/messages/{{message_id}}/retry", messages.retry, methods=["POST"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}", ai_chats.update, methods=["PATCH"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}", ai_chats.delete, methods=["DELETE"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/messages", messages.list_, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/messages", messages.create, methods=["POST"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/events", messages.stream, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/messages/{{message_id:id}}/retry", messages.retry, methods=["POST"]),
         Route(f"{API}/files", messages.upload, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.get, methods=["GET"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.put, methods=["PUT"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/schedule", schedules.delete, methods=["DELETE"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/schedule/run", schedules.run_now, methods=["POST"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/schedule", schedules.get, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/schedule", schedules.put, methods=["PUT"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/schedule", schedules.delete, methods=["DELETE"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/schedule/run", schedules.run_now, methods=["POST"]),
         Route(f"{API}/schedule_preview", schedules.preview, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/runs", schedules.list_runs, methods=["GET"]),
-        Route(f"{API}/ai_chats/{{chat_id}}/read", notify.read_chat, methods=["POST"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/runs", schedules.list_runs, methods=["GET"]),
+        Route(f"{API}/ai_chats/{{chat_id:id}}/read", notify.read_chat, methods=["POST"]),
         Route(f"{API}/notifications", notify.list_notifications, methods=["GET"]),
         Route(f"{API}/notifications/read", notify.read_notifications, methods=["POST"]),
         Route(f"{API}/notifications/events", notify.stream, methods=["GET"]),
         Route(f"{API}/badges", notify.badges, methods=["GET"]),
         Route(f"{API}/webhooks", notify.list_webhooks, methods=["GET"]),
         Route(f"{API}/webhooks", notify.create_webhook, methods=["POST"]),
-        Route(f"{API}/webhooks/{{webhook_id}}", notify.get_webhook, methods=["GET"]),
-        Route(f"{API}/webhooks/{{webhook_id}}", notify.delete_webhook, methods=["DELETE"]),
-        Route(f"{API}/webhooks/{{webhook_id}}/deliveries", notify.list_deliveries, methods=["GET"]),
+        Route(f"{API}/webhooks/{{webhook_id:id}}", notify.get_webhook, methods=["GET"]),
+        Route(f"{API}/webhooks/{{webhook_id:id}}", notify.delete_webhook, methods=["DELETE"]),
+        Route(f"{API}/webhooks/{{webhook_id:id}}/deliveries", notify.list_deliveries, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *web_routes(),

@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from aichats.api.auth_limit import FailedAuthLimit
 from aichats.errors import Forbidden, Unauthorized
-from aichats.services.keys import Principal, authenticate
+from aichats.services.keys import Principal, authenticate_hash, hash_key
 
 SESSION_COOKIE = "aichats_session"
 WEB_HEADER = "x-aichats-web"
@@ -78,16 +78,17 @@ async def authenticate_limited(request: Request, secret: str) -> Principal | Non
     """
     limit: FailedAuthLimit = request.app.state.auth_limit
     client = client_address(request)
-    wait = limit.retry_after(client, secret)
+    key_hash = hash_key(secret)  # once, for the limit and for the lookup
+    wait = limit.retry_after(client, key_hash)
     if wait:
         raise HTTPException(
             429,
             f"too many attempts with invalid API keys from this address; retry in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-    principal = await authenticate(request.app.state.db, secret, request.app.state.key_cache)
+    principal = await authenticate_hash(request.app.state.db, key_hash, request.app.state.key_cache)
     if principal is None:
-        limit.failed(client, secret)
+        limit.failed(client, key_hash)
     else:
-        limit.accepted(secret)
+        limit.accepted(key_hash)
     return principal

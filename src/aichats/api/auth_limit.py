@@ -18,7 +18,6 @@ first, so an attack from many addresses costs a fixed amount of memory.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections import OrderedDict
@@ -48,13 +47,15 @@ class FailedAuthLimit:
         self._burst = self._interval * (per_minute - 1)  # how far ahead a client may run
         self._clock = clock
         self._full_at: OrderedDict[str, float] = OrderedDict()  # per client, least recently failing first
-        self._accepted: dict[bytes, None] = {}  # digests of accepted keys, oldest first
+        self._accepted: dict[str, None] = {}  # hashes of accepted keys, oldest first
 
     def __len__(self) -> int:
         return len(self._full_at)
 
-    def retry_after(self, client: str, secret: str) -> int:
-        """Seconds ``client`` must wait before ``secret`` is checked; 0 when it may be checked now."""
+    def retry_after(self, client: str, key_hash: str) -> int:
+        """Seconds ``client`` must wait before the key of ``key_hash`` is checked; 0 when it may
+        be checked now. Keys are known by their hash (:func:`aichats.services.keys.hash_key`,
+        the one the lookup uses too), never in clear."""
         if not self._full_at:  # the usual case: nobody has failed lately
             return 0
         full_at = self._full_at.get(client)
@@ -65,32 +66,26 @@ class FailedAuthLimit:
             del self._full_at[client]
             return 0
         wait = full_at - now - self._burst
-        if wait <= 0 or _digest(secret) in self._accepted:
+        if wait <= 0 or key_hash in self._accepted:
             return 0
         return math.ceil(wait)
 
-    def failed(self, client: str, secret: str) -> None:
-        """Count a failed attempt by ``client``; ``secret`` is no longer a key to trust."""
+    def failed(self, client: str, key_hash: str) -> None:
+        """Count a failed attempt by ``client``; ``key_hash``'s key is no longer one to trust."""
         if not self.per_minute:
             return
-        self._accepted.pop(_digest(secret), None)
+        self._accepted.pop(key_hash, None)
         now = self._clock()
         full_at = max(self._full_at.pop(client, now), now) + self._interval
         self._full_at[client] = min(full_at, now + 60)  # a bucket is at most empty: a minute to refill
         if len(self._full_at) > self.max_clients:
             self._full_at.popitem(last=False)
 
-    def accepted(self, secret: str) -> None:
-        """Remember that ``secret`` is a live key, so that it still works from a blocked address."""
+    def accepted(self, key_hash: str) -> None:
+        """Remember that ``key_hash``'s key is live, so that it still works from a blocked address."""
         if not self.per_minute:
             return
-        digest = _digest(secret)
-        if digest not in self._accepted:
-            self._accepted[digest] = None
+        if key_hash not in self._accepted:
+            self._accepted[key_hash] = None
             if len(self._accepted) > self.max_accepted_keys:
                 del self._accepted[next(iter(self._accepted))]
-
-
-def _digest(secret: str) -> bytes:
-    """Keys are remembered by their SHA-256, never in clear."""
-    return hashlib.sha256(secret.encode()).digest()

@@ -290,8 +290,7 @@ async def create_chat(tx: Connection, user_id: str, data: ChatCreate) -> dict[st
 
 
 async def get_chat(db: Database, user_id: str, chat_id: str) -> Row:
-    # An id with NUL names nothing (PostgreSQL cannot even compare it): 404, as any unknown id.
-    row = None if "\x00" in chat_id else await db.fetch_one(_GET, {"chat_id": chat_id, "user_id": user_id})
+    row = await db.fetch_one(_GET, {"chat_id": chat_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no AI chat {chat_id}")
     return row
@@ -299,7 +298,7 @@ async def get_chat(db: Database, user_id: str, chat_id: str) -> Row:
 
 async def update_chat(db: Database, user_id: str, chat_id: str, data: ChatUpdate) -> Row:
     fields = frozenset(data.model_fields_set)
-    if not fields or "\x00" in chat_id:  # get_chat answers 404 for an id with NUL
+    if not fields:
         return await get_chat(db, user_id, chat_id)
     params: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "now": now_ms()}
     for name in fields:
@@ -314,8 +313,6 @@ async def update_chat(db: Database, user_id: str, chat_id: str, data: ChatUpdate
 
 async def delete_chat(db: Database, user_id: str, chat_id: str) -> None:
     """Soft-delete: the chat leaves every read, its rows stay."""
-    if "\x00" in chat_id:  # names nothing, and PostgreSQL cannot compare it
-        raise NotFound(f"no AI chat {chat_id}")
     async with db.transaction() as tx:
         deleted = await tx.execute(_DELETE, {"chat_id": chat_id, "user_id": user_id, "now": now_ms()})
         if deleted:

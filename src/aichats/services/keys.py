@@ -149,7 +149,9 @@ class KeyCache:
         await db.listen(KEYS_CHANNEL, self.forget_all)
 
     async def authenticate(self, db: Database, secret: str) -> Principal | None:
-        key_hash = hash_key(secret)
+        return await self.authenticate_hash(db, hash_key(secret))
+
+    async def authenticate_hash(self, db: Database, key_hash: str) -> Principal | None:
         if db.listening:
             hit = self._entries.get(key_hash)
             if hit is not None:
@@ -165,9 +167,15 @@ class KeyCache:
 
 async def authenticate(db: Database, secret: str, cache: KeyCache | None = None) -> Principal | None:
     """The principal of a live key, or None for an unknown or revoked one."""
+    return await authenticate_hash(db, hash_key(secret), cache)
+
+
+async def authenticate_hash(db: Database, key_hash: str, cache: KeyCache | None = None) -> Principal | None:
+    """:func:`authenticate` for a key already hashed (:func:`hash_key`), by a caller that
+    needs the hash itself too (the failed-authentication limit)."""
     if cache is not None:
-        return await cache.authenticate(db, secret)
-    return await _lookup(db, hash_key(secret))
+        return await cache.authenticate_hash(db, key_hash)
+    return await _lookup(db, key_hash)
 
 
 async def _lookup(db: Database, key_hash: str) -> Principal | None:

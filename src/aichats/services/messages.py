@@ -264,8 +264,6 @@ async def retry_reply(tx: Connection, *, chat_pk: int, chat_id: str, message_id:
     The reply keeps its place after the message it answers. It goes back to being an
     uncounted pending reply, so the worker that starts it counts it once, as any other.
     """
-    if "\x00" in message_id:  # names nothing, and PostgreSQL cannot compare it
-        raise NotFound(f"no message {message_id} in this chat")
     reply = await tx.fetch_one(_RETRY_REPLY, {"chat_pk": chat_pk, "message_id": message_id})
     if reply is None:
         state = await tx.fetch_one(_MESSAGE_STATE, {"chat_pk": chat_pk, "message_id": message_id})

@@ -117,8 +117,7 @@ async def create_webhook(db: Database, user_id: str, data: WebhookInput, *, allo
 
 
 async def get_webhook(db: Database, user_id: str, webhook_id: str) -> Row:
-    # An id with NUL names nothing (PostgreSQL cannot even compare it): 404, as any unknown id.
-    row = None if "\x00" in webhook_id else await db.fetch_one(_OWNED, {"webhook_id": webhook_id, "user_id": user_id})
+    row = await db.fetch_one(_OWNED, {"webhook_id": webhook_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no webhook {webhook_id}")
     return row
