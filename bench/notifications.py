@@ -38,7 +38,8 @@ from common import (
 )
 
 from aichats.services import chats, keys, notifications, users
-from aichats.services.chats import ChatCreate
+from aichats.services.chats import NewChat
+from aichats.services.messages import NewMessage
 from aichats.storage import database, migrate
 from aichats.storage.schema import ai_chats
 
@@ -57,7 +58,7 @@ async def seed(url: str, chat_count: int) -> tuple[str, str, list[int]]:
         pks = []
         async with db.transaction() as tx:
             for n in range(chat_count):
-                chat = await chats.create_chat(tx, user_id, ChatCreate(message_text=f"chat {n}", title=f"Chat {n}"))
+                chat = await chats.create_chat(tx, user_id, NewChat(NewMessage(f"chat {n}"), title=f"Chat {n}"))
                 await notifications.notify(tx, chat, kind="ai_chat.reply", title=chat["title"], body="reply")
                 pks.append(chat["pk"])
         return user_id, secret, pks

@@ -1,196 +1,147 @@
-"""Fixtures shared by every test: the two databases and a real server process.
+"""Fixtures shared by every test: the two databases, and servers on them.
 
 Every test that touches the database runs twice, on SQLite and on PostgreSQL
-(127.0.0.1:5432, or ``AICHATS_TEST_POSTGRES_URL``). Each test session gets fresh
-databases; tests stay independent by creating their own users, since all data is
-scoped to its user. Without PostgreSQL the PostgreSQL half is skipped, except under
-``CI=true``, where it fails.
+(127.0.0.1:5432, or ``AICHATS_TEST_POSTGRES_URL``): the ``backend`` fixture. Without
+PostgreSQL the PostgreSQL half is skipped, except under ``CI=true``, where it fails.
+
+Tests cannot disturb each other's data. The rule:
+
+- ``database_url`` is a database of the test's own: a copy of a template migrated once
+  per session (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL),
+  dropped after the test. So a worker a test runs sees only that test's runs.
+- A real ``aichats serve`` process is shared by one module's tests (``live_server``, and
+  the servers modules start with ``new_database``), on a database of its own for that
+  module: a server takes about a second to start, too long for every test. Its tests
+  stay apart by making their own users (all data is scoped to its user), and the
+  ``live_server`` runs no workers, so no test's chats are answered by another's.
+- A test whose calls all answer at once (no stream) can use ``app_server`` instead: the
+  app in this process on the test's own ``database_url``, through
+  ``httpx2.ASGITransport``. Its setup takes about 10 ms on SQLite and 0.2 s on
+  PostgreSQL (mostly the database's copy), where a server process takes a second or
+  more. A module opts in by overriding ``server``, which ``api`` and ``account`` use (by
+  default ``server`` is the module's ``live_server``). A module of many one-call tests,
+  each with its own user, uses ``module_app_server``: shared by the module, on a
+  database of its own, as a server process would be.
+- Tests that need real HTTP keep a real process: streams, the published clients
+  (``tests/e2e``), the browser (``tests/web``), killed processes, client addresses.
+
+Every PostgreSQL database made here is dropped at the latest when the session ends.
+The helpers live in ``tests/support``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from aichats.services import keys, users
-from aichats.storage import database, migrate
+from tests.support import databases
+from tests.support.accounts import Account, make_account
+from tests.support.databases import BACKENDS, Templates
+from tests.support.servers import AICHATS, AppServer, LiveServer, Server, run_cli, start_server, stop_server
 
-POSTGRES_ADMIN_URL = os.environ.get("AICHATS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-BACKENDS = ["sqlite", "postgresql"]
-AICHATS = str(Path(sys.executable).with_name("aichats"))
+__all__ = [
+    "AICHATS",
+    "BACKENDS",
+    "Account",
+    "LiveServer",
+    "Server",
+    "make_account",
+    "run_cli",
+    "start_server",
+    "stop_server",
+]
+
+# Every test talks from 127.0.0.1 and some send bad keys on purpose: a module's worth must
+# not reach the failed-authentication limit (tests/api/test_auth_limit.py tests it).
+NO_AUTH_LIMIT = "10000"
 
 
-def _postgres_admin(sql: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(run())
-
-
-def _postgres_database(name: str) -> str:
-    try:
-        _postgres_admin(f'CREATE DATABASE "{name}"')
-    except (TimeoutError, OSError) as error:
-        message = f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+@pytest.fixture(scope="session", autouse=True)
+def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    """The session's migrated templates (made when first needed); drops every PostgreSQL
+    database made from them that is still there when the session ends."""
+    templates = databases.open_session(tmp_path_factory.mktemp("templates"))
+    yield templates
+    databases.close_session()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated, empty database of each kind, for the whole session."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'aichats.db'}"
-        migrate.upgrade(url)
+def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgresql``: every test that uses a database runs on each."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, database_templates: Templates, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of the test's own, dropped after it."""
+    with database_templates.fresh(backend, tmp_path) as url:
         yield url
-        return
-    name = f"aichats_test_{os.getpid()}_{secrets.token_hex(3)}"
-    url = _postgres_database(name)
-    migrate.upgrade(url)
-    yield url
-    _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def new_database(
+    backend: str, database_templates: Templates, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], str]]:
+    """Makes fresh databases of ``backend`` for a module's servers, all dropped at the module's end."""
+    directory = tmp_path_factory.mktemp("db")
+    with ExitStack() as stack:
+        yield lambda: stack.enter_context(database_templates.fresh(backend, directory))
 
 
-def run_cli(database_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real ``aichats`` command against ``database_url``."""
-    env = {**os.environ, "AICHATS_DATABASE_URL": database_url}
-    result = subprocess.run([AICHATS, *args], env=env, capture_output=True, text=True, timeout=60)
-    if check and result.returncode != 0:
-        raise AssertionError(f"aichats {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-    return result
-
-
-@dataclass
-class Account:
-    user_id: str
-    key: str
-    file_id: str | None = None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
-def make_account(database_url: str, scopes: str | None = None) -> Account:
-    """A new user and key, made with the services (the CLI's own tests use the CLI)."""
-
-    async def run() -> Account:
-        db = await database.connect(database_url, pool_size=1)
-        try:
-            user_id = await users.create_user(db)
-            _, secret = await keys.create_key(db, user_id, keys.parse_scopes(scopes))
-            return Account(user_id, secret)
-        finally:
-            await db.close()
-
-    return asyncio.run(run())
-
-
-@dataclass
-class LiveServer:
-    """An ``aichats serve`` process on a free port."""
-
-    root: str
-    database_url: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def api(self) -> str:
-        return self.root + "/api/v1"
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_cli(self.database_url, *args, check=check)
-
-    def account(self, scopes: str | None = None) -> Account:
-        """A new user with a new key (all scopes unless ``scopes`` is given)."""
-        return make_account(self.database_url, scopes)
-
-    def client(self, account: Account) -> httpx2.Client:
-        return httpx2.Client(base_url=self.api, headers=account.headers, timeout=10)
-
-
-def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
-    port = free_port()
-    env = {**os.environ, "AICHATS_DATABASE_URL": database_url, **(extra_env or {})}
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [AICHATS, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"aichats serve exited early:\n{log_path.read_text()}")
-        try:
-            if httpx2.get(root + "/healthz", timeout=1).status_code == 200:
-                return LiveServer(root, database_url, process)
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"aichats serve did not become healthy:\n{log_path.read_text()}")
-
-
-def stop_server(server: LiveServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-
-
-@pytest.fixture(scope="session")
-def live_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A real server process on each backend, shared by the session's tests.
+@pytest.fixture(scope="module")
+def live_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real server process on each backend, shared by the module's tests, on a database
+    of the module's own.
 
     It runs no agent workers, so chats stay as the API calls leave them; the agent's
-    own tests use ``agent_server``.
+    own tests start servers of their own.
     """
     directory = tmp_path_factory.mktemp("server")
-    # Every test talks from 127.0.0.1 and some send bad keys on purpose: a session's worth
-    # must not reach the failed-authentication limit (tests/api/test_auth_limit.py tests it).
     env = {
         "AICHATS_WORKERS": "0",
         "AICHATS_FILES_DIR": str(directory / "files"),
-        "AICHATS_AUTH_FAILURES_PER_MINUTE": "10000",
+        "AICHATS_AUTH_FAILURES_PER_MINUTE": NO_AUTH_LIMIT,
     }
-    server = start_server(database_url, directory / "serve.log", env)
+    server = start_server(new_database(), directory / "serve.log", env)
     yield server
     stop_server(server)
 
 
 @pytest.fixture
-def account(live_server: LiveServer) -> Account:
-    return live_server.account()
+def app_server(database_url: str, tmp_path: Path) -> Iterator[AppServer]:
+    """The app in this process on the test's own database (no workers, no socket)."""
+    with AppServer(database_url, tmp_path / "files", auth_failures_per_minute=int(NO_AUTH_LIMIT)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_app_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    """The app in this process shared by a module's tests, on a database of the module's
+    own: for modules of many small tests, each with its own user, where a database per
+    test would cost more than the tests."""
+    files = tmp_path_factory.mktemp("app") / "files"
+    with AppServer(new_database(), files, auth_failures_per_minute=int(NO_AUTH_LIMIT)) as server:
+        yield server
 
 
 @pytest.fixture
-def api(live_server: LiveServer, account: Account) -> Iterator[httpx2.Client]:
+def server(live_server: LiveServer) -> Server:
+    """The server ``api`` and ``account`` use: the module's ``live_server`` unless the
+    module overrides this fixture (with ``app_server``, for calls that do not stream)."""
+    return live_server
+
+
+@pytest.fixture
+def account(server: Server) -> Account:
+    return server.account()
+
+
+@pytest.fixture
+def api(server: Server, account: Account) -> Iterator[httpx2.Client]:
     """An httpx2 client for a fresh user with every scope."""
-    with live_server.client(account) as client:
+    with server.client(account) as client:
         yield client

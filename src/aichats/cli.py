@@ -192,24 +192,25 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
     import logging
     import signal
 
-    from aichats.runs.worker import WorkerPool
+    from aichats.runs.background import background
 
     settings = _settings(ctx)
     migrate.upgrade(settings.database_url)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    count = max(1, concurrency or settings.workers)
 
     async def run() -> None:
         db = await database.connect(settings.database_url, pool_size=max(2, (concurrency or settings.workers) + 1))
-        pool = WorkerPool(db, settings, max(1, concurrency or settings.workers))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await pool.start()
-        click.echo(f"aichats worker: {pool.count} worker(s) on {db.dialect}", err=True)
-        await stop.wait()
-        await pool.stop()
-        await db.close()
+        try:
+            async with background(db, settings, workers=count, housekeeping=False):
+                click.echo(f"aichats worker: {count} worker(s) on {db.dialect}", err=True)
+                await stop.wait()
+        finally:
+            await db.close()
 
     asyncio.run(run())
 

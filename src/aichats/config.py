@@ -1,7 +1,9 @@
 """Every setting of aichats, in one typed place.
 
 Each field is read from the environment variable ``AICHATS_<FIELD>`` (for example
-``AICHATS_DATABASE_URL``). ``docs/configuration.md`` documents them all; a test
+``AICHATS_DATABASE_URL``). The model providers' keys and addresses also answer to the
+names their SDKs use everywhere else (``OPENAI_API_KEY``...), so that an environment set
+up for those SDKs works as it is. ``docs/configuration.md`` documents them all; a test
 checks that the two stay in step.
 """
 
@@ -10,12 +12,13 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AICHATS_", extra="ignore")
+    # validate_by_name: fields with an alias (the providers' variables) can still be given by name in code.
+    model_config = SettingsConfigDict(env_prefix="AICHATS_", extra="ignore", validate_by_name=True)
 
     database_url: str = Field(
         "sqlite:///aichats.db",
@@ -110,6 +113,29 @@ class Settings(BaseSettings):
             "also the limit on any silence while it streams."
         ),
     )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AICHATS_OPENAI_BASE_URL", "OPENAI_BASE_URL"),
+        description=(
+            "Address of the OpenAI-compatible server of `openai:` models, e.g. `http://127.0.0.1:11434/v1` "
+            "(also read as `OPENAI_BASE_URL`; default: OpenAI's own)."
+        ),
+    )
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("AICHATS_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description="API key of `openai:` models (also read as `OPENAI_API_KEY`; local servers need none).",
+    )
+    anthropic_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AICHATS_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
+        description="Address of Anthropic's API for `anthropic:` models (also read as `ANTHROPIC_BASE_URL`).",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("AICHATS_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="API key of `anthropic:` models (also read as `ANTHROPIC_API_KEY`).",
+    )
     openai_context_window: int = Field(
         8192, ge=1, description="Tokens of history an `openai:` model is sent at most (its context window)."
     )
@@ -172,10 +198,12 @@ class Settings(BaseSettings):
         return value
 
     def model_for(self, agent_identifier: str) -> str:
-        return getattr(self, f"model_{agent_identifier}", None) or self.model
+        model: str | None = getattr(self, f"model_{agent_identifier}", None)
+        return model or self.model
 
     def system_prompt_for(self, agent_identifier: str) -> str:
-        return getattr(self, f"system_prompt_{agent_identifier}")
+        prompt: str = getattr(self, f"system_prompt_{agent_identifier}")
+        return prompt
 
     def blended_micros(self, model: str, input_tokens: int, output_tokens: int) -> int:
         """Exact blended tokens in millionths: input x weight + output x weight."""

@@ -12,8 +12,8 @@ from aichats.agent import context
 from aichats.agent.models import load_model, parse_spec
 from aichats.config import Settings
 from aichats.services import chats, files, users
-from aichats.services.chats import AgentIdentifier, ChatCreate
-from aichats.services.messages import MessageInput, add_user_message
+from aichats.services.chats import AgentIdentifier, NewChat
+from aichats.services.messages import NewMessage, add_user_message
 from aichats.storage.database import Database
 
 pytestmark = pytest.mark.anyio
@@ -23,9 +23,9 @@ LAST = 10**12  # a reply after every message: the whole chat is history
 async def chat_with(db: Database, *texts: str, **fields: object) -> tuple[dict, int]:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text=texts[0], **fields))  # type: ignore[arg-type]
+        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage(texts[0]), **fields))  # type: ignore[arg-type]
         for text in texts[1:]:
-            data = MessageInput(message_text=text)
+            data = NewMessage(text)
             await add_user_message(
                 tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data, now=clock.now_ms()
             )
@@ -63,7 +63,7 @@ async def test_text_attachments_are_inlined(db: Database, tmp_path) -> None:
         db, files_dir=str(tmp_path), max_bytes=1000, user_id=user_id, filename="chart.png",
         content_type="image/png", data=b"\x89PNG",
     )  # fmt: skip
-    data = ChatCreate(message_text="see files", message_attachments=[{"id": text["id"]}, {"id": image["id"]}])
+    data = NewChat(NewMessage("see files", file_ids=(text["id"], image["id"])))
     async with db.transaction() as tx:
         chat = await chats.create_chat(tx, user_id, data)
     row = dict(await chats.get_chat(db, user_id, chat["id"])) | {"current_company_id": None}

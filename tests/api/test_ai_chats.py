@@ -1,4 +1,8 @@
-"""The five calls over real HTTP, on both databases, held to the OpenAPI models."""
+"""The five calls, on both databases, held to the OpenAPI models.
+
+None of these calls streams, so each test has the app in this process, on a database of
+its own (``app_server``), instead of a server process.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,16 @@ import time
 import httpx2
 import pytest
 
-from aichats.api.schemas import AiChat, AiChatList, Error
-from tests.conftest import Account, LiveServer
+from aichats.api.registry import OPERATIONS
+from aichats.api.schemas import AiChat, AiChatList
+from tests.support.accounts import Account
+from tests.support.api import assert_error, create
+from tests.support.servers import AppServer, Server
 
 
-def create(api: httpx2.Client, **body: object) -> dict:
-    response = api.post("/ai_chats", json={"message_text": "Hello", **body})
-    assert response.status_code == 201, response.text
-    return AiChat.model_validate(response.json()).model_dump(mode="json")
-
-
-def assert_error(response: httpx2.Response, status: int, type_: str, says: str = "") -> None:
-    assert response.status_code == status, response.text
-    error = Error.model_validate(response.json()).error
-    assert error.type == type_
-    assert says in error.message
+@pytest.fixture
+def server(app_server: AppServer) -> Server:
+    return app_server
 
 
 def test_create_stores_chat_with_first_message(api: httpx2.Client, account: Account) -> None:
@@ -79,7 +78,7 @@ def test_empty_update_changes_nothing(api: httpx2.Client) -> None:
     assert api.patch(f"/ai_chats/{chat['id']}", json={}).json() == chat
 
 
-def test_delete_is_soft_and_hides_the_chat(live_server: LiveServer, api: httpx2.Client) -> None:
+def test_delete_is_soft_and_hides_the_chat(server: Server, api: httpx2.Client) -> None:
     keep, gone = create(api), create(api)
     response = api.delete(f"/ai_chats/{gone['id']}")
     assert response.status_code == 200 and response.content == b"true"
@@ -148,29 +147,30 @@ def test_unknown_route_and_wrong_method_use_the_envelope(api: httpx2.Client) -> 
 
 
 class TestAuth:
-    def test_missing_and_bad_keys_are_401(self, live_server: LiveServer) -> None:
-        assert_error(httpx2.get(live_server.api + "/ai_chats"), 401, "unauthorized")
-        for header in ("Bearer nope", "Basic abc", "Bearer", "ak_x"):
-            response = httpx2.get(live_server.api + "/ai_chats", headers={"Authorization": header})
-            assert_error(response, 401, "unauthorized")
-            assert response.headers["www-authenticate"].startswith("Bearer")
+    def test_missing_and_bad_keys_are_401(self, server: Server) -> None:
+        with server.client() as anonymous:
+            assert_error(anonymous.get("/ai_chats"), 401, "unauthorized")
+            for header in ("Bearer nope", "Basic abc", "Bearer", "ak_x"):
+                response = anonymous.get("/ai_chats", headers={"Authorization": header})
+                assert_error(response, 401, "unauthorized")
+                assert response.headers["www-authenticate"].startswith("Bearer")
 
-    def test_each_call_needs_its_scope(self, live_server: LiveServer, api: httpx2.Client) -> None:
+    def test_each_call_needs_its_scope(self, server: Server, api: httpx2.Client) -> None:
         chat = create(api)
-        reader = live_server.account(scopes="ai_chat:read")
-        with live_server.client(reader) as read_only:
+        reader = server.account(scopes="ai_chat:read")
+        with server.client(reader) as read_only:
             assert read_only.get("/ai_chats").status_code == 200
             assert_error(read_only.post("/ai_chats", json={"message_text": "x"}), 403, "forbidden", "ai_chat:create")
             assert_error(read_only.patch(f"/ai_chats/{chat['id']}", json={}), 403, "forbidden", "ai_chat:update")
             assert_error(read_only.delete(f"/ai_chats/{chat['id']}"), 403, "forbidden", "ai_chat:delete")
-        writer = live_server.account(scopes="ai_chat:create")
-        with live_server.client(writer) as write_only:
+        writer = server.account(scopes="ai_chat:create")
+        with server.client(writer) as write_only:
             assert write_only.post("/ai_chats", json={"message_text": "x"}).status_code == 201
             assert_error(write_only.get("/ai_chats"), 403, "forbidden", "ai_chat:read")
 
-    def test_users_are_isolated(self, live_server: LiveServer, api: httpx2.Client) -> None:
+    def test_users_are_isolated(self, server: Server, api: httpx2.Client) -> None:
         mine = create(api, title="private")
-        with live_server.client(live_server.account()) as other:
+        with server.client(server.account()) as other:
             for response in (
                 other.get(f"/ai_chats/{mine['id']}"),
                 other.patch(f"/ai_chats/{mine['id']}", json={"title": "stolen"}),
@@ -180,10 +180,10 @@ class TestAuth:
             assert other.get("/ai_chats").json()["data"] == []
         assert api.get(f"/ai_chats/{mine['id']}").json() == mine
 
-    def test_revoked_key_fails_at_once(self, live_server: LiveServer, account: Account, api: httpx2.Client) -> None:
+    def test_revoked_key_fails_at_once(self, server: Server, account: Account, api: httpx2.Client) -> None:
         assert api.get("/ai_chats").status_code == 200
-        key_id = live_server.cli("keys", "list", "--user", account.user_id).stdout.split()[0]
-        live_server.cli("keys", "revoke", key_id)
+        key_id = server.cli("keys", "list", "--user", account.user_id).stdout.split()[0]
+        server.cli("keys", "revoke", key_id)
         assert_error(api.get("/ai_chats"), 401, "unauthorized")
 
 
@@ -208,10 +208,10 @@ class TestIdempotency:
         )
         assert len(api.get("/ai_chats").json()["data"]) == 1
 
-    def test_keys_belong_to_their_holder(self, live_server: LiveServer, api: httpx2.Client) -> None:
+    def test_keys_belong_to_their_holder(self, server: Server, api: httpx2.Client) -> None:
         headers = {"Idempotency-Key": "shared"}
         mine = api.post("/ai_chats", json={"message_text": "hi"}, headers=headers).json()
-        with live_server.client(live_server.account()) as other:
+        with server.client(server.account()) as other:
             theirs = other.post("/ai_chats", json={"message_text": "hi"}, headers=headers).json()
         assert theirs["id"] != mine["id"]
 
@@ -246,9 +246,10 @@ def test_title_search(api: httpx2.Client) -> None:
     assert_error(api.get("/ai_chats", params={"query": "x" * 201}), 422, "invalid_request", "query")
 
 
-def test_openapi_and_health(live_server: LiveServer) -> None:
-    assert httpx2.get(live_server.root + "/healthz").json() == {"status": "ok"}
-    document = httpx2.get(live_server.root + "/openapi.json").json()
+def test_openapi_and_health(server: Server) -> None:
+    with server.client() as anonymous:
+        assert anonymous.get(server.root + "/healthz").json() == {"status": "ok"}
+        document = anonymous.get(server.root + "/openapi.json").json()
     assert document["servers"] == [{"url": "/api/v1"}]
     operations = {
         op["operationId"]
@@ -256,29 +257,23 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
         for op in path.values()
         if isinstance(op, dict) and "operationId" in op
     }
-    assert operations == {
-        "listAiChats", "createAiChat", "retrieveAiChat", "updateAiChat", "deleteAiChat",
-        "listMessages", "createMessage", "retryMessage", "streamEvents", "uploadFile",
-        "getSchedule", "putSchedule", "deleteSchedule", "runScheduleNow", "listRuns", "previewSchedule",
-        "readAiChat", "listNotifications", "readNotifications", "streamNotifications", "getBadges",
-        "listWebhooks", "createWebhook", "getWebhook", "deleteWebhook", "listDeliveries",
-    }  # fmt: skip
+    assert operations == {op.operation_id for op in OPERATIONS}  # tests/api/test_openapi.py checks the rest
     assert {"AiChat", "ChatCreate", "ChatUpdate", "Error"} <= set(document["components"]["schemas"])
     assert {"SchedulePreviewInput", "SchedulePreview", "Badges"} <= set(document["components"]["schemas"])
     search = next(p for p in document["paths"]["/ai_chats"]["get"]["parameters"] if p["name"] == "query")
     assert search["schema"] == {"type": "string", "maxLength": 200}
 
 
-def test_concurrent_retries_create_one_chat(live_server: LiveServer, account: Account) -> None:
+def test_concurrent_retries_create_one_chat(server: Server, account: Account) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def post(_: int) -> httpx2.Response:
-        with live_server.client(account) as client:
+        with server.client(account) as client:
             return client.post("/ai_chats", json={"message_text": "once"}, headers={"Idempotency-Key": "race"})
 
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(post, range(8)))
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
-    with live_server.client(account) as client:
+    with server.client(account) as client:
         assert len(client.get("/ai_chats").json()["data"]) == 1

@@ -8,14 +8,14 @@ do not share a count, and so that "another client" is really another address.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 import pytest
 
-from tests.api.test_ai_chats import assert_error
-from tests.api.test_headers import assert_private
-from tests.conftest import Account, LiveServer, start_server, stop_server
+from tests.support.accounts import Account
+from tests.support.api import assert_error, assert_private
+from tests.support.servers import LiveServer, serving
 
 LIMIT = 3
 WEB = {"X-Aichats-Web": "1"}
@@ -23,16 +23,10 @@ _addresses = itertools.count(2)
 
 
 @pytest.fixture(scope="module")
-def guarded_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    directory = tmp_path_factory.mktemp("auth-limit")
-    env = {
-        "AICHATS_WORKERS": "0",
-        "AICHATS_AUTH_FAILURES_PER_MINUTE": str(LIMIT),
-        "AICHATS_FILES_DIR": str(directory / "files"),
-    }
-    server = start_server(database_url, directory / "serve.log", env)
-    yield server
-    stop_server(server)
+def guarded_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    env = {"AICHATS_WORKERS": "0", "AICHATS_AUTH_FAILURES_PER_MINUTE": str(LIMIT)}
+    with serving(new_database(), tmp_path_factory.mktemp("auth-limit"), env) as server:
+        yield server
 
 
 def from_new_address(base_url: str) -> httpx2.Client:

@@ -1,7 +1,9 @@
 """Inputs that used to answer 500: NUL characters (issue 10, item 5) and out-of-range
-integers in list cursors (item 7), over a real server on both databases.
+integers in list cursors (item 7), on both databases.
 
 Each answer must be a 4xx in the error envelope, and leave the user's data as it was.
+None of these calls streams: the app runs in this process, shared by the module on a
+database of its own (``module_app_server``), as a server process would be.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from dataclasses import dataclass
 import httpx2
 import pytest
 
-from tests.api.test_ai_chats import assert_error, create
-from tests.conftest import LiveServer
+from tests.support.api import assert_error, create
+from tests.support.servers import AppServer
 
 NUL = "\u0000"
 WEEKLY = {"prompt": "Weekly revenue analysis", "timezone": "America/New_York", "cron": "0 9 * * 1"}
@@ -28,9 +30,9 @@ class Seeded:
 
 
 @pytest.fixture(scope="module")
-def seeded(live_server: LiveServer) -> Iterator[Seeded]:
+def seeded(module_app_server: AppServer) -> Iterator[Seeded]:
     """One user with a chat, a schedule and a run: the state every bad input must leave alone."""
-    with live_server.client(live_server.account()) as api:
+    with module_app_server.client(module_app_server.account()) as api:
         chat = create(api, title="Keep")["id"]
         assert api.put(f"/ai_chats/{chat}/schedule", json=WEEKLY).status_code == 200
         message = api.get(f"/ai_chats/{chat}/messages").json()["data"][0]["id"]
@@ -93,10 +95,11 @@ def test_nul_in_a_body_string_is_422_and_changes_nothing(
     assert snapshot(seeded) == before
 
 
-def test_nul_in_the_web_sign_in_is_422(live_server: LiveServer) -> None:
-    response = httpx2.post(
-        live_server.root + "/web/session", json={"api_key": f"ak_{NUL}"}, headers={"X-Aichats-Web": "1"}
-    )
+def test_nul_in_the_web_sign_in_is_422(module_app_server: AppServer) -> None:
+    with module_app_server.client() as web:
+        response = web.post(
+            module_app_server.root + "/web/session", json={"api_key": f"ak_{NUL}"}, headers={"X-Aichats-Web": "1"}
+        )
     assert_error(response, 422, "invalid_request", "api_key")
 
 

@@ -9,17 +9,12 @@ from pathlib import Path
 
 import httpx2
 
-from tests.api.test_ai_chats import assert_error
-from tests.conftest import LiveServer, make_account, start_server, stop_server
-from tests.e2e_agent.support import fresh_database, query
+from tests.support.accounts import make_account
+from tests.support.api import assert_error, assert_private
+from tests.support.databases import query
+from tests.support.servers import LiveServer, start_server, stop_server
 
 WEB = {"X-Aichats-Web": "1"}
-
-
-def assert_private(response: httpx2.Response) -> None:
-    """Both headers, each exactly once (a handler's own Cache-Control is replaced, not doubled)."""
-    assert response.headers.get_list("x-content-type-options") == ["nosniff"], response.headers
-    assert response.headers.get_list("cache-control") == ["no-store"], response.headers
 
 
 def test_every_api_answer_is_nosniff_and_no_store(live_server: LiveServer, api: httpx2.Client) -> None:
@@ -67,19 +62,18 @@ def test_the_page_and_static_files_are_nosniff_and_keep_their_caching(live_serve
 
 def test_a_server_error_is_nosniff_and_no_store(database_url: str, tmp_path: Path) -> None:
     """A 500 is sent by Starlette's outermost middleware: the headers must wrap even that."""
-    backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
-    with fresh_database(backend, tmp_path) as url:
-        server = start_server(url, tmp_path / "serve.log", {"AICHATS_WORKERS": "0"})
-        try:
-            account = make_account(url)
-            # Break the database under the running server: listing chats now fails inside.
-            if url.startswith("sqlite"):
-                with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
-                    connection.execute("ALTER TABLE ai_chats RENAME TO ai_chats_gone")
-            else:
-                query(url, "ALTER TABLE ai_chats RENAME TO ai_chats_gone")
-            response = httpx2.get(server.api + "/ai_chats", headers=account.headers)
-            assert_error(response, 500, "internal_error")
-            assert_private(response)
-        finally:
-            stop_server(server)
+    url = database_url  # the test's own: breaking it disturbs no other test
+    server = start_server(url, tmp_path / "serve.log", {"AICHATS_WORKERS": "0"})
+    try:
+        account = make_account(url)
+        # Break the database under the running server: listing chats now fails inside.
+        if url.startswith("sqlite"):
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+                connection.execute("ALTER TABLE ai_chats RENAME TO ai_chats_gone")
+        else:
+            query(url, "ALTER TABLE ai_chats RENAME TO ai_chats_gone")
+        response = httpx2.get(server.api + "/ai_chats", headers=account.headers)
+        assert_error(response, 500, "internal_error")
+        assert_private(response)
+    finally:
+        stop_server(server)

@@ -16,8 +16,10 @@ from aichats.api.schemas import File, MessageList
 from aichats.services import events
 from aichats.storage import database
 from aichats.storage.schema import ai_chats
-from tests.api.test_ai_chats import assert_error, create
-from tests.conftest import Account, LiveServer
+from tests.support import sse
+from tests.support.accounts import Account
+from tests.support.api import assert_error, create
+from tests.support.servers import LiveServer
 
 
 def upload(
@@ -143,21 +145,15 @@ def test_events_replay_from_the_start_and_resume(api: httpx2.Client) -> None:
     seen: list[tuple[str, str]] = []
     with api.stream("GET", f"/ai_chats/{chat['id']}/events", timeout=5) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        event_id = event = ""
-        for line in response.iter_lines():
-            if line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                seen.append((event_id, event))
-                if len(seen) == 2:
-                    break
+        for event in sse.events(response):
+            seen.append((event.id, event.event))
+            if len(seen) == 2:
+                break
     assert [kind for _, kind in seen] == ["message.created", "message.created"]
     with api.stream(
         "GET", f"/ai_chats/{chat['id']}/events", headers={"Last-Event-ID": seen[0][0]}, timeout=5
     ) as response:
-        first_id = next(line[3:].strip() for line in response.iter_lines() if line.startswith("id:"))
+        first_id = next(sse.events(response)).id
     assert first_id == seen[1][0]
 
 
@@ -165,9 +161,9 @@ def test_events_from_latest_send_only_what_follows(api: httpx2.Client) -> None:
     chat = create(api)
     with api.stream("GET", f"/ai_chats/{chat['id']}/events?after=latest", timeout=5) as response:
         # The response has started, so the stream's start is fixed: the chat's past is behind it.
-        lines = response.iter_lines()
+        events = sse.events(response)
         posted = api.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "after"}).json()
-        data = next(line[5:].strip() for line in lines if line.startswith("data:"))
+        data = next(events).data
     assert orjson.loads(data)["id"] == posted["id"]  # the first event is the new message, not the chat's first
 
 
@@ -213,11 +209,10 @@ def test_events_replay_flows_past_a_page(live_server: LiveServer, api: httpx2.Cl
     ids: list[int] = []
     started = time.monotonic()
     with api.stream("GET", f"/ai_chats/{chat['id']}/events", timeout=5) as response:
-        for line in response.iter_lines():
-            if line.startswith("id:"):
-                ids.append(int(line[3:]))
-                if len(ids) == 2_001:
-                    break
+        for event in sse.events(response):
+            ids.append(int(event.id))
+            if len(ids) == 2_001:
+                break
     elapsed = time.monotonic() - started
     assert ids == sorted(set(ids)) and len(ids) == 2_001  # the first message, then the 2,000 added
     assert elapsed < 3, f"the replay took {elapsed:.1f} s: it waited between pages"
@@ -237,9 +232,8 @@ class OpenStream(threading.Thread):
         try:
             with httpx2.stream("GET", self.url, headers=self.headers, timeout=30) as response:
                 assert response.status_code == 200
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        self.started.set()
+                for _event in sse.events(response):
+                    self.started.set()
         except httpx2.TransportError:
             self.cut = True
         self.ended_at = time.monotonic()

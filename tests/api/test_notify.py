@@ -1,42 +1,40 @@
-"""Notifications, badges and webhooks over HTTP, with a real server running workers."""
+"""Notifications, badges and webhooks over HTTP, with a real server running workers.
+
+The URL checks answer at once: those tests use the app in this process, shared by the
+module (``module_app_server``); the rest need a server process with workers and streams.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 import orjson
 import pytest
 from standardwebhooks import Webhook
 
-from aichats.api.schemas import Badges
-from tests.api.test_ai_chats import assert_error, create
-from tests.conftest import LiveServer, start_server, stop_server
-from tests.notify.test_notifications import Receiver
+from tests.support.api import assert_error, create
+from tests.support.servers import AppServer, LiveServer, Server, serving
+from tests.support.sse import badge_events
+from tests.support.waiting import wait_for
+from tests.support.webhooks import Receiver
+
+
+@pytest.fixture
+def server(module_app_server: AppServer) -> Server:
+    return module_app_server
 
 
 @pytest.fixture(scope="module")
-def working_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    directory = tmp_path_factory.mktemp("notify")
+def working_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     env = {
         "AICHATS_MODEL": "test:echo",
         "AICHATS_WEBHOOKS_ALLOW_PRIVATE_URLS": "true",
         "AICHATS_WEBHOOK_RETRY_SECONDS": "[0.2, 0.2]",
-        "AICHATS_FILES_DIR": str(directory / "files"),
     }
-    server = start_server(database_url, directory / "serve.log", env)
-    yield server
-    stop_server(server)
-
-
-def wait_for(check, seconds: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+    with serving(new_database(), tmp_path_factory.mktemp("notify"), env) as server:
+        yield server
 
 
 def test_private_webhook_urls_are_refused_by_default(api: httpx2.Client) -> None:
@@ -206,16 +204,6 @@ def test_scheduler_tick_lands_prompt_and_reply(working_server: LiveServer) -> No
         assert api.get(f"/ai_chats/{chat['id']}/schedule").json()["last_run_at"] == schedule["next_run_at"]
 
 
-def badge_events(response: httpx2.Response) -> Iterator[dict]:
-    """The data of each ``badges`` event of a notifications stream (pings skipped)."""
-    event = ""
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:") and event == "badges":
-            yield Badges.model_validate_json(line[5:].strip()).model_dump()
-
-
 def test_notifications_stream_follows_notifications_and_badges(working_server: LiveServer) -> None:
     account = working_server.account()
     with working_server.client(account) as api, working_server.client(account) as watcher:
@@ -255,10 +243,11 @@ def test_notifications_stream_follows_notifications_and_badges(working_server: L
             assert next_state()["unread_count"] == 0
 
 
-def test_notifications_stream_needs_read_scope(live_server: LiveServer) -> None:
-    with live_server.client(live_server.account(scopes="ai_chat:create")) as writer:
+def test_notifications_stream_needs_read_scope(server: Server) -> None:
+    with server.client(server.account(scopes="ai_chat:create")) as writer:
         assert_error(writer.get("/notifications/events"), 403, "forbidden", "ai_chat:read")
-    assert_error(httpx2.get(live_server.api + "/notifications/events"), 401, "unauthorized")
+    with server.client() as anonymous:
+        assert_error(anonymous.get("/notifications/events"), 401, "unauthorized")
 
 
 def test_a_deleted_chats_notifications_leave_the_bell_and_the_list(working_server: LiveServer) -> None:

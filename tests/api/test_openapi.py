@@ -10,18 +10,11 @@ import httpx2
 import jsonschema_rs
 import pytest
 
+from aichats.api.registry import OPERATIONS
 from tests.conftest import LiveServer, start_server, stop_server
 
-_BODY_OPERATIONS = {
-    # operation id: (method, path); every one reads its JSON body through the capped reader
-    "createAiChat": ("post", "/ai_chats"),
-    "updateAiChat": ("patch", "/ai_chats/{chat_id}"),
-    "createMessage": ("post", "/ai_chats/{chat_id}/messages"),
-    "putSchedule": ("put", "/ai_chats/{chat_id}/schedule"),
-    "previewSchedule": ("post", "/schedule_preview"),
-    "readNotifications": ("post", "/notifications/read"),
-    "createWebhook": ("post", "/webhooks"),
-}
+# operation id: (method, path) of every operation with a JSON body, all read through the capped reader
+_BODY_OPERATIONS = {op.operation_id: (op.method.lower(), op.path) for op in OPERATIONS if op.body is not None}
 
 
 def _document(live_server: LiveServer, **headers: str) -> dict[str, Any]:
@@ -96,7 +89,7 @@ def test_every_body_limit_413_is_documented(live_server: LiveServer, api: httpx2
     with_body = {
         op["operationId"] for item in document["paths"].values() for op in item.values() if "requestBody" in op
     }
-    assert set(_BODY_OPERATIONS) <= with_body
+    assert len(_BODY_OPERATIONS) == 7 and set(_BODY_OPERATIONS) <= with_body
     chat = api.post("/ai_chats", json={"message_text": "Hello"}).json()["id"]
     too_large = b"{" + b" " * (2 * 1024 * 1024) + b"}"
     for operation_id, (method, path) in _BODY_OPERATIONS.items():
@@ -206,3 +199,23 @@ def test_failed_authentication_limit_429_is_documented(database_url: str, tmp_pa
                 assert "429" in operation["responses"], (method, path)
                 header = operation["responses"]["429"]["headers"]["Retry-After"]
                 assert header["required"] and header["schema"]["type"] == "integer", (method, path)
+
+
+def test_the_document_has_every_declared_operation_each_with_the_shape_of_its_answer(live_server: LiveServer) -> None:
+    """The document is written from the declarations (``aichats.api.registry``): all of them, once
+    each, and every 2xx answer says its shape (a schema with properties, a ``$ref``, or a constant)."""
+    document = _document(live_server)
+    documented = [
+        (op["operationId"], method, path)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method != "parameters"
+    ]
+    assert sorted(documented) == sorted((op.operation_id, op.method.lower(), op.path) for op in OPERATIONS)
+    assert len({operation_id for operation_id, _, _ in documented}) == len(documented)
+    for _, method, path in documented:
+        responses = _operation(document, method, path)["responses"]
+        (ok,) = [code for code in responses if code.startswith("2")]
+        (content,) = responses[ok]["content"].values()
+        schema = content["schema"]
+        assert "$ref" in schema or "const" in schema or "properties" in schema, (method, path, schema)

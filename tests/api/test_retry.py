@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 import pytest
 
 from aichats.api.schemas import Message, MessageList, RunList
-from tests.api.test_ai_chats import assert_error, create
-from tests.api.test_notify import wait_for
-from tests.conftest import LiveServer, start_server, stop_server
-from tests.e2e_agent.support import fresh_database
+from tests.support import sse
+from tests.support.api import assert_error, create
+from tests.support.servers import LiveServer, serving
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
-def flaky_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def flaky_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The model fails its first two calls: within a one-second budget the first reply fails
     (a retry after 0.5 s fails again, and the next would pass the deadline); the third works.
 
-    On a database of its own: its workers would otherwise first answer every turn that the
-    other modules' worker-less server left queued, spending the model's two failures there."""
-    directory = tmp_path_factory.mktemp("retry")
-    env = {
-        "AICHATS_MODEL": "test:flaky-2",
-        "AICHATS_MODEL_TIMEOUT_SECONDS": "1",
-        "AICHATS_FILES_DIR": str(directory / "files"),
-    }
-    backend = database_url.split(":", 1)[0]
-    with fresh_database("postgresql" if backend.startswith("postgres") else "sqlite", directory) as url:
-        server = start_server(url, directory / "serve.log", env)
+    On a database of its own, as every module's server is: its workers must spend the
+    model's two failures on this test's turn."""
+    env = {"AICHATS_MODEL": "test:flaky-2", "AICHATS_MODEL_TIMEOUT_SECONDS": "1"}
+    with serving(new_database(), tmp_path_factory.mktemp("retry"), env) as server:
         yield server
-        stop_server(server)
 
 
 def replies(api: httpx2.Client, chat_id: str) -> list[dict]:
@@ -74,11 +66,10 @@ def test_a_failed_reply_completes_on_retry(flaky_server: LiveServer) -> None:
 
         kinds = []
         with api.stream("GET", f"/ai_chats/{chat['id']}/events", timeout=10) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("event:"):
-                    kinds.append(line[6:].strip())
-                    if kinds[-1] == "chat.updated":
-                        break
+            for event in sse.events(stream):
+                kinds.append(event.event)
+                if kinds[-1] == "chat.updated":
+                    break
         flow = [k for k in kinds if k != "message.delta"]
         first_try = ["message.created", "message.created", "message.failed"]
         assert flow == [*first_try, "message.retried", "message.created", "message.completed", "chat.updated"]

@@ -1,4 +1,7 @@
-"""The schedule API and `aichats scheduler tick` over real processes."""
+"""The schedule API and `aichats scheduler tick` (a real process).
+
+No call here streams: each test has the app in this process, on a database of its own
+(``app_server``), which the ``aichats`` commands the tests run share."""
 
 from __future__ import annotations
 
@@ -10,18 +13,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2
+import pytest
 import sqlalchemy as sa
 
 from aichats.api.schemas import RunList, Schedule, SchedulePreview
 from aichats.clock import isoformat_ms, parse_iso
 from aichats.scheduling import scheduler
 from aichats.services import chats, schedules, users
+from aichats.services.messages import NewMessage
 from aichats.storage import database, migrate
 from aichats.storage.schema import ai_chats
-from tests.api.test_ai_chats import assert_error, create
-from tests.conftest import AICHATS, Account, LiveServer, run_cli
+from tests.support.accounts import Account
+from tests.support.api import assert_error, create
+from tests.support.servers import AICHATS, AppServer, Server, run_cli
 
 README = Path(__file__).parents[2] / "README.md"
+
+
+@pytest.fixture
+def server(app_server: AppServer) -> Server:
+    return app_server
+
 
 WEEKLY = {"prompt": "Weekly revenue analysis for {{date}}", "timezone": "America/New_York", "cron": "0 9 * * 1"}
 
@@ -52,7 +64,7 @@ def test_schedule_lifecycle(api: httpx2.Client) -> None:
     assert_error(api.get(path), 404, "not_found")
 
 
-def test_invalid_schedules_are_422(live_server: LiveServer, api: httpx2.Client) -> None:
+def test_invalid_schedules_are_422(server: Server, api: httpx2.Client) -> None:
     chat = create(api)
     path = f"/ai_chats/{chat['id']}/schedule"
     for body, says in [
@@ -64,15 +76,15 @@ def test_invalid_schedules_are_422(live_server: LiveServer, api: httpx2.Client) 
     ]:
         assert_error(api.put(path, json=body), 422, "invalid_request", says)
     assert_error(api.get(path), 404, "not_found")
-    with live_server.client(live_server.account()) as other:
+    with server.client(server.account()) as other:
         assert_error(other.put(path, json=WEEKLY), 404, "not_found")
 
 
-def test_concurrent_ticks_fire_each_instant_once(live_server: LiveServer, api: httpx2.Client) -> None:
+def test_concurrent_ticks_fire_each_instant_once(server: Server, api: httpx2.Client) -> None:
     chat = create(api)
     schedule = api.put(f"/ai_chats/{chat['id']}/schedule", json={**WEEKLY, "cron": "*/5 * * * *"}).json()
     at = schedule["next_run_at"]
-    env = {"AICHATS_DATABASE_URL": live_server.database_url}
+    env = {"AICHATS_DATABASE_URL": server.database_url}
 
     def tick(_: int) -> subprocess.CompletedProcess[str]:
         command = [AICHATS, "scheduler", "tick", "--at", at]
@@ -85,7 +97,7 @@ def test_concurrent_ticks_fire_each_instant_once(live_server: LiveServer, api: h
     assert [r["scheduled_for"] for r in runs] == [at]
 
 
-def test_schedule_preview(live_server: LiveServer, api: httpx2.Client) -> None:
+def test_schedule_preview(server: Server, api: httpx2.Client) -> None:
     response = api.post("/schedule_preview", json=WEEKLY)
     assert response.status_code == 200, response.text
     preview = SchedulePreview.model_validate(response.json()).model_dump(mode="json")
@@ -108,7 +120,7 @@ def test_schedule_preview(live_server: LiveServer, api: httpx2.Client) -> None:
     paused = api.post("/schedule_preview", json={**WEEKLY, "active": False}).json()
     assert paused["next_run_times"] == [] and paused["description"] == preview["description"]
 
-    with live_server.client(live_server.account(scopes="ai_chat:read")) as reader:
+    with server.client(server.account(scopes="ai_chat:read")) as reader:
         assert reader.post("/schedule_preview", json=WEEKLY).status_code == 200
     active = api.get("/ai_chats", params={"only_active_crons": "true"}).json()["data"]
     assert [c["id"] for c in active] == [chat["id"]]  # previews saved nothing
@@ -155,12 +167,12 @@ def test_huge_numbers_are_422_and_change_nothing(api: httpx2.Client) -> None:
     assert last.status_code == 200 and last.json()["next_run_times"] == ["9999-12-31T23:59:59.999Z"]
 
 
-def test_concurrent_puts_all_answer_200_and_leave_one_schedule(live_server: LiveServer, account: Account) -> None:
+def test_concurrent_puts_all_answer_200_and_leave_one_schedule(server: Server, account: Account) -> None:
     def put(n: int) -> httpx2.Response:
-        with live_server.client(account) as client:
+        with server.client(account) as client:
             return client.put(path, json={**WEEKLY, "prompt": f"prompt {n}"})
 
-    with live_server.client(account) as api:
+    with server.client(account) as api:
         for _ in range(5):  # 1 in 8 simultaneous PUTs used to fail on PostgreSQL
             chat = create(api)
             path = f"/ai_chats/{chat['id']}/schedule"
@@ -173,14 +185,14 @@ def test_concurrent_puts_all_answer_200_and_leave_one_schedule(live_server: Live
             assert chat["id"] in [c["id"] for c in listed]
 
 
-def test_run_now_returns_the_run_it_queued(live_server: LiveServer, account: Account) -> None:
-    with live_server.client(account) as api:
+def test_run_now_returns_the_run_it_queued(server: Server, account: Account) -> None:
+    with server.client(account) as api:
         chat = create(api)
         path = f"/ai_chats/{chat['id']}/schedule"
         api.put(path, json=WEEKLY)
 
     def run(n: int) -> httpx2.Response:
-        with live_server.client(account) as client:
+        with server.client(account) as client:
             if n % 2:  # a message queues a run of its own in between
                 return client.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "hi"})
             return client.post(f"{path}/run")
@@ -190,7 +202,7 @@ def test_run_now_returns_the_run_it_queued(live_server: LiveServer, account: Acc
     assert all(r.status_code == 201 for r in answers), [r.text for r in answers]
     assert {r.json()["trigger"] for n, r in enumerate(answers) if n % 2 == 0} == {"manual"}
     returned = [r.json()["id"] for n, r in enumerate(answers) if n % 2 == 0]
-    with live_server.client(account) as api:
+    with server.client(account) as api:
         manual = [r["id"] for r in api.get(f"/ai_chats/{chat['id']}/runs", params={"first": 100}).json()["data"]
                   if r["trigger"] == "manual"]  # fmt: skip
     assert sorted(returned) == sorted(manual)  # each answer is its own run, none another's
@@ -205,9 +217,9 @@ def test_the_readme_tick_fires_on_any_day_and_tick_says_when_next(tmp_path: Path
         try:
             user_id = await users.create_user(db)
             async with db.transaction() as tx:
-                chat = await chats.create_chat(tx, user_id, chats.ChatCreate(message_text="setup"))
-            data = schedules.ScheduleInput(prompt="Weekly revenue analysis for {{date}}", cron="0 9 * * 1",
-                                           timezone="Europe/Paris")  # fmt: skip
+                chat = await chats.create_chat(tx, user_id, chats.NewChat(NewMessage("setup")))
+            data = schedules.ScheduleSpec(prompt="Weekly revenue analysis for {{date}}", cron="0 9 * * 1",
+                                          timezone="Europe/Paris")  # fmt: skip
             return (await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60))["next_run_at"]
         finally:
             await db.close()
@@ -232,16 +244,14 @@ async def _next_run_at(url: str) -> int:
         await db.close()
 
 
-def test_a_schedule_that_cannot_be_computed_is_quarantined_and_shown(
-    live_server: LiveServer, api: httpx2.Client
-) -> None:
+def test_a_schedule_that_cannot_be_computed_is_quarantined_and_shown(server: Server, api: httpx2.Client) -> None:
     healthy, broken = create(api), create(api, title="Broken")
     at = api.put(f"/ai_chats/{healthy['id']}/schedule", json={**WEEKLY, "cron": "*/5 * * * *"}).json()["next_run_at"]
     path = f"/ai_chats/{broken['id']}/schedule"
     api.put(path, json=WEEKLY)
 
     async def corrupt() -> None:  # as old data could be: a cron today's checks refuse, first in line
-        db = await database.connect(live_server.database_url, pool_size=1)
+        db = await database.connect(server.database_url, pool_size=1)
         chat_pk = sa.select(ai_chats.c.pk).where(ai_chats.c.id == broken["id"]).scalar_subquery()
         try:
             async with db.transaction() as tx:
@@ -256,7 +266,7 @@ def test_a_schedule_that_cannot_be_computed_is_quarantined_and_shown(
     asyncio.run(corrupt())
     shown = api.get(path)
     assert shown.status_code == 200 and shown.json()["description"].startswith("Cannot be computed"), shown.text
-    assert live_server.cli("scheduler", "tick", "--at", at).stdout.startswith("fired ")
+    assert server.cli("scheduler", "tick", "--at", at).stdout.startswith("fired ")
     fired = [r["scheduled_for"] for r in api.get(f"/ai_chats/{healthy['id']}/runs").json()["data"]]
     assert at in fired  # the healthy schedule fired, though the broken one was due first
     body = Schedule.model_validate(api.get(path).json()).model_dump(mode="json")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import schemathesis
 from schemathesis.engine import events, from_schema
 
-from tests.conftest import Account, LiveServer
+from tests.support.accounts import Account
+from tests.support.servers import LiveServer
 
 SEED = 20261201
 MAX_EXAMPLES = 100

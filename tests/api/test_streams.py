@@ -7,40 +7,20 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
 import sqlalchemy as sa
-import uvicorn
 
-from aichats.api.app import create_app
 from aichats.config import Settings
 from aichats.services import notifications
 from aichats.storage import database
 from aichats.storage.schema import ai_chats
-from tests.api.test_ai_chats import create
-from tests.api.test_notify import badge_events, wait_for
-from tests.conftest import Account, free_port, make_account
-
-
-@contextmanager
-def in_process_server(database_url: str, files_dir: Path) -> Iterator[str]:
-    """The app on a real uvicorn server, in a thread of this process: a real server over real
-    HTTP whose in-process counters (``notifications.computations``) the test can read."""
-    app = create_app(Settings(database_url=database_url, workers=0, files_dir=str(files_dir)))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", timeout_graceful_shutdown=1)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, 30)
-        yield f"http://127.0.0.1:{server.config.port}/api/v1"
-    finally:
-        server.should_exit = True
-        thread.join(15)
+from tests.support.accounts import Account, make_account
+from tests.support.api import create
+from tests.support.servers import uvicorn_server
+from tests.support.sse import badge_events
+from tests.support.waiting import wait_for
 
 
 class BadgeStream(threading.Thread):
@@ -79,7 +59,8 @@ def test_notification_streams_share_one_computation_per_change(database_url: str
     stream once recomputed everything every second on SQLite, and on every change), and a
     change still reaches every stream."""
     account = make_account(database_url)
-    with in_process_server(database_url, tmp_path / "files") as api_root:
+    settings = Settings(database_url=database_url, workers=0, files_dir=str(tmp_path / "files"))
+    with uvicorn_server(settings) as api_root:
         with httpx2.Client(base_url=api_root, headers=account.headers, timeout=10) as api:
             chat = create(api)
         before = notifications.computations

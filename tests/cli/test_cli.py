@@ -9,7 +9,7 @@ import pytest
 
 from aichats.cli import _shown_database, _startup_summary
 from aichats.config import Settings
-from tests.conftest import LiveServer, run_cli, start_server, stop_server
+from tests.support.servers import LiveServer, run_cli, start_server, stop_server
 
 
 def last_line(text: str) -> str:

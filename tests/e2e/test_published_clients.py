@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import Account, LiveServer
+from tests.support.accounts import Account
+from tests.support.servers import LiveServer
 
 DRIVER = Path(__file__).with_name("drive.py")
 CLIENTS_DIR = Path(__file__).parents[2] / ".venv" / "clients"

@@ -1,42 +1,28 @@
-"""Helpers of the agent's end-to-end tests: databases, processes, SSE and waiting.
+"""Helpers of the agent's end-to-end tests: the local model's file, the llama.cpp engine,
+providers that fail on purpose, and reading a chat's messages and replies.
 
-Every server (and worker) these tests start gets a database of its own: workers of one
-process would otherwise claim the runs another test queued for a different model.
+The general helpers (databases, processes, event streams, waiting) are in ``tests/support``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import json
 import os
-import secrets
-import signal
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
 
-from aichats.storage import migrate
-from tests.conftest import (
-    AICHATS,
-    LiveServer,
-    _postgres_admin,
-    _postgres_database,
-    free_port,
-    start_server,
-    stop_server,
-)
+from tests.support.servers import AICHATS
+from tests.support.waiting import wait_for
 
-T = TypeVar("T")
 LOCAL_MODEL = "local:smollm2-135m"
 # The `support` agent's default system prompt: test:echo counts its words as input tokens.
 SUPPORT_PROMPT = "You are a helpful support agent. Answer the user's questions clearly and briefly."
@@ -53,101 +39,7 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-# ----------------------------------------------------------------------- databases
-
-
-@contextmanager
-def fresh_database(backend: str, directory: Path) -> Iterator[str]:
-    """A new, migrated database of ``backend`` (``sqlite`` or ``postgresql``), dropped after."""
-    if backend == "sqlite":
-        url = f"sqlite:///{directory / f'agent-{secrets.token_hex(3)}.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    name = f"aichats_agent_{os.getpid()}_{secrets.token_hex(3)}"
-    url = _postgres_database(name)  # skips (or fails under CI) without PostgreSQL
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    """Rows of ``sql`` on a PostgreSQL test database (asyncpg, $1 placeholders)."""
-    import asyncpg
-
-    async def run() -> list[dict[str, Any]]:
-        connection = await asyncpg.connect(database_url, timeout=5)
-        try:
-            return [dict(row) for row in await connection.fetch(sql, *args)]
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
-
-
 # ----------------------------------------------------------------------- processes
-
-
-@contextmanager
-def serving(database_url: str, directory: Path, env: dict[str, str]) -> Iterator[LiveServer]:
-    """``aichats serve`` with ``env`` (files under ``directory``); stopped on exit."""
-    directory.mkdir(parents=True, exist_ok=True)
-    full = {"AICHATS_FILES_DIR": str(directory / "files"), **env}
-    server = start_server(database_url, directory / "serve.log", full)
-    server.log_path = directory / "serve.log"  # type: ignore[attr-defined]
-    try:
-        yield server
-    finally:
-        stop_server(server)
-
-
-def log_of(server: LiveServer) -> str:
-    path: Path | None = getattr(server, "log_path", None)
-    return path.read_text(errors="replace")[-4000:] if path and path.exists() else ""
-
-
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, the run's lease simply stops being renewed."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def launch_worker(database_url: str, log_path: Path, env: dict[str, str], *args: str) -> WorkerProcess:
-    """Start ``aichats worker`` (``args`` e.g. ``--concurrency 2``) without waiting for it."""
-    full = {**os.environ, **env, "AICHATS_DATABASE_URL": database_url}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([AICHATS, "worker", *args], env=full, stdout=log, stderr=subprocess.STDOUT)
-    return WorkerProcess(process, log_path)
-
-
-def wait_started(worker: WorkerProcess, timeout: float = 30) -> WorkerProcess:
-    """Wait until the worker says it runs (its LISTEN is then in place)."""
-    deadline = time.monotonic() + timeout
-    while "aichats worker:" not in worker.log_path.read_text(errors="replace"):
-        if worker.process.poll() is not None or time.monotonic() > deadline:
-            worker.stop()
-            raise AssertionError(f"aichats worker did not start:\n{worker.log()}")
-        time.sleep(0.05)
-    return worker
 
 
 @contextmanager
@@ -177,8 +69,15 @@ def engine_server(log_path: Path) -> Iterator[str]:
 
 
 def closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    return free_port()
+    """A loopback port nobody listens on (connections are refused). It stays bound here,
+    never listening, for the whole session: a server started later cannot be given it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _closed_ports.append(sock)
+    return int(sock.getsockname()[1])
+
+
+_closed_ports: list[socket.socket] = []
 
 
 class SilentServer:
@@ -267,77 +166,6 @@ def openai_stall_prelude(first_word: str) -> bytes:
 
 
 # ----------------------------------------------------------------------- the API
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    type: str
-    data: Any
-
-
-def read_events(
-    client: httpx2.Client,
-    chat_id: str,
-    *,
-    until: Callable[[Event], bool],
-    last_event_id: int | None = None,
-    timeout: float = 60.0,
-) -> list[Event]:
-    """Read the chat's SSE stream until an event satisfies ``until`` (it included)."""
-    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-    found: list[Event] = []
-    deadline = time.monotonic() + timeout
-    fields: dict[str, list[str]] = {}
-    with client.stream(
-        "GET", f"/ai_chats/{chat_id}/events", headers=headers, timeout=httpx2.Timeout(timeout, connect=5)
-    ) as response:
-        assert response.status_code == 200, response.read().decode()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no closing event within {timeout:g} s; got {[e.type for e in found]}")
-            if line.startswith(":"):
-                continue  # a comment (keep-alive)
-            if line:
-                name, _, value = line.partition(":")
-                fields.setdefault(name, []).append(value.removeprefix(" "))
-                continue
-            if "data" not in fields:
-                fields = {}
-                continue
-            event = Event(
-                int(fields["id"][-1]), fields.get("event", ["message"])[-1], json.loads("\n".join(fields["data"]))
-            )
-            fields = {}
-            found.append(event)
-            if until(event):
-                return found
-    raise AssertionError(f"the event stream ended early; got {[e.type for e in found]}")
-
-
-def events_within(client: httpx2.Client, chat_id: str, last_event_id: int, seconds: float) -> list[Event]:
-    """Every event the stream sends after ``last_event_id`` within ``seconds``."""
-    found: list[Event] = []
-    try:
-        read_events(
-            client, chat_id, until=lambda e: found.append(e) and False, last_event_id=last_event_id, timeout=seconds
-        )
-    except (httpx2.ReadTimeout, AssertionError):
-        pass
-    return found
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def messages_of(client: httpx2.Client, chat_id: str) -> list[dict[str, Any]]:

@@ -18,20 +18,11 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import LiveServer
-from tests.e2e_agent.support import (
-    Event,
-    chat_of,
-    create_chat,
-    fresh_database,
-    log_of,
-    messages_of,
-    post_message,
-    read_events,
-    reply_to,
-    serving,
-    wait_for,
-)
+from tests.e2e_agent.support import chat_of, create_chat, messages_of, post_message, reply_to
+from tests.support.databases import fresh_database
+from tests.support.servers import LiveServer, log_of, serving
+from tests.support.sse import Event, read_events
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 LONG_PROMPT = "Write a long story about a dragon who learns to bake bread, in many paragraphs."

@@ -12,19 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from aichats.config import Settings
-from tests.conftest import LiveServer
-from tests.e2e_agent.support import (
-    LOCAL_MODEL,
-    chat_of,
-    create_chat,
-    events_within,
-    log_of,
-    messages_of,
-    post_message,
-    read_events,
-    reply_to,
-    serving,
-)
+from tests.e2e_agent.support import LOCAL_MODEL, chat_of, create_chat, messages_of, post_message, reply_to
+from tests.support.servers import LiveServer, log_of, serving
+from tests.support.sse import events_within, read_events
 
 pytestmark = pytest.mark.e2e
 MAX_OUTPUT_TOKENS = 128

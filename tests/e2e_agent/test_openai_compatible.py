@@ -16,20 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveServer
 from tests.e2e_agent.support import (
     SilentServer,
     chat_of,
     create_chat,
     engine_server,
-    fresh_database,
-    log_of,
     messages_of,
     openai_stream_without_usage,
     post_message,
     reply_to,
-    serving,
 )
+from tests.support.databases import fresh_database
+from tests.support.servers import LiveServer, log_of, serving
 
 pytestmark = pytest.mark.e2e
 MAX_OUTPUT_TOKENS = 96

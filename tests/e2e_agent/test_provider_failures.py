@@ -14,19 +14,17 @@ from datetime import datetime
 import httpx2
 import pytest
 
-from tests.conftest import LiveServer
 from tests.e2e_agent.support import (
     SilentServer,
     chat_of,
     closed_port,
     create_chat,
-    log_of,
     messages_of,
     openai_stall_prelude,
-    read_events,
     reply_to,
-    serving,
 )
+from tests.support.servers import LiveServer, log_of, serving
+from tests.support.sse import read_events
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 3.0

@@ -18,21 +18,19 @@ import sqlalchemy as sa
 
 from aichats.storage import database
 from aichats.storage.schema import ai_chats, chat_events
-from tests.conftest import LiveServer
 from tests.e2e_agent.support import (
     GENERAL_PROMPT,
     SUPPORT_PROMPT,
     chat_of,
     create_chat,
-    log_of,
     messages_of,
     post_message,
-    read_events,
     reply_to,
-    serving,
-    wait_for,
     words,
 )
+from tests.support.servers import LiveServer, log_of, serving
+from tests.support.sse import read_events
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -16,25 +16,11 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import LiveServer
-from tests.e2e_agent.support import (
-    SUPPORT_PROMPT,
-    Event,
-    WorkerProcess,
-    chat_of,
-    create_chat,
-    fresh_database,
-    launch_worker,
-    messages_of,
-    post_message,
-    query,
-    read_events,
-    reply_to,
-    serving,
-    wait_for,
-    wait_started,
-    words,
-)
+from tests.e2e_agent.support import SUPPORT_PROMPT, chat_of, create_chat, messages_of, post_message, reply_to, words
+from tests.support.databases import fresh_database, query
+from tests.support.servers import LiveServer, WorkerProcess, launch_worker, serving, wait_started
+from tests.support.sse import Event, read_events
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
@@ -16,38 +14,15 @@ from standardwebhooks import Webhook
 from aichats import outbound
 from aichats.errors import Invalid
 from aichats.services import chats, notifications, users, webhooks
-from aichats.services.chats import ChatCreate, ChatUpdate
+from aichats.services.chats import ChatChanges, NewChat, NotificationPreference
+from aichats.services.messages import NewMessage
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
 from aichats.storage.schema import webhook_deliveries
 from tests.runs.test_worker import drain, make_worker
+from tests.support.webhooks import Receiver
 
 pytestmark = pytest.mark.anyio
-
-
-class Receiver:
-    """A real HTTP server on loopback that records webhook requests; can fail on demand."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.fail_next = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                failing = receiver.fail_next > 0
-                receiver.fail_next -= failing
-                self.send_response(500 if failing else 204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture
@@ -60,9 +35,11 @@ def receiver() -> Iterator[Receiver]:
 async def chat_with_reply(db: Database, muted: bool = False, **worker: Any) -> dict[str, Any]:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="status report", title="Ops"))
+        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("status report"), title="Ops"))
     if muted:
-        await chats.update_chat(db, user_id, chat["id"], ChatUpdate(notification_preference="none"))
+        await chats.update_chat(
+            db, user_id, chat["id"], ChatChanges(notification_preference=NotificationPreference.none)
+        )
     await drain(make_worker(db, **worker))
     return chat
 
@@ -104,11 +81,11 @@ async def test_private_urls_are_refused_unless_allowed() -> None:
 
 async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) -> None:
     user_id = await users.create_user(db)
-    data = webhooks.WebhookInput(url=receiver.url, events=["ai_chat.message.completed", "notification.created"])
+    data = webhooks.NewWebhook(url=receiver.url, events=("ai_chat.message.completed", "notification.created"))
     hook = await webhooks.create_webhook(db, user_id, data, allow_private=True)
     assert hook["secret"].startswith("whsec_")
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="hi", title="Hooks"))
+        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Hooks"))
     await drain(make_worker(db))
 
     receiver.fail_next = 1
@@ -137,11 +114,11 @@ async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) 
 
 async def test_muted_chats_send_no_notification_webhooks(db: Database, receiver: Receiver) -> None:
     user_id = await users.create_user(db)
-    data = webhooks.WebhookInput(url=receiver.url, events=["notification.created"])
+    data = webhooks.NewWebhook(url=receiver.url, events=("notification.created",))
     await webhooks.create_webhook(db, user_id, data, allow_private=True)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="quiet"))
-    await chats.update_chat(db, user_id, chat["id"], ChatUpdate(notification_preference="none"))
+        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("quiet")))
+    await chats.update_chat(db, user_id, chat["id"], ChatChanges(notification_preference=NotificationPreference.none))
     await drain(make_worker(db))
     async with webhooks.sender(allow_private=True) as http:
         while await webhooks.deliver_one(db, http, retry_seconds=[]):
@@ -217,7 +194,7 @@ async def test_the_sender_connects_to_the_address_it_checked(
     monkeypatch.setattr(webhooks, "TIMEOUT_SECONDS", 2.0)  # 8.8.8.8 may be unreachable or silent here
     user_id = await users.create_user(db)
     port = receiver.server.server_address[1]
-    data = webhooks.WebhookInput(url=f"http://rebind.test:{port}/hook", events=["notification.created"])
+    data = webhooks.NewWebhook(url=f"http://rebind.test:{port}/hook", events=("notification.created",))
     hook = await webhooks.create_webhook(db, user_id, data, allow_private=False)
     async with db.transaction() as tx:
         await webhooks.enqueue(tx, user_id, "notification.created", {"n": 1})
@@ -233,7 +210,7 @@ async def test_unknown_events_are_refused(db: Database) -> None:
     user_id = await users.create_user(db)
     with pytest.raises(Invalid, match="unknown event"):
         await webhooks.create_webhook(
-            db, user_id, webhooks.WebhookInput(url="http://127.0.0.1/x", events=["chat.exploded"]), allow_private=True
+            db, user_id, webhooks.NewWebhook(url="http://127.0.0.1/x", events=("chat.exploded",)), allow_private=True
         )
 
 
@@ -257,7 +234,7 @@ async def test_a_reply_that_lands_after_its_chat_was_deleted_is_not_counted(db: 
     list and mark-all-read leave that notification out, as the badges do."""
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="hi", title="Gone"))
+        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Gone"))
     await chats.delete_chat(db, user_id, chat["id"])
     async with db.transaction() as tx:  # what the worker does once the reply completes
         await notifications.notify(tx, chat, kind="ai_chat.reply", title="Gone", body="late reply")

@@ -1,25 +1,36 @@
-"""Agent turns: claiming, streaming, accounting, titles, failures and lapsed leases."""
+"""Agent turns: claiming, streaming, accounting, titles, failures and lapsed leases.
+
+Each test has a database of its own (``tests/conftest.py``), so a worker here sees only
+the runs its test queued, and counts of turns are exact.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
 
 import orjson
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from aichats import clock
 from aichats.config import Settings
 from aichats.errors import Conflict, NotFound
-from aichats.runs import queue
-from aichats.runs.worker import Models, Worker, generated_title
-from aichats.services import chats, events, users
-from aichats.services.chats import ChatCreate, ChatUpdate
-from aichats.services.messages import MessageInput, add_user_message, list_messages, retry_reply
+from aichats.runs.turn import Models
+from aichats.runs.worker import Worker
+from aichats.services import chats, events, runs, users
+from aichats.services.chats import ChatChanges, NewChat
+from aichats.services.messages import NewMessage, add_user_message, list_messages
 from aichats.services.pagination import PageRequest
+from aichats.services.replies import generated_title
+from aichats.services.replies import retry as retry_reply
 from aichats.storage.database import Database
-from aichats.storage.schema import chat_events, runs
+from aichats.storage.schema import chat_events
+from aichats.storage.schema import runs as runs_table
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +43,7 @@ def make_worker(db: Database, name: str = "w1", **overrides: Any) -> Worker:
 async def new_chat(db: Database, text: str = "hello there", **fields: Any) -> dict[str, Any]:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        return await chats.create_chat(tx, user_id, ChatCreate(message_text=text, **fields))
+        return await chats.create_chat(tx, user_id, NewChat(NewMessage(text), **fields))
 
 
 async def follow_up(db: Database, chat: dict[str, Any], text: str) -> None:
@@ -42,7 +53,7 @@ async def follow_up(db: Database, chat: dict[str, Any], text: str) -> None:
             user_id=chat["user_id"],
             chat_pk=chat["pk"],
             chat_id=chat["id"],
-            data=MessageInput(message_text=text),
+            data=NewMessage(text),
             now=clock.now_ms(),
         )
 
@@ -60,7 +71,7 @@ async def drain(worker: Worker) -> int:
 
 async def test_a_turn_streams_completes_and_is_accounted(db: Database) -> None:
     chat = await new_chat(db, "What is the weekly revenue?")
-    assert await drain(make_worker(db)) >= 1
+    assert await drain(make_worker(db)) == 1
     user, reply = await messages_of(db, chat)
     assert (user["role"], user["status"]) == ("user", "completed")
     assert reply["role"] == "assistant" and reply["status"] == "completed"
@@ -109,7 +120,7 @@ async def test_deltas_are_compacted_when_the_reply_completes_and_replay_stays_wh
     chat = await new_chat(db, " ".join(f"w{i}" for i in range(40)))  # test:slow: 20 ms a word
     turn = asyncio.create_task(drain(make_worker(db, model="test:slow")))
     mid_reply = await first_delta_while_streaming(db, chat, turn)
-    await turn
+    assert await turn == 1
     _, reply = await messages_of(db, chat)
     assert reply["status"] == "completed" and len(reply["content"].split()) == 42
 
@@ -140,9 +151,11 @@ async def test_deltas_of_an_attempt_whose_worker_died_are_compacted(
     assert await delta_rows(db, chat) > 0
     later = clock.now_ms() + 2_000
     clock.set_clock(lambda: later)
-    await drain(make_worker(db, "w2", run_lease_seconds=1, max_run_attempts=max_attempts))
+    assert await drain(make_worker(db, "w2", run_lease_seconds=1, max_run_attempts=max_attempts)) == 1
     _, reply = await messages_of(db, chat)
     assert reply["status"] == outcome
+    row = await db.fetch_one(sa.select(runs_table.c.status, runs_table.c.worker_id, runs_table.c.attempts))
+    assert row is not None and dict(row) == {"status": outcome, "worker_id": "w2", "attempts": 2}
     assert await delta_rows(db, chat) == 0
     final = (await events.read_after(db, chat["pk"], 0))[-1 if outcome == "failed" else -2]
     assert orjson.loads(final["data"])["status"] == outcome
@@ -152,7 +165,7 @@ async def test_deltas_of_an_attempt_whose_worker_died_are_compacted(
 async def test_weights_make_exact_decimal_usage(db: Database) -> None:
     chat = await new_chat(db, "one two")
     weights = {"test:echo": {"input": "0.25", "output": "1.5"}}
-    await drain(make_worker(db, token_weights=weights))
+    assert await drain(make_worker(db, token_weights=weights)) == 1
     _, reply = await messages_of(db, chat)
     expected = reply["input_tokens"] * 250_000 + reply["output_tokens"] * 1_500_000
     assert reply["blended_tokens_micros"] == expected
@@ -163,9 +176,9 @@ async def test_weights_make_exact_decimal_usage(db: Database) -> None:
 async def test_history_is_sent(db: Database) -> None:
     chat = await new_chat(db, "first question here")
     worker = make_worker(db)
-    await drain(worker)
+    assert await drain(worker) == 1
     await follow_up(db, chat, "and then?")
-    await drain(worker)
+    assert await drain(worker) == 1
     _, first, _, second = await messages_of(db, chat)
     assert second["content"] == "You said: and then?"
     # The second prompt holds the first exchange: its words are counted again.
@@ -175,8 +188,8 @@ async def test_history_is_sent(db: Database) -> None:
 async def test_user_titles_are_never_replaced(db: Database) -> None:
     titled = await new_chat(db, "a b c", title="Mine")
     cleared = await new_chat(db, "d e f")
-    await chats.update_chat(db, cleared["user_id"], cleared["id"], ChatUpdate(title=None))
-    await drain(make_worker(db))
+    await chats.update_chat(db, cleared["user_id"], cleared["id"], ChatChanges(title=None))
+    assert await drain(make_worker(db)) == 2
     assert (await chats.get_chat(db, titled["user_id"], titled["id"]))["title"] == "Mine"
     assert (await chats.get_chat(db, cleared["user_id"], cleared["id"]))["title"] is None
 
@@ -188,35 +201,119 @@ def test_generated_titles() -> None:
     assert generated_title("   ") == "New chat"
 
 
+_RUN_TIMES = sa.select(
+    runs_table.c.chat_pk, runs_table.c.started_at, runs_table.c.finished_at, runs_table.c.status
+).order_by(runs_table.c.pk)
+
+
 async def test_one_run_at_a_time_per_chat_in_order(db: Database) -> None:
-    chat = await new_chat(db, "first")
-    await follow_up(db, chat, "second")
-    first = await queue.claim(db, "a", 60_000)
-    assert first is not None
-    other = await queue.claim(db, "b", 60_000)
-    assert other is None or other.chat_pk != chat["pk"]  # the chat's second turn waits
+    """Three workers, two runs of one chat and one of another, all queued at once: the
+    chat's second run starts only after its first finished (by the recorded instants),
+    while the other chat's run is answered beside the first."""
+    words = " ".join(f"w{i}" for i in range(15))  # test:slow: 20 ms a word, about 0.3 s a reply
+    chat = await new_chat(db, words)
+    await follow_up(db, chat, words)
+    other = await new_chat(db, words)
+    workers = [make_worker(db, f"w{n}", model="test:slow") for n in range(3)]
+    done = await asyncio.gather(*(drain(worker) for worker in workers))
+    assert sum(done) == 3
+    first, second, beside = await db.fetch_all(_RUN_TIMES)
+    assert (first["chat_pk"], second["chat_pk"], beside["chat_pk"]) == (chat["pk"], chat["pk"], other["pk"])
+    assert {first["status"], second["status"], beside["status"]} == {"completed"}
+    assert second["started_at"] >= first["finished_at"], "the chat's second run started before its first finished"
+    assert beside["started_at"] < first["finished_at"], "the other chat waited: the workers did not run at once"
+    _, reply_1, _, reply_2 = await messages_of(db, chat)
+    assert reply_1["completed_at"] <= reply_2["created_at"]
+
+
+class CountingDatabase:
+    """A database that records every statement run through it (and its transactions)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.statements: list[Any] = []
+
+    async def fetch_one(self, statement: Any, params: Any = None) -> Any:
+        self.statements.append(statement)
+        return await self.db.fetch_one(statement, params or {})
+
+    async def fetch_all(self, statement: Any, params: Any = None) -> Any:
+        self.statements.append(statement)
+        return await self.db.fetch_all(statement, params or {})
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        async with self.db.transaction() as tx:
+            yield CountingConnection(tx, self.statements)
+
+
+class CountingConnection:
+    def __init__(self, tx: Any, statements: list[Any]) -> None:
+        self.tx = tx
+        self.statements = statements
+
+    async def fetch_one(self, statement: Any, params: Any = None) -> Any:
+        self.statements.append(statement)
+        return await self.tx.fetch_one(statement, params or {})
+
+    async def fetch_all(self, statement: Any, params: Any = None) -> Any:
+        self.statements.append(statement)
+        return await self.tx.fetch_all(statement, params or {})
+
+    async def execute(self, statement: Any, params: Any = None) -> int:
+        self.statements.append(statement)
+        return int(await self.tx.execute(statement, params or {}))
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self.tx.notify(channel, payload)
+
+
+async def test_the_claim_is_one_statement_that_skips_a_chat_whose_older_run_is_active(db: Database) -> None:
+    """Chat A has two runs and its first is running; chat B's run is newer than A's second.
+    The claim passes over A's second run (its older run is active) and takes B's, in one
+    statement; then nothing is claimable until A's first run ends."""
+    chat_a = await new_chat(db, "first")
+    await follow_up(db, chat_a, "second")
+    chat_b = await new_chat(db, "other")
+    running = await runs.claim(db, "a", 60_000)
+    assert running is not None and running.chat_pk == chat_a["pk"]
+
+    counting = CountingDatabase(db)
+    claimed = await runs.claim(cast(Database, counting), "b", 60_000)
+    assert claimed is not None and claimed.chat_pk == chat_b["pk"] and claimed.attempt == 1
+    assert len(counting.statements) == 1
+    assert isinstance(counting.statements[0], sa.Update)
+    sql = str(counting.statements[0].compile(dialect=postgresql.dialect()))
+    assert "NOT (EXISTS" in sql and "FOR UPDATE SKIP LOCKED" in sql
+
+    assert await runs.claim(db, "c", 60_000) is None  # A's second run waits for its first
     async with db.transaction() as tx:
-        assert await queue.finish(tx, first, status="completed")
-    second = await queue.claim(db, "b", 60_000)
-    while second is not None and second.chat_pk != chat["pk"]:
-        second = await queue.claim(db, "b", 60_000)
-    assert second is not None and second.pk > first.pk
+        assert await runs.finish(tx, running, status="completed")
+    after = await runs.claim(db, "c", 60_000)
+    assert after is not None and after.chat_pk == chat_a["pk"] and after.pk > running.pk
 
 
 async def test_a_lapsed_lease_is_claimed_again_and_fences_the_old_worker(db: Database) -> None:
     await new_chat(db, "slow one")
     now = clock.now_ms()
     clock.set_clock(lambda: now)
-    dead = await queue.claim(db, "dead", 1_000)
+    dead = await runs.claim(db, "dead", 1_000)
     assert dead is not None and dead.attempt == 1
+    clock.set_clock(lambda: now + 999)
+    assert await runs.claim(db, "early", 1_000) is None  # the lease still holds
     clock.set_clock(lambda: now + 2_000)
-    taken = await queue.claim(db, "alive", 1_000)
+    taken = await runs.claim(db, "alive", 1_000)
     assert taken is not None and taken.pk == dead.pk and taken.attempt == 2
+    assert await runs.claim(db, "third", 1_000) is None  # the new lease holds
     async with db.transaction() as tx:
-        assert not await queue.finish(tx, dead, status="completed")  # fenced off
-    assert not await queue.renew(db, dead, 1_000)
+        assert not await runs.finish(tx, dead, status="completed")  # fenced off
+        assert not await runs.set_message(tx, dead, 1)
+    assert not await runs.renew(db, dead, 1_000)
+    assert await runs.renew(db, taken, 1_000)
     async with db.transaction() as tx:
-        assert await queue.finish(tx, taken, status="completed")
+        assert await runs.finish(tx, taken, status="completed")
+    row = await db.fetch_one(sa.select(runs_table.c.status, runs_table.c.worker_id, runs_table.c.attempts))
+    assert row is not None and dict(row) == {"status": "completed", "worker_id": "alive", "attempts": 2}
 
 
 async def test_after_too_many_attempts_the_reply_fails(db: Database) -> None:
@@ -224,22 +321,50 @@ async def test_after_too_many_attempts_the_reply_fails(db: Database) -> None:
     now = clock.now_ms()
     for attempt in range(3):
         clock.set_clock(lambda attempt=attempt: now + attempt * 10_000)
-        assert await queue.claim(db, f"dead{attempt}", 1_000) is not None
+        claimed = await runs.claim(db, f"dead{attempt}", 1_000)
+        assert claimed is not None and claimed.attempt == attempt + 1
     clock.set_clock(lambda: now + 100_000)
-    await drain(make_worker(db, max_run_attempts=3, run_lease_seconds=1))
+    assert await drain(make_worker(db, max_run_attempts=3, run_lease_seconds=1)) == 1
     user, reply = await messages_of(db, chat)
     assert user["status"] == "completed"
-    assert reply["status"] == "failed" and "interrupted" in reply["error"]
+    assert reply["status"] == "failed" and reply["error"] == "the reply was interrupted 3 times"
+    row = await db.fetch_one(sa.select(runs_table.c.status, runs_table.c.attempts))
+    assert row is not None and (row["status"], row["attempts"]) == ("failed", 4)
+
+
+async def test_a_lost_lease_cancels_the_turn_and_nothing_more_is_written(db: Database) -> None:
+    """While a reply streams, another worker takes its run over (as after a lapsed lease).
+    The next renewal finds the run gone: the turn is cancelled at once, long before its
+    reply would have ended, and neither the reply nor the run is written again."""
+    chat = await new_chat(db, " ".join(f"w{i}" for i in range(100)))  # test:slow: about 2 s
+    worker = make_worker(db, "loser", model="test:slow", run_lease_seconds=0.3)  # renews every 0.1 s
+    turn = asyncio.create_task(worker.run_one())
+    await first_delta_while_streaming(db, chat, turn)
+    async with db.transaction() as tx:  # what another worker's claim of a lapsed lease does
+        await tx.execute(sa.update(runs_table).values(attempts=runs_table.c.attempts + 1, worker_id="thief"))
+    taken_at = time.monotonic()
+    assert await asyncio.wait_for(turn, 5) is True
+    assert time.monotonic() - taken_at < 1.0, "the turn went on after its lease was lost"
+    _, reply = await messages_of(db, chat)
+    written = await events.read_after(db, chat["pk"], 0)
+    await asyncio.sleep(0.5)  # a turn still running would write a delta every 50 ms
+    assert (await messages_of(db, chat))[1] == reply
+    assert await events.read_after(db, chat["pk"], 0) == written
+    assert reply["status"] == "streaming" and len(reply["content"].split()) < 100
+    assert events.MESSAGE_COMPLETED not in [e["type"] for e in written]
+    row = await db.fetch_one(sa.select(runs_table.c.status, runs_table.c.worker_id, runs_table.c.attempts))
+    assert row is not None and dict(row) == {"status": "running", "worker_id": "thief", "attempts": 2}
 
 
 async def test_a_failing_model_fails_the_reply_and_keeps_the_message(db: Database) -> None:
     chat = await new_chat(db, "please fail")
-    await drain(make_worker(db, model="test:fail"))
+    assert await drain(make_worker(db, model="test:fail")) == 1
     user, reply = await messages_of(db, chat)
     assert user["content"] == "please fail" and user["status"] == "completed"
     assert reply["status"] == "failed" and "fail" in reply["error"]
     status = await db.fetch_one(
-        sa.select(runs.c.status, runs.c.error).where(runs.c.chat_pk == sa.bindparam("c")), {"c": chat["pk"]}
+        sa.select(runs_table.c.status, runs_table.c.error).where(runs_table.c.chat_pk == sa.bindparam("c")),
+        {"c": chat["pk"]},
     )
     assert status is not None and status["status"] == "failed"
     assert [r["type"] for r in await events.read_after(db, chat["pk"], 0)][-1] == events.MESSAGE_FAILED
@@ -248,7 +373,7 @@ async def test_a_failing_model_fails_the_reply_and_keeps_the_message(db: Databas
 
 async def test_transient_failures_are_retried(db: Database) -> None:
     chat = await new_chat(db, "try again")
-    await drain(make_worker(db, model="test:flaky-2"))
+    assert await drain(make_worker(db, model="test:flaky-2")) == 1
     _, reply = await messages_of(db, chat)
     assert reply["status"] == "completed" and reply["content"] == "You said: try again"
 
@@ -256,14 +381,16 @@ async def test_transient_failures_are_retried(db: Database) -> None:
 async def test_runs_of_deleted_chats_are_cancelled(db: Database) -> None:
     chat = await new_chat(db, "never mind")
     await chats.delete_chat(db, chat["user_id"], chat["id"])
-    await drain(make_worker(db))
-    row = await db.fetch_one(sa.select(runs.c.status).where(runs.c.chat_pk == sa.bindparam("c")), {"c": chat["pk"]})
+    assert await drain(make_worker(db)) == 1
+    row = await db.fetch_one(
+        sa.select(runs_table.c.status).where(runs_table.c.chat_pk == sa.bindparam("c")), {"c": chat["pk"]}
+    )
     assert row is not None and row["status"] == "cancelled"
 
 
 async def test_a_failed_reply_is_retried_in_place_and_counted_once(db: Database) -> None:
     chat = await new_chat(db, "second time lucky")
-    await drain(make_worker(db, model="test:fail"))
+    assert await drain(make_worker(db, model="test:fail")) == 1
     _, failed = await messages_of(db, chat)
     assert failed["status"] == "failed"
     assert (await chats.get_chat(db, chat["user_id"], chat["id"]))["message_count"] == 2
@@ -288,9 +415,11 @@ async def test_a_failed_reply_is_retried_in_place_and_counted_once(db: Database)
     row = await chats.get_chat(db, chat["user_id"], chat["id"])
     assert row["message_count"] == 2 and row["blended_token_usage_micros"] > 0
     history = await db.fetch_all(
-        sa.select(runs.c.trigger, runs.c.status, runs.c.user_message_pk, runs.c.assistant_message_pk)
-        .where(runs.c.chat_pk == sa.bindparam("c"))
-        .order_by(runs.c.pk),
+        sa.select(
+            runs_table.c.trigger, runs_table.c.status, runs_table.c.user_message_pk, runs_table.c.assistant_message_pk
+        )
+        .where(runs_table.c.chat_pk == sa.bindparam("c"))
+        .order_by(runs_table.c.pk),
         {"c": chat["pk"]},
     )
     assert [tuple(r) for r in history] == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -16,13 +16,13 @@ from aichats import clock
 from aichats.errors import Invalid
 from aichats.scheduling import scheduler
 from aichats.services import chats, notifications, schedules, users, webhooks
-from aichats.services.chats import ChatCreate, ChatFilter
-from aichats.services.messages import list_messages
+from aichats.services.chats import ChatFilter, NewChat
+from aichats.services.messages import NewMessage, list_messages
 from aichats.services.pagination import PageRequest
 from aichats.storage import database
 from aichats.storage.database import Database
 from aichats.storage.schema import runs, webhook_deliveries
-from tests.runs.test_worker import drain, make_worker
+from tests.runs.test_worker import CountingDatabase, drain, make_worker
 
 pytestmark = pytest.mark.anyio
 NY = ZoneInfo("America/New_York")
@@ -36,8 +36,8 @@ async def scheduled_chat(db: Database, at: int, **schedule: Any) -> dict[str, An
     clock.set_clock(lambda: at)
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="setup", title="Report"))
-    data = schedules.ScheduleInput(
+        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("setup"), title="Report"))
+    data = schedules.ScheduleSpec(
         **{"prompt": "Weekly report for {{date}}", "timezone": "America/New_York", **schedule}
     )
     await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
@@ -67,7 +67,7 @@ async def test_a_cron_fire_lands_prompt_and_reply(db: Database) -> None:
     await scheduler.tick(db, max_in_flight=100, now=monday_9 + 500)
     assert [r["scheduled_for"] for r in await scheduled_runs(db, chat)] == [monday_9]
     clock.set_clock(lambda: monday_9 + 1000)
-    await drain(make_worker(db))
+    assert await drain(make_worker(db)) == 2  # the chat's first message, then the scheduled turn
     items = (await list_messages(db, chat["pk"], PageRequest(first=100))).items
     prompt, reply = items[-2], items[-1]
     assert (prompt["role"], prompt["source"], prompt["content"]) == ("user", "schedule", "Weekly report for 2026-11-30")
@@ -130,13 +130,54 @@ async def test_repeated_failures_deactivate_the_schedule(db: Database) -> None:
     for n in range(1, 4):
         await scheduler.tick(db, max_in_flight=100, now=start + n * 60_000 + 1)
         assert len(await scheduled_runs(db, chat)) == n
-        await drain(worker)
+        assert await drain(worker) == (2 if n == 1 else 1)  # the first with the chat's first message
     row = await schedules.get_schedule(db, chat["pk"])
     assert not row["active"] and row["consecutive_failures"] == 3
     listed = await chats.list_chats(db, chat["user_id"], PageRequest(), flt=ChatFilter(only_active_crons=True))
     assert listed.items == []
     await scheduler.tick(db, max_in_flight=100, now=start + 10 * 60_000)
     assert len(await scheduled_runs(db, chat)) == 3
+
+
+async def test_a_success_ends_a_run_of_failures(db: Database) -> None:
+    """Failures count only in a row: fail, succeed, fail (limit 2) leaves the schedule on."""
+    start = ms(2026, 11, 27, 12)
+    chat = await scheduled_chat(db, start, interval_seconds=60)
+    failing = make_worker(db, "failing", model="test:fail", schedule_max_failures=2)
+    answering = make_worker(db, "answering", model="test:echo", schedule_max_failures=2)
+    for n, worker, failures in [(1, failing, 1), (2, answering, 0), (3, failing, 1)]:
+        await scheduler.tick(db, max_in_flight=100, now=start + n * 60_000 + 1)
+        assert await drain(worker) == (2 if n == 1 else 1)
+        row = await schedules.get_schedule(db, chat["pk"])
+        assert row["active"] and row["consecutive_failures"] == failures, n
+    assert [r["status"] for r in await scheduled_runs(db, chat)] == ["failed", "completed", "failed"]
+
+
+async def test_a_finished_reply_reads_its_chat_and_its_webhooks_once(db: Database) -> None:
+    """The widest "reply finished" step: a scheduled turn fails and turns its schedule off,
+    four webhook events and two notifications, from one read of the chat (besides the
+    turn's start) and one read of the user's webhooks, in the order they happened."""
+    start = ms(2026, 11, 27, 12)
+    chat = await scheduled_chat(db, start, interval_seconds=60)
+    every = webhooks.NewWebhook(url="http://127.0.0.1:9/", events=tuple(webhooks.EVENTS))
+    await webhooks.create_webhook(db, chat["user_id"], every, allow_private=True)
+    assert await drain(make_worker(db)) == 1  # the chat's first message
+    await scheduler.tick(db, max_in_flight=100, now=start + 60_001)
+    counting = CountingDatabase(db)
+    failing = make_worker(cast(Database, counting), model="test:fail", schedule_max_failures=1)
+    assert await drain(failing) == 1
+    assert not (await schedules.get_schedule(db, chat["pk"]))["active"]
+
+    def times(statement: Any) -> int:
+        return sum(1 for s in counting.statements if s is statement)
+
+    assert times(webhooks._SUBSCRIBED) == 1
+    assert (times(chats._TURN_CHAT), times(chats._CURRENT)) == (1, 1)
+    deliveries = await db.fetch_all(sa.select(webhook_deliveries.c.event_type).order_by(webhook_deliveries.c.pk))
+    assert [d["event_type"] for d in deliveries] == [
+        "ai_chat.message.completed", "notification.created",  # the first reply
+        "ai_chat.run.failed", "notification.created", "ai_chat.schedule.deactivated", "notification.created",
+    ]  # fmt: skip
 
 
 async def test_one_shot_and_the_active_filter(db: Database) -> None:
@@ -164,8 +205,8 @@ async def test_one_shot_and_the_active_filter(db: Database) -> None:
 async def test_invalid_schedules_store_nothing(db: Database, fields: dict[str, Any], says: str) -> None:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, ChatCreate(message_text="x"))
-    data = schedules.ScheduleInput(**{"prompt": "p", "timezone": "America/New_York", **fields})
+        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("x")))
+    data = schedules.ScheduleSpec(**{"prompt": "p", "timezone": "America/New_York", **fields})
     with pytest.raises(Invalid, match=says):
         await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
     with pytest.raises(Exception, match="no schedule"):
@@ -255,7 +296,7 @@ async def test_a_schedule_that_cannot_be_computed_is_quarantined(db: Database, b
     start = ms(2026, 12, 4, 12)
     healthy = await scheduled_chat(db, start, interval_seconds=3600)
     bad = await scheduled_chat(db, start, cron="0 13 * * *")
-    hook = webhooks.WebhookInput(url="http://127.0.0.1:9/", events=["ai_chat.schedule.deactivated"])
+    hook = webhooks.NewWebhook(url="http://127.0.0.1:9/", events=("ai_chat.schedule.deactivated",))
     await webhooks.create_webhook(db, bad["user_id"], hook, allow_private=True)
     due = (await schedules.get_schedule(db, healthy["pk"]))["next_run_at"]
     async with db.transaction() as tx:  # as old data could be: stored before today's checks, first in line
@@ -282,7 +323,7 @@ async def test_a_schedule_that_cannot_be_computed_is_quarantined(db: Database, b
     assert [d for d in sent if d["ai_chat_id"] == bad["id"]] == [
         {"ai_chat_id": bad["id"], "error": row["last_error"]}
     ]  # the webhook goes with the notification
-    fixed = schedules.ScheduleInput(prompt="p", timezone="UTC", cron="0 13 * * *")
+    fixed = schedules.ScheduleSpec(prompt="p", timezone="UTC", cron="0 13 * * *")
     again = await schedules.put_schedule(db, bad["pk"], fixed, min_interval_seconds=60)
     assert again["active"] and again["last_error"] is None  # saving it again clears the error
 
@@ -292,18 +333,18 @@ async def test_no_instant_past_year_9999_is_emitted(db: Database) -> None:
     chat = await scheduled_chat(db, late, interval_seconds=3600)
     body = schedules.schedule_json(await schedules.get_schedule(db, chat["pk"]), chat["id"])
     assert body["next_run_times"] == [f"9999-12-31T{h}:00:00.000Z" for h in (21, 22, 23)]  # not 10000-01-01
-    hourly = schedules.SchedulePreviewInput(timezone="UTC", cron="0 * * * *")
+    hourly = schedules.ScheduleSpec(timezone="UTC", cron="0 * * * *")
     assert len(schedules.preview(hourly, min_interval_seconds=60)["next_run_times"]) == 3
     for never in [
         {"interval_seconds": 86_400},
         {"cron": "0 0 * * *", "timezone": "UTC"},
         {"cron": "0 * * * *", "timezone": "Pacific/Kiritimati"},  # UTC+14: already year 10000 there
     ]:
-        data = schedules.ScheduleInput(**{"prompt": "p", "timezone": "America/New_York", **never})
+        data = schedules.ScheduleSpec(**{"prompt": "p", "timezone": "America/New_York", **never})
         with pytest.raises(Invalid, match="no run left before year 10000"):
             await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
         with pytest.raises(Invalid, match="no run left before year 10000"):
-            schedules.preview(schedules.SchedulePreviewInput(**data.model_dump()), min_interval_seconds=60)
+            schedules.preview(data, min_interval_seconds=60)
     assert (await schedules.get_schedule(db, chat["pk"]))["interval_seconds"] == 3600  # unchanged
     await scheduler.tick(db, max_in_flight=100_000, now=clock.parse_iso("9999-12-31T23:59:59.999Z"))
     row = await schedules.get_schedule(db, chat["pk"])
@@ -314,7 +355,7 @@ async def test_an_interval_saved_again_counts_from_the_new_save(db: Database) ->
     start = ms(2026, 12, 4, 10, 20)
     chat = await scheduled_chat(db, start, interval_seconds=3600)
     clock.set_clock(lambda: start + 90 * MINUTE)  # saved again at 11:50, still hourly
-    data = schedules.ScheduleInput(prompt="p", timezone="UTC", interval_seconds=3600)
+    data = schedules.ScheduleSpec(prompt="p", timezone="UTC", interval_seconds=3600)
     row = await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)
     times = [clock.parse_iso(t) for t in schedules.schedule_json(row, chat["id"])["next_run_times"]]
     assert times[0] == start + 150 * MINUTE  # 12:50: an hour after the save

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import sqlalchemy as sa
 
@@ -12,6 +10,7 @@ from aichats.services import keys, users
 from aichats.storage import database
 from aichats.storage.database import Database
 from aichats.storage.schema import api_keys
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -40,15 +39,16 @@ async def test_only_the_hash_is_stored_and_revocation_works(db: Database) -> Non
 
 
 async def eventually_none(cache: keys.KeyCache, db: Database, secret: str) -> bool:
-    for _ in range(100):
-        if await cache.authenticate(db, secret) is None:
-            return True
-        await asyncio.sleep(0.01)
-    return False
+    """Whether the cache stops knowing ``secret`` within a second."""
+
+    async def forgotten() -> bool:
+        return await cache.authenticate(db, secret) is None
+
+    return await eventually(forgotten, timeout=1.0)
 
 
 # The key cache runs on PostgreSQL only (SQLite looks keys up every time).
-postgres_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+postgres_only = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 
 @postgres_only
@@ -82,8 +82,4 @@ async def test_key_cache_is_bypassed_while_deaf(db: Database) -> None:
             sa.update(api_keys).where(api_keys.c.id == sa.bindparam("i")).values(revoked_at=1), {"i": info.id}
         )
     assert await eventually_none(cache, db, secret)
-    for _ in range(200):  # and it listens again by itself
-        if db.listening:
-            break
-        await asyncio.sleep(0.02)
-    assert db.listening
+    assert await eventually(lambda: db.listening, timeout=4.0)  # and it listens again by itself

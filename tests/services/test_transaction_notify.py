@@ -8,6 +8,7 @@ import secrets
 import pytest
 
 from aichats.storage.database import Database
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -20,10 +21,7 @@ async def heard(db: Database, channel: str) -> list[str | None]:
 
 async def settle(got: list[str | None], count: int) -> None:
     """Until ``count`` notifications arrived (PostgreSQL delivers them asynchronously), then a little more."""
-    for _ in range(200):
-        if len(got) >= count:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: len(got) >= count)
     await asyncio.sleep(0.2)  # room for any duplicate to arrive too
 
 

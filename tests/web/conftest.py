@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from tests.conftest import Account, LiveServer, start_server, stop_server
-from tests.e2e_agent.support import fresh_database
+from tests.support.accounts import Account
+from tests.support.servers import LiveServer, serving
 
 CHROMIUM = os.environ.get("AICHATS_TEST_CHROMIUM", "/usr/bin/chromium")
 # Headless, and nothing that reaches for the network: this machine's network is closed.
@@ -50,24 +50,13 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def backend_of(database_url: str) -> str:
-    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
-
-
-def serve(database_url: str, directory: Path, env: dict[str, str]) -> Iterator[LiveServer]:
-    server = start_server(database_url, directory / "serve.log", {"AICHATS_FILES_DIR": str(directory / "files"), **env})
-    yield server
-    stop_server(server)
-
-
 @pytest.fixture(scope="module")
-def web_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def web_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``aichats serve`` with the built-in local model, on a database of its own (so its
     worker answers only these tests' chats), and one in-process worker: replies in order."""
-    directory = tmp_path_factory.mktemp("web")
     env = {"AICHATS_WORKERS": "1", "AICHATS_MODEL": "local:smollm2-135m", "AICHATS_MAX_OUTPUT_TOKENS": "96"}
-    with fresh_database(backend_of(database_url), directory) as url:
-        yield from serve(url, directory, env)
+    with serving(new_database(), tmp_path_factory.mktemp("web"), env) as server:
+        yield server
 
 
 @pytest.fixture

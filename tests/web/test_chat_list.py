@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, expect
 
-from tests.conftest import LiveServer
+from tests.support.servers import LiveServer
 from tests.web.conftest import new_account, sign_in
 
 

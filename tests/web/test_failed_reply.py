@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import LiveServer
-from tests.e2e_agent.support import fresh_database
-from tests.web.conftest import backend_of, new_account, screenshot, serve, sign_in
+from tests.support.servers import LiveServer, serving
+from tests.web.conftest import new_account, screenshot, sign_in
 
 
 @pytest.fixture(scope="module")
-def flaky_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def flaky_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A model that fails its first two calls: within a one-second budget the first reply
     fails; the retry's call is the third, which works. Its own database: its worker must
     not spend those calls on runs that other tests left queued."""
-    directory = tmp_path_factory.mktemp("web-flaky")
-    with fresh_database(backend_of(database_url), directory) as url:
-        yield from serve(url, directory, {"AICHATS_MODEL": "test:flaky-2", "AICHATS_MODEL_TIMEOUT_SECONDS": "1"})
+    env = {"AICHATS_MODEL": "test:flaky-2", "AICHATS_MODEL_TIMEOUT_SECONDS": "1"}
+    with serving(new_database(), tmp_path_factory.mktemp("web-flaky"), env) as server:
+        yield server
 
 
 def test_failed_reply_notifies_shows_its_error_and_retries(flaky_server: LiveServer, page: Page) -> None:

@@ -11,7 +11,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.conftest import LiveServer
+from tests.support.servers import LiveServer
 from tests.web.conftest import new_account, sign_in
 
 PHONE = {"width": 375, "height": 667}

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import LiveServer
-from tests.e2e_agent.support import fresh_database
-from tests.web.conftest import backend_of, new_account, serve, sign_in
+from tests.support.servers import LiveServer, serving
+from tests.web.conftest import new_account, sign_in
 
 
 @pytest.fixture(scope="module")
-def echo_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def echo_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Instant replies (``test:echo``), on a database of its own. One worker: the replies,
     and so their notifications, come in the order the chats were created."""
-    directory = tmp_path_factory.mktemp("web-echo")
-    with fresh_database(backend_of(database_url), directory) as url:
-        yield from serve(url, directory, {"AICHATS_MODEL": "test:echo", "AICHATS_WORKERS": "1"})
+    env = {"AICHATS_MODEL": "test:echo", "AICHATS_WORKERS": "1"}
+    with serving(new_database(), tmp_path_factory.mktemp("web-echo"), env) as server:
+        yield server
 
 
 def test_older_notifications_load_on_demand(echo_server: LiveServer, page: Page) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx2
 
-from tests.api.test_ai_chats import assert_error
-from tests.conftest import LiveServer
+from tests.support.api import assert_error
+from tests.support.servers import LiveServer
 
 WEB = {"X-Aichats-Web": "1"}
 

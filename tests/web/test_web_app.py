@@ -8,13 +8,13 @@ the server. (The chat list and escaping are in ``test_chat_list.py``.)
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 
 import httpx2
 from playwright.sync_api import Page, expect
 
-from tests.conftest import LiveServer
+from tests.support.servers import LiveServer
+from tests.support.waiting import wait_for
 from tests.web.conftest import new_account, screenshot, sign_in
 
 STREAM_WATCH = """
@@ -38,10 +38,8 @@ STREAM_WATCH = """
 
 
 def eventually(page: Page, check: Callable[[], bool], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"{check.__name__} still false after {seconds} s"
-        page.wait_for_timeout(100)
+    """Wait for ``check`` with Playwright's own wait, which keeps the page's event loop turning."""
+    wait_for(check, seconds, check.__name__, interval=0.1, sleep=lambda s: page.wait_for_timeout(s * 1000))
 
 
 def test_sign_in_chat_schedule_notify_delete(web_server: LiveServer, page: Page) -> None:

@@ -10,28 +10,13 @@ other files are named, not read.
 from __future__ import annotations
 
 import orjson
-import sqlalchemy as sa
 
 from aichats.agent.models import ChatMessage, Model
 from aichats.config import Settings
-from aichats.errors import NotFound
-from aichats.services import files
+from aichats.services import files, messages
 from aichats.storage.database import Database, Row
-from aichats.storage.schema import messages
 
 HISTORY_LIMIT = 200  # messages read per turn, before trimming to the window
-
-_m = messages.c
-_HISTORY = (
-    sa.select(_m.role, _m.content, _m.attachments)
-    .where(
-        _m.chat_pk == sa.bindparam("chat_pk"),
-        _m.pk < sa.bindparam("reply_pk"),
-        _m.status == "completed",
-    )
-    .order_by(_m.pk.desc())
-    .limit(HISTORY_LIMIT)
-)
 
 
 def system_prompt(settings: Settings, chat: Row) -> str:
@@ -41,12 +26,13 @@ def system_prompt(settings: Settings, chat: Row) -> str:
     return prompt
 
 
-async def _with_attachments(db: Database, settings: Settings, user_id: str, row: Row) -> str:
-    text = row["content"]
-    for attachment in orjson.loads(row["attachments"]):
-        try:
-            record = await files.get_file(db, user_id, attachment["id"])
-        except NotFound:  # deleted since it was attached
+def _with_attachments(
+    settings: Settings, row: messages.HistoryRow, attached: list[str], owned: dict[str, files.FileRow]
+) -> str:
+    text: str = row["content"]
+    for file_id in attached:
+        record = owned.get(file_id)
+        if record is None:  # deleted since it was attached
             continue
         body = files.read_text(settings.files_dir, record, settings.max_attachment_chars)
         if body is None:
@@ -60,9 +46,13 @@ async def build(db: Database, settings: Settings, model: Model, chat: Row, reply
     """The prompt for the reply ``reply_pk``: everything completed before it in the chat."""
     system = ChatMessage("system", system_prompt(settings, chat))
     budget = model.context_window - settings.max_output_tokens - await model.count_tokens(system.content) - 16
+    history = await messages.history(db, chat["pk"], reply_pk, HISTORY_LIMIT)
+    # Every attachment of the history, read in one query (not one per file).
+    attached = [[attachment["id"] for attachment in orjson.loads(row["attachments"])] for row in history]
+    owned = await files.owned_files(db, chat["user_id"], list({i: None for ids in attached for i in ids}))
     kept: list[ChatMessage] = []
-    for row in await db.fetch_all(_HISTORY, {"chat_pk": chat["pk"], "reply_pk": reply_pk}):
-        content = await _with_attachments(db, settings, chat["user_id"], row)
+    for row, ids in zip(history, attached, strict=True):
+        content = _with_attachments(settings, row, ids, owned)
         cost = await model.count_tokens(content) + 8  # role markers
         if cost > budget:
             if not kept:  # the message being answered must go in, cut to what fits

@@ -1,78 +1,122 @@
-"""Handlers of ``/api/v1/ai_chats``: authenticate, validate, call the service, serialise."""
+"""Operations of ``/api/v1/ai_chats``: call the service, serialise."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 
-from aichats.api.auth import require
-from aichats.api.inputs import page_request, query_bool, query_str, read_json, validate
+from aichats.api import schemas
+from aichats.api.inputs import page_request, query_bool, query_str
+from aichats.api.models import ChatCreate, ChatUpdate
+from aichats.api.operations import FIRST_OR_LAST, IDEMPOTENCY_KEY, TRUE, Call, operation, paging, query
 from aichats.api.responses import json_response
 from aichats.errors import Invalid
 from aichats.services import chats, idempotency
 from aichats.services.chats import (
     MAX_QUERY_LENGTH,
     AgentIdentifier,
-    ChatCreate,
     ChatFilter,
     ChatOrder,
-    ChatUpdate,
     chat_json,
 )
 from aichats.storage.database import Connection
 
+TAG = "AI chats"
+E = TypeVar("E", AgentIdentifier, ChatOrder)
 
-async def create(request: Request) -> Response:
-    principal = await require(request, "ai_chat:create")
-    body = await read_json(request)
-    data = validate(ChatCreate, body)
-    db = request.app.state.db
+
+@operation(
+    "POST",
+    "/ai_chats",
+    "createAiChat",
+    summary="Create a new AI chat thread and send the first message to the AI agent.",
+    scope="ai_chat:create",
+    tag=TAG,
+    status=201,
+    response=schemas.AiChat,
+    response_description="The AI chat.",
+    errors=(400, 404, 413, 422),
+    body=ChatCreate,
+    parameters=[IDEMPOTENCY_KEY],
+)
+async def create(call: Call) -> Response:
+    data, principal = call.body.new_chat(), call.principal
 
     async def work(tx: Connection) -> idempotency.Answer:
         chat = await chats.create_chat(tx, principal.user_id, data)
         return idempotency.Answer(201, orjson.dumps(chat_json(chat)))
 
-    key = request.headers.get("idempotency-key")
+    key = call.request.headers.get("idempotency-key")
     if key is None:
-        async with db.transaction() as tx:
+        async with call.db.transaction() as tx:
             answer = await work(tx)
     else:
         answer = await idempotency.run_once(
-            db,
+            call.db,
             api_key_id=principal.key_id,
             key=idempotency.validate_key(key),
-            fingerprint=idempotency.request_hash("POST", request.url.path, body),
-            ttl_ms=request.app.state.settings.idempotency_ttl_seconds * 1000,
+            fingerprint=idempotency.request_hash("POST", call.request.url.path, call.json),
+            ttl_ms=call.settings.idempotency_ttl_seconds * 1000,
             work=work,
         )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
 
 
-async def retrieve(request: Request) -> Response:
-    principal = await require(request, "ai_chat:read")
-    row = await chats.get_chat(request.app.state.db, principal.user_id, request.path_params["chat_id"])
+@operation(
+    "GET",
+    "/ai_chats/{chat_id}",
+    "retrieveAiChat",
+    summary="Retrieve an AI chat.",
+    scope="ai_chat:read",
+    tag=TAG,
+    response=schemas.AiChat,
+    response_description="The AI chat.",
+    errors=(404,),
+)
+async def retrieve(call: Call) -> Response:
+    return json_response(chat_json(await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))))
+
+
+@operation(
+    "PATCH",
+    "/ai_chats/{chat_id}",
+    "updateAiChat",
+    summary="Update an AI chat: only the fields sent change; `updated_at` moves.",
+    scope="ai_chat:update",
+    tag=TAG,
+    response=schemas.AiChat,
+    response_description="The AI chat.",
+    errors=(400, 404, 413, 422),
+    body=ChatUpdate,
+)
+async def update(call: Call) -> Response:
+    row = await chats.update_chat(call.db, call.principal.user_id, call.path("chat_id"), call.body.changes())
     return json_response(chat_json(row))
 
 
-async def update(request: Request) -> Response:
-    principal = await require(request, "ai_chat:update")
-    data = validate(ChatUpdate, await read_json(request))
-    row = await chats.update_chat(request.app.state.db, principal.user_id, request.path_params["chat_id"], data)
-    return json_response(chat_json(row))
-
-
-async def delete(request: Request) -> Response:
-    principal = await require(request, "ai_chat:delete")
-    await chats.delete_chat(request.app.state.db, principal.user_id, request.path_params["chat_id"])
+@operation(
+    "DELETE",
+    "/ai_chats/{chat_id}",
+    "deleteAiChat",
+    summary="Delete an AI chat: it leaves retrieve and list at once (its rows are kept).",
+    scope="ai_chat:delete",
+    tag=TAG,
+    response=TRUE,
+    response_description="`true`.",
+    errors=(404,),
+)
+async def delete(call: Call) -> Response:
+    await chats.delete_chat(call.db, call.principal.user_id, call.path("chat_id"))
     return json_response(True)
 
 
-def _enum(request: Request, name: str, enum: type, default: object = None) -> object:
-    raw = query_str(request, name, 64)
+def _enum(call: Call, name: str, enum: type[E]) -> E | None:
+    raw = query_str(call.request, name, 64)
     if raw is None:
-        return default
+        return None
     try:
         return enum(raw)
     except ValueError:
@@ -80,14 +124,48 @@ def _enum(request: Request, name: str, enum: type, default: object = None) -> ob
         raise Invalid(f"`{name}` must be one of: {allowed}") from None
 
 
-async def list_(request: Request) -> Response:
-    principal = await require(request, "ai_chat:read")
+@operation(
+    "GET",
+    "/ai_chats",
+    "listAiChats",
+    summary="Returns a paginated list of AI chat threads for the current authenticated user.",
+    scope="ai_chat:read",
+    tag=TAG,
+    response=schemas.AiChatList,
+    response_description="One page of AI chats, newest first.",
+    errors=(422,),
+    parameters=[
+        *paging(backwards=True),
+        query("only_active_crons", {"type": "boolean"}, "Only chats whose schedule is active."),
+        query(
+            "agent_identifier",
+            {"type": "string", "enum": [a.value for a in AgentIdentifier]},
+            "Only chats of this agent.",
+        ),
+        query(
+            "query",
+            {"type": "string", "maxLength": MAX_QUERY_LENGTH},
+            "Only chats whose title contains this text, ignoring case (`%`, `_` and `\\` match themselves). "
+            "Empty: no filter. Combines with the other filters, both orders and the cursors.",
+        ),
+        query(
+            "order",
+            {"type": "string", "enum": [o.value for o in ChatOrder], "default": "created_at"},
+            "`created_at` (default): newest created first, a stable order for walking every page. "
+            "`last_activity_at`: most recent message (or creation) first, for chat-list screens; "
+            "this order moves while chats receive messages, so a walk may see a chat twice or miss one.",
+        ),
+    ],
+    exclusive=FIRST_OR_LAST,
+)
+async def list_(call: Call) -> Response:
+    request = call.request
     page = page_request(request)
     flt = ChatFilter(
         only_active_crons=query_bool(request, "only_active_crons"),
-        agent_identifier=_enum(request, "agent_identifier", AgentIdentifier),  # type: ignore[arg-type]
+        agent_identifier=_enum(call, "agent_identifier", AgentIdentifier),
         query=query_str(request, "query", MAX_QUERY_LENGTH),
     )
-    order = _enum(request, "order", ChatOrder, ChatOrder.created_at)
-    result = await chats.list_chats(request.app.state.db, principal.user_id, page, order=order, flt=flt)  # type: ignore[arg-type]
+    order = _enum(call, "order", ChatOrder) or ChatOrder.created_at
+    result = await chats.list_chats(call.db, call.principal.user_id, page, order=order, flt=flt)
     return json_response({"data": [chat_json(r) for r in result.items], "page_info": result.page_info.as_dict()})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,23 +14,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aichats.api import ai_chats, messages, notify, schedules
+from aichats.api import operations
 from aichats.api.auth_limit import FailedAuthLimit
 from aichats.api.errors import http_error, service_error, unexpected_error
 from aichats.api.headers import SecuredStarlette
 from aichats.api.openapi import openapi_document
+from aichats.api.registry import OPERATIONS
 from aichats.api.responses import json_response
 from aichats.config import Settings, get_settings
 from aichats.errors import ServiceError
-from aichats.runs.worker import WorkerPool
-from aichats.services import idempotency
+from aichats.runs.background import background
 from aichats.services.events import EventHub
 from aichats.services.keys import KEYS_CHANNEL, KeyCache
 from aichats.services.notifications import LiveStates
 from aichats.storage import database
 from aichats.web.routes import routes as web_routes
-
-API = "/api/v1"
 
 
 class IdConvertor(StringConvertor):
@@ -56,16 +53,6 @@ async def openapi(request: Request) -> Response:
     return json_response(openapi_document())
 
 
-async def _housekeeping(db: database.Database, settings: Settings) -> None:
-    """Hourly: forget idempotency answers past their TTL (a failure is logged, then retried)."""
-    while True:
-        try:
-            await idempotency.purge_expired(db, settings.idempotency_ttl_seconds * 1000)
-        except Exception:
-            log.exception("housekeeping failed")
-        await asyncio.sleep(3600)
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
 
@@ -82,44 +69,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await app.state.user_hub.attach(db)
         app.state.key_hub = EventHub(KEYS_CHANNEL, str)  # ends a revoked key's open streams
         await app.state.key_hub.attach(db)
-        workers = WorkerPool(db, settings, settings.workers)
-        await workers.start()
-        housekeeping = asyncio.create_task(_housekeeping(db, settings))
         try:
-            yield
+            # The agent workers, scheduler, webhook sender and housekeeping, supervised.
+            async with background(db, settings, workers=settings.workers, housekeeping=True):
+                yield
         finally:
-            housekeeping.cancel()
-            await workers.stop()
             await app.state.db.close()
 
-    # The router tries routes in order: the busiest come first.
+    # The router tries routes in order: the API's (busiest first), then the others.
     routes = [
-        Route(f"{API}/ai_chats/{{chat_id:id}}", ai_chats.retrieve, methods=["GET"]),
-        Route(f"{API}/ai_chats", ai_chats.list_, methods=["GET"]),
-        Route(f"{API}/ai_chats", ai_chats.create, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}", ai_chats.update, methods=["PATCH"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}", ai_chats.delete, methods=["DELETE"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/messages", messages.list_, methods=["GET"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/messages", messages.create, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/events", messages.stream, methods=["GET"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/messages/{{message_id:id}}/retry", messages.retry, methods=["POST"]),
-        Route(f"{API}/files", messages.upload, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/schedule", schedules.get, methods=["GET"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/schedule", schedules.put, methods=["PUT"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/schedule", schedules.delete, methods=["DELETE"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/schedule/run", schedules.run_now, methods=["POST"]),
-        Route(f"{API}/schedule_preview", schedules.preview, methods=["POST"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/runs", schedules.list_runs, methods=["GET"]),
-        Route(f"{API}/ai_chats/{{chat_id:id}}/read", notify.read_chat, methods=["POST"]),
-        Route(f"{API}/notifications", notify.list_notifications, methods=["GET"]),
-        Route(f"{API}/notifications/read", notify.read_notifications, methods=["POST"]),
-        Route(f"{API}/notifications/events", notify.stream, methods=["GET"]),
-        Route(f"{API}/badges", notify.badges, methods=["GET"]),
-        Route(f"{API}/webhooks", notify.list_webhooks, methods=["GET"]),
-        Route(f"{API}/webhooks", notify.create_webhook, methods=["POST"]),
-        Route(f"{API}/webhooks/{{webhook_id:id}}", notify.get_webhook, methods=["GET"]),
-        Route(f"{API}/webhooks/{{webhook_id:id}}", notify.delete_webhook, methods=["DELETE"]),
-        Route(f"{API}/webhooks/{{webhook_id:id}}/deliveries", notify.list_deliveries, methods=["GET"]),
+        *operations.routes(OPERATIONS),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *web_routes(),

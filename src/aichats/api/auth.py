@@ -35,12 +35,12 @@ def presented_key(request: Request) -> str:
         if scheme.lower() != "bearer" or not secret:
             raise Unauthorized("the Authorization header must be 'Bearer <key>'")
         return secret
-    secret = request.cookies.get(SESSION_COOKIE)
-    if not secret:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
     if request.method not in _SAFE_METHODS and WEB_HEADER not in request.headers:
         raise Forbidden(f"a request signed in by the session cookie must carry the {WEB_HEADER!r} header")
-    return secret
+    return cookie
 
 
 async def require(request: Request, scope: str) -> Principal:

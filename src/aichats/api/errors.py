@@ -49,7 +49,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    return error_response(exc.status_code, _HTTP_TYPES.get(exc.status_code, "error"), message, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if "Allow" in headers:  # Starlette joins a set of methods: the same answer every time, in order
+        headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
+    return error_response(exc.status_code, _HTTP_TYPES.get(exc.status_code, "error"), message, headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -2,6 +2,12 @@
 
 Bodies are capped (413 past ``AICHATS_MAX_BODY_BYTES``) before they are parsed;
 unparseable JSON is a 400, JSON that breaks the documented rules a 422.
+
+The cap is this reader's, not Starlette's ``max_body_size``: when a declared
+``Content-Length`` is over the limit, Starlette's ``RequestBodyLimitMiddleware`` replaces
+whatever answer the app starts (our 413 envelope, or a 401 sent before the body was read)
+with its own plain-text ``Content Too Large``, at ``http.response.start``, where no
+exception handler can put it in the error envelope.
 """
 
 from __future__ import annotations

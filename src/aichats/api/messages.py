@@ -1,4 +1,4 @@
-"""Handlers of a chat's messages, its event stream, and file uploads."""
+"""Operations of a chat's messages, its event stream, and file uploads."""
 
 from __future__ import annotations
 
@@ -10,57 +10,98 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from aichats import ids
-from aichats.api import sse
-from aichats.api.auth import require
-from aichats.api.inputs import page_request, read_body, read_json, validate
+from aichats.api import schemas, sse
+from aichats.api.inputs import page_request, read_body
+from aichats.api.models import MessageInput
+from aichats.api.operations import FIRST_OR_LAST, Call, Stream, operation, paging, query
 from aichats.api.responses import json_response
 from aichats.clock import now_ms
 from aichats.errors import BadRequest, Invalid
-from aichats.services import chats, events, files
-from aichats.services.messages import MessageInput, add_user_message, list_messages, message_json, retry_reply
+from aichats.services import chats, events, files, replies
+from aichats.services.messages import add_user_message, list_messages, message_json
+
+TAG = "Messages"
 
 
-async def list_(request: Request) -> Response:
-    principal = await require(request, "ai_chat:read")
-    chat = await chats.get_chat(request.app.state.db, principal.user_id, request.path_params["chat_id"])
-    page = await list_messages(request.app.state.db, chat["pk"], page_request(request))
+@operation(
+    "GET",
+    "/ai_chats/{chat_id}/messages",
+    "listMessages",
+    summary="The chat's messages, oldest first (`last=N`: the newest N).",
+    scope="ai_chat:read",
+    tag=TAG,
+    response=schemas.MessageList,
+    response_description="One page of messages.",
+    errors=(404, 422),
+    parameters=paging(backwards=True),
+    exclusive=FIRST_OR_LAST,
+)
+async def list_(call: Call) -> Response:
+    chat = await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
+    page = await list_messages(call.db, chat["pk"], page_request(call.request))
     return json_response(
         {"data": [message_json(r, chat["id"]) for r in page.items], "page_info": page.page_info.as_dict()}
     )
 
 
-async def create(request: Request) -> Response:
-    principal = await require(request, "ai_chat:create")
-    data = validate(MessageInput, await read_json(request))
-    db = request.app.state.db
-    chat = await chats.get_chat(db, principal.user_id, request.path_params["chat_id"])
-    async with db.transaction() as tx:
+@operation(
+    "POST",
+    "/ai_chats/{chat_id}/messages",
+    "createMessage",
+    summary="Send a message to the agent: stored at once (201), the agent's reply is queued.",
+    scope="ai_chat:create",
+    tag=TAG,
+    status=201,
+    response=schemas.Message,
+    response_description="The user's message.",
+    errors=(400, 404, 413, 422),
+    body=MessageInput,
+)
+async def create(call: Call) -> Response:
+    chat = await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
+    async with call.db.transaction() as tx:
         message = await add_user_message(
-            tx, user_id=principal.user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data, now=now_ms()
+            tx,
+            user_id=call.principal.user_id,
+            chat_pk=chat["pk"],
+            chat_id=chat["id"],
+            data=call.body.new_message(),
+            now=now_ms(),
         )
     return json_response(message_json(message, chat["id"]), status=201)
 
 
-async def retry(request: Request) -> Response:
-    """``POST /ai_chats/{id}/messages/{message_id}/retry``: queue a failed reply again."""
-    principal = await require(request, "ai_chat:create")
-    db = request.app.state.db
-    chat = await chats.get_chat(db, principal.user_id, request.path_params["chat_id"])
-    async with db.transaction() as tx:
-        reply = await retry_reply(
-            tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=request.path_params["message_id"], now=now_ms()
+@operation(
+    "POST",
+    "/ai_chats/{chat_id}/messages/{message_id}/retry",
+    "retryMessage",
+    summary="Retry a failed reply: it goes back to `pending` (content, error and usage cleared) and the agent's "
+    "turn is queued again (a `retry` run). The chat's stream sends `message.retried`, then the usual events as "
+    "the reply streams. Only an assistant message whose status is `failed` can be retried (else 409).",
+    scope="ai_chat:create",
+    tag=TAG,
+    response=schemas.Message,
+    response_description="The reply, `pending` again.",
+    errors=(404, 409),
+)
+async def retry(call: Call) -> Response:
+    chat = await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
+    async with call.db.transaction() as tx:
+        reply = await replies.retry(
+            tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=call.path("message_id"), now=now_ms()
         )
     return json_response(message_json(reply, chat["id"]))
 
 
-async def _last_event_id(request: Request, chat_pk: int) -> int:
+async def _last_event_id(call: Call, chat_pk: int) -> int:
     """Where the stream starts: after ``Last-Event-ID`` (a reconnect), else after ``?after=``,
     which is an event id, or ``latest`` (only what happens from now on).
 
     Checked before the stream starts, so that a bad value is a 422 and not a cut stream."""
+    request = call.request
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if raw == "latest":
-        return await events.latest_id(request.app.state.db, chat_pk)
+        return await events.latest_id(call.db, chat_pk)
     after = ids.parse_bigint(raw)
     if after is None:
         raise Invalid(
@@ -70,12 +111,53 @@ async def _last_event_id(request: Request, chat_pk: int) -> int:
     return after
 
 
-async def stream(request: Request) -> Response:
-    """``GET /ai_chats/{id}/events``: server-sent events, replayed after ``Last-Event-ID``."""
-    principal = await require(request, "ai_chat:read")
-    db = request.app.state.db
-    chat = await chats.get_chat(db, principal.user_id, request.path_params["chat_id"])
-    after = await _last_event_id(request, chat["pk"])
+@operation(
+    "GET",
+    "/ai_chats/{chat_id}/events",
+    "streamEvents",
+    summary="Server-sent events of the chat: `message.created`, `message.delta` (`{message_id, delta, offset}`), "
+    "`message.completed`, `message.failed`, `message.retried`, `chat.updated`. Each event's `id` orders it; "
+    "reconnect with `Last-Event-ID` (or `?after=`) to receive exactly the events after it. Without it the "
+    "stream replays the chat's events from the start, then follows new ones.",
+    scope="ai_chat:read",
+    tag=TAG,
+    response=Stream(
+        {
+            "enum": [
+                events.MESSAGE_CREATED,
+                events.MESSAGE_DELTA,
+                events.MESSAGE_COMPLETED,
+                events.MESSAGE_FAILED,
+                events.MESSAGE_RETRIED,
+                events.CHAT_UPDATED,
+            ]
+        },
+        with_id=True,
+    ),
+    response_description="The chat's events, each with its `id`.",
+    errors=(404, 422),
+    parameters=[
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": "^([0-9]{1,19}|latest)$"},
+            "description": f"Start after this event `id`: ASCII digits, at most {ids.MAX_BIGINT}; or `latest`, "
+            "the chat's newest event (only what follows). Anything else is a 422, before the stream starts.",
+        },
+        query(
+            "after",
+            {"oneOf": [{"type": "integer", "minimum": 0, "maximum": ids.MAX_BIGINT}, {"const": "latest"}]},
+            "Same as `Last-Event-ID` (which wins when both are sent): an event `id` in ASCII digits, at most "
+            f"{ids.MAX_BIGINT}, or `latest`; anything else is a 422.",
+        ),
+    ],
+)
+async def stream(call: Call) -> Response:
+    """Server-sent events, replayed after ``Last-Event-ID``."""
+    db = call.db
+    chat = await chats.get_chat(db, call.principal.user_id, call.path("chat_id"))
+    after = await _last_event_id(call, chat["pk"])
 
     async def read() -> AsyncIterator[ServerSentEvent]:
         """Everything after ``after``, page after page until caught up (a full page means
@@ -89,13 +171,31 @@ async def stream(request: Request) -> Response:
             if len(rows) < events.PAGE_SIZE:
                 return
 
-    return sse.follow(request, principal, request.app.state.event_hub, chat["pk"], read)
+    return sse.follow(call.request, call.principal, call.request.app.state.event_hub, chat["pk"], read)
 
 
-async def upload(request: Request) -> Response:
-    """``POST /files`` (multipart, field ``file``): store an upload for attachments."""
-    principal = await require(request, "ai_chat:create")
-    settings = request.app.state.settings
+@operation(
+    "POST",
+    "/files",
+    "uploadFile",
+    summary="Upload a file (multipart field `file`) to attach to messages: text (inlined into the agent's "
+    "context), JSON, PDF or images; 10 MiB by default.",
+    scope="ai_chat:create",
+    tag="Files",
+    status=201,
+    response=schemas.File,
+    response_description="The stored file.",
+    errors=(400, 413, 422),
+    form={
+        "type": "object",
+        "properties": {"file": {"type": "string", "format": "binary"}},
+        "required": ["file"],
+    },
+)
+async def upload(call: Call) -> Response:
+    """Multipart, field ``file``: store an upload for attachments. Its body is read here, under
+    the larger limit of a file."""
+    request, settings = call.request, call.settings
     limit = settings.max_file_bytes + 64 * 1024  # the multipart envelope around the file
     body = await read_body(request, limit)
     content_type = request.headers.get("content-type", "")
@@ -108,10 +208,10 @@ async def upload(request: Request) -> Response:
     if upload is None or isinstance(upload, str):
         raise Invalid("the form needs a 'file' field holding the file")
     record = await files.save_upload(
-        request.app.state.db,
+        call.db,
         files_dir=settings.files_dir,
         max_bytes=settings.max_file_bytes,
-        user_id=principal.user_id,
+        user_id=call.principal.user_id,
         filename=upload.filename,
         content_type=upload.content_type,
         data=await upload.read(),

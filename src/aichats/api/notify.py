@@ -1,32 +1,56 @@
-"""Handlers of notifications, badges and webhooks."""
+"""Operations of notifications, badges and webhooks."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import ServerSentEvent
-from starlette.requests import Request
 from starlette.responses import Response
 
-from aichats.api import sse
-from aichats.api.auth import require
-from aichats.api.inputs import page_request, parse_object, read_body, read_json, validate
+from aichats.api import schemas, sse
+from aichats.api.inputs import page_request
+from aichats.api.models import ReadInput, WebhookInput
+from aichats.api.operations import TRUE, Call, Stream, operation, paging
 from aichats.api.responses import json_response
 from aichats.services import chats, notifications, webhooks
 
-
-class ReadInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str] | None = Field(None, max_length=notifications.MAX_IDS, description="Leave out to mark all read.")
+NOTIFICATIONS = "Notifications"
+WEBHOOKS = "Webhooks"
 
 
-async def list_notifications(request: Request) -> Response:
-    principal = await require(request, "ai_chat:read")
-    page, unread = await notifications.list_notifications(
-        request.app.state.db, principal.user_id, page_request(request)
-    )
+@operation(
+    "POST",
+    "/ai_chats/{chat_id}/read",
+    "readAiChat",
+    summary="The user has seen the chat: clear its unread badge and mark its notifications read.",
+    scope="ai_chat:update",
+    tag=NOTIFICATIONS,
+    response=TRUE,
+    response_description="`true`.",
+    errors=(404,),
+)
+async def read_chat(call: Call) -> Response:
+    chat = await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
+    await notifications.read_chat(call.db, call.principal.user_id, chat["pk"])
+    return json_response(True)
+
+
+@operation(
+    "GET",
+    "/notifications",
+    "listNotifications",
+    summary="The user's notifications, newest first (`first`/`after`), with `unread_count`. A reply in a chat whose "
+    "`notification_preference` is `all` notifies (and raises the chat's badge); muted chats never do.",
+    scope="ai_chat:read",
+    tag=NOTIFICATIONS,
+    response=schemas.NotificationList,
+    response_description="One page of notifications.",
+    errors=(422,),
+    parameters=paging(backwards=False),
+)
+async def list_notifications(call: Call) -> Response:
+    page, unread = await notifications.list_notifications(call.db, call.principal.user_id, page_request(call.request))
     return json_response(
         {
             "data": [notifications.notification_json(r) for r in page.items],
@@ -36,28 +60,43 @@ async def list_notifications(request: Request) -> Response:
     )
 
 
-async def read_notifications(request: Request) -> Response:
-    principal = await require(request, "ai_chat:update")
-    body = await read_body(request, request.app.state.settings.max_body_bytes)
-    data = validate(ReadInput, parse_object(body)) if body.strip() else ReadInput()
-    db = request.app.state.db
-    changed = await notifications.mark_read(db, principal.user_id, data.ids)
-    unread = await notifications.unread_count(db, principal.user_id)
+@operation(
+    "POST",
+    "/notifications/read",
+    "readNotifications",
+    summary='Mark notifications read: `{"ids": [...]}`, or all with `{}` or no body.',
+    scope="ai_chat:update",
+    tag=NOTIFICATIONS,
+    response=schemas.MarkedRead,
+    response_description="How many were marked read.",
+    errors=(400, 413, 422),
+    body=ReadInput,
+    body_required=False,
+)
+async def read_notifications(call: Call) -> Response:
+    user_id = call.principal.user_id
+    changed = await notifications.mark_read(call.db, user_id, call.body.ids)
+    unread = await notifications.unread_count(call.db, user_id)
     return json_response({"marked_read": changed, "unread_count": unread})
 
 
-async def badges(request: Request) -> Response:
-    principal = await require(request, "ai_chat:read")
-    per_chat = await notifications.badges(request.app.state.db, principal.user_id)
-    return json_response({"total": sum(per_chat.values()), "ai_chats": per_chat})
-
-
-async def stream(request: Request) -> Response:
-    """``GET /notifications/events``: the user's unread count and badges (event ``badges``),
-    sent on connect and again whenever they change."""
-    principal = await require(request, "ai_chat:read")
-    states: notifications.LiveStates = request.app.state.user_hub
-    user_id = principal.user_id
+@operation(
+    "GET",
+    "/notifications/events",
+    "streamNotifications",
+    summary="Server-sent events of the user's notifications and badges: an event `badges` (data: the `Badges` "
+    "schema) on connect, then again each time any of it changes (a new notification, notifications read, a chat "
+    "read or deleted). No replay: each event is the whole current state.",
+    scope="ai_chat:read",
+    tag=NOTIFICATIONS,
+    response=Stream({"const": "badges"}, with_id=False),
+    response_description="`badges` events (data: `Badges`).",
+)
+async def stream(call: Call) -> Response:
+    """The user's unread count and badges (event ``badges``), sent on connect and again
+    whenever they change."""
+    states: notifications.LiveStates = call.request.app.state.user_hub
+    user_id = call.principal.user_id
     sent = 0  # versions start at 1
 
     async def read() -> AsyncIterator[ServerSentEvent]:
@@ -68,49 +107,109 @@ async def stream(request: Request) -> Response:
             sent = version
             yield ServerSentEvent(data=data, event="badges")
 
-    return sse.follow(request, principal, states, user_id, read)
+    return sse.follow(call.request, call.principal, states, user_id, read)
 
 
-async def read_chat(request: Request) -> Response:
-    principal = await require(request, "ai_chat:update")
-    db = request.app.state.db
-    chat = await chats.get_chat(db, principal.user_id, request.path_params["chat_id"])
-    await notifications.read_chat(db, principal.user_id, chat["pk"])
-    return json_response(True)
+@operation(
+    "GET",
+    "/badges",
+    "getBadges",
+    summary='Unread replies: `{"total": n, "ai_chats": {"aich_...": n}}`.',
+    scope="ai_chat:read",
+    tag=NOTIFICATIONS,
+    response=schemas.BadgeCounts,
+    response_description="The badges.",
+)
+async def badges(call: Call) -> Response:
+    per_chat = await notifications.badges(call.db, call.principal.user_id)
+    return json_response({"total": sum(per_chat.values()), "ai_chats": per_chat})
 
 
-async def create_webhook(request: Request) -> Response:
-    principal = await require(request, "ai_chat:update")
-    data = validate(webhooks.WebhookInput, await read_json(request))
-    allow = request.app.state.settings.webhooks_allow_private_urls
-    created = await webhooks.create_webhook(request.app.state.db, principal.user_id, data, allow_private=allow)
-    return json_response(created, status=201)
-
-
-async def list_webhooks(request: Request) -> Response:
-    principal = await require(request, "ai_chat:read")
-    rows = await webhooks.list_webhooks(request.app.state.db, principal.user_id)
+@operation(
+    "GET",
+    "/webhooks",
+    "listWebhooks",
+    summary="The user's webhooks (without secrets).",
+    scope="ai_chat:read",
+    tag=WEBHOOKS,
+    response=schemas.WebhookList,
+    response_description="The webhooks.",
+)
+async def list_webhooks(call: Call) -> Response:
+    rows = await webhooks.list_webhooks(call.db, call.principal.user_id)
     return json_response({"data": [webhooks.webhook_json(r) for r in rows]})
 
 
-async def _webhook(request: Request, scope: str) -> Any:
-    principal = await require(request, scope)
-    return principal, await webhooks.get_webhook(
-        request.app.state.db, principal.user_id, request.path_params["webhook_id"]
+@operation(
+    "POST",
+    "/webhooks",
+    "createWebhook",
+    summary="Subscribe a URL to events (`ai_chat.message.completed`, `ai_chat.run.failed`, "
+    "`ai_chat.schedule.deactivated`, `notification.created`). Answers with the signing `secret`, once. "
+    "Deliveries are signed per Standard Webhooks and retried after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.",
+    scope="ai_chat:update",
+    tag=WEBHOOKS,
+    status=201,
+    response=schemas.WebhookCreated,
+    response_description="The webhook, with its secret.",
+    errors=(400, 413, 422),
+    body=WebhookInput,
+)
+async def create_webhook(call: Call) -> Response:
+    allow = call.settings.webhooks_allow_private_urls
+    created = await webhooks.create_webhook(
+        call.db, call.principal.user_id, call.body.new_webhook(), allow_private=allow
     )
+    return json_response(created, status=201)
 
 
-async def get_webhook(request: Request) -> Response:
-    _, row = await _webhook(request, "ai_chat:read")
-    return json_response(webhooks.webhook_json(row))
+async def _webhook(call: Call) -> Any:
+    return await webhooks.get_webhook(call.db, call.principal.user_id, call.path("webhook_id"))
 
 
-async def delete_webhook(request: Request) -> Response:
-    principal, row = await _webhook(request, "ai_chat:update")
-    await webhooks.delete_webhook(request.app.state.db, principal.user_id, row["id"])
+@operation(
+    "GET",
+    "/webhooks/{webhook_id}",
+    "getWebhook",
+    summary="One webhook.",
+    scope="ai_chat:read",
+    tag=WEBHOOKS,
+    response=schemas.Webhook,
+    response_description="The webhook.",
+    errors=(404,),
+)
+async def get_webhook(call: Call) -> Response:
+    return json_response(webhooks.webhook_json(await _webhook(call)))
+
+
+@operation(
+    "DELETE",
+    "/webhooks/{webhook_id}",
+    "deleteWebhook",
+    summary="Delete a webhook.",
+    scope="ai_chat:update",
+    tag=WEBHOOKS,
+    response=TRUE,
+    response_description="`true`.",
+    errors=(404,),
+)
+async def delete_webhook(call: Call) -> Response:
+    row = await _webhook(call)
+    await webhooks.delete_webhook(call.db, call.principal.user_id, row["id"])
     return json_response(True)
 
 
-async def list_deliveries(request: Request) -> Response:
-    _, row = await _webhook(request, "ai_chat:read")
-    return json_response({"data": await webhooks.deliveries(request.app.state.db, row["pk"])})
+@operation(
+    "GET",
+    "/webhooks/{webhook_id}/deliveries",
+    "listDeliveries",
+    summary="The last 100 deliveries, newest first, each with every attempt.",
+    scope="ai_chat:read",
+    tag=WEBHOOKS,
+    response=schemas.DeliveryList,
+    response_description="The deliveries.",
+    errors=(404,),
+)
+async def list_deliveries(call: Call) -> Response:
+    row = await _webhook(call)
+    return json_response({"data": await webhooks.deliveries(call.db, row["pk"])})

@@ -1,65 +1,101 @@
-"""Handlers of a chat's schedule and its run history."""
+"""Operations of a chat's schedule and its run history."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 
-from aichats.api.auth import require
-from aichats.api.inputs import page_request, read_json, validate
+from aichats.api import schemas
+from aichats.api.inputs import page_request
+from aichats.api.models import ScheduleInput, SchedulePreviewInput
+from aichats.api.operations import TRUE, Call, operation, paging
 from aichats.api.responses import json_response
 from aichats.clock import now_ms
 from aichats.services import chats, runs, schedules
-from aichats.services.messages import MessageInput, MessageSource, add_user_message
+from aichats.services.messages import MessageSource, NewMessage, add_user_message
+
+TAG = "Schedules"
 
 
-async def _chat(request: Request, scope: str) -> Any:
-    principal = await require(request, scope)
-    return await chats.get_chat(request.app.state.db, principal.user_id, request.path_params["chat_id"])
+async def _chat(call: Call) -> Any:
+    return await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
 
 
-async def put(request: Request) -> Response:
-    chat = await _chat(request, "ai_chat:update")
-    data = validate(schedules.ScheduleInput, await read_json(request))
-    minimum = request.app.state.settings.schedule_min_interval_seconds
-    row = await schedules.put_schedule(request.app.state.db, chat["pk"], data, min_interval_seconds=minimum)
+@operation(
+    "GET",
+    "/ai_chats/{chat_id}/schedule",
+    "getSchedule",
+    summary="The chat's schedule.",
+    scope="ai_chat:read",
+    tag=TAG,
+    response=schemas.Schedule,
+    response_description="The schedule.",
+    errors=(404,),
+)
+async def get(call: Call) -> Response:
+    chat = await _chat(call)
+    row = await schedules.get_schedule(call.db, chat["pk"])
     return json_response(schedules.schedule_json(row, chat["id"]))
 
 
-async def preview(request: Request) -> Response:
-    """``POST /schedule_preview``: a schedule's description and next times, before it is saved."""
-    await require(request, "ai_chat:read")
-    data = validate(schedules.SchedulePreviewInput, await read_json(request))
-    minimum = request.app.state.settings.schedule_min_interval_seconds
-    return json_response(schedules.preview(data, min_interval_seconds=minimum))
-
-
-async def get(request: Request) -> Response:
-    chat = await _chat(request, "ai_chat:read")
-    row = await schedules.get_schedule(request.app.state.db, chat["pk"])
+@operation(
+    "PUT",
+    "/ai_chats/{chat_id}/schedule",
+    "putSchedule",
+    summary="Set the chat's schedule (one per chat): `prompt`, `timezone` (IANA, required) and one of `cron` "
+    "(5 fields), `interval_seconds` or `run_at`; `active` (default true). Daylight saving neither skips "
+    "nor doubles a run; missed runs fire once on recovery.",
+    scope="ai_chat:update",
+    tag=TAG,
+    response=schemas.Schedule,
+    response_description="The schedule.",
+    errors=(400, 404, 413, 422),
+    body=ScheduleInput,
+)
+async def put(call: Call) -> Response:
+    chat = await _chat(call)
+    minimum = call.settings.schedule_min_interval_seconds
+    row = await schedules.put_schedule(call.db, chat["pk"], call.body.spec(), min_interval_seconds=minimum)
     return json_response(schedules.schedule_json(row, chat["id"]))
 
 
-async def delete(request: Request) -> Response:
-    chat = await _chat(request, "ai_chat:update")
-    await schedules.delete_schedule(request.app.state.db, chat["pk"])
+@operation(
+    "DELETE",
+    "/ai_chats/{chat_id}/schedule",
+    "deleteSchedule",
+    summary="Remove the chat's schedule.",
+    scope="ai_chat:update",
+    tag=TAG,
+    response=TRUE,
+    response_description="`true`.",
+    errors=(404,),
+)
+async def delete(call: Call) -> Response:
+    chat = await _chat(call)
+    await schedules.delete_schedule(call.db, chat["pk"])
     return json_response(True)
 
 
-async def run_now(request: Request) -> Response:
+@operation(
+    "POST",
+    "/ai_chats/{chat_id}/schedule/run",
+    "runScheduleNow",
+    summary="Run the schedule's prompt now (a `manual` run).",
+    scope="ai_chat:update",
+    tag=TAG,
+    status=201,
+    response=schemas.Run,
+    response_description="The queued run.",
+    errors=(404,),
+)
+async def run_now(call: Call) -> Response:
     """Queue the schedule's prompt now (a `manual` run), whether it is active or not."""
-    chat = await _chat(request, "ai_chat:update")
-    db = request.app.state.db
+    chat = await _chat(call)
+    db = call.db
     row = await schedules.get_schedule(db, chat["pk"])
     now = now_ms()
-    data = MessageInput.model_construct(
-        message_text=schedules.render(row["prompt"], row["timezone"], now),
-        message_attachments=[],
-        message_source=MessageSource.schedule,
-        suggestion_type=None,
-    )
+    data = NewMessage(schedules.render(row["prompt"], row["timezone"], now), source=MessageSource.schedule)
     async with db.transaction() as tx:
         message = await add_user_message(
             tx, user_id=chat["user_id"], chat_pk=chat["pk"], chat_id=chat["id"], data=data, now=now, trigger="manual"
@@ -69,8 +105,40 @@ async def run_now(request: Request) -> Response:
     return json_response(runs.run_json(queued), status=201)
 
 
-async def list_runs(request: Request) -> Response:
-    """``GET /ai_chats/{id}/runs``: the chat's runs, newest first (``first``/``after``)."""
-    chat = await _chat(request, "ai_chat:read")
-    result = await runs.list_runs(request.app.state.db, chat["pk"], page_request(request))
+@operation(
+    "POST",
+    "/schedule_preview",
+    "previewSchedule",
+    summary="What a schedule would do if saved now: its `description`, `next_run_times` (five; one for `run_at`; "
+    "none if `active` is false) and `timezone`. Takes the body of `PUT /ai_chats/{id}/schedule` (the prompt may be "
+    "left out) and refuses exactly what it refuses. Nothing is stored.",
+    scope="ai_chat:read",
+    tag=TAG,
+    response=schemas.SchedulePreview,
+    response_description="The preview.",
+    errors=(400, 413, 422),
+    body=SchedulePreviewInput,
+)
+async def preview(call: Call) -> Response:
+    """A schedule's description and next times, before it is saved."""
+    minimum = call.settings.schedule_min_interval_seconds
+    return json_response(schedules.preview(call.body.spec(), min_interval_seconds=minimum))
+
+
+@operation(
+    "GET",
+    "/ai_chats/{chat_id}/runs",
+    "listRuns",
+    summary="The chat's runs (agent turns), newest first.",
+    scope="ai_chat:read",
+    tag=TAG,
+    response=schemas.RunList,
+    response_description="One page of runs.",
+    errors=(404, 422),
+    parameters=paging(backwards=False),
+)
+async def list_runs(call: Call) -> Response:
+    """The chat's runs, newest first (``first``/``after``)."""
+    chat = await _chat(call)
+    result = await runs.list_runs(call.db, chat["pk"], page_request(call.request))
     return json_response({"data": [runs.run_json(r) for r in result.items], "page_info": result.page_info.as_dict()})

@@ -6,7 +6,7 @@ responses against these models, with unknown fields forbidden.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -163,3 +163,75 @@ class Error(Strict):
 
 class Health(Strict):
     status: Literal["ok"]
+
+
+class BadgeCounts(Strict):
+    """Unread replies (``GET /badges``)."""
+
+    total: int = Field(ge=0, description="Sum of the chats' badges.")
+    ai_chats: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        description="Unread replies per chat id (chats with none are left out)."
+    )
+
+
+class Notification(Strict):
+    id: str = Field(pattern=r"^ntf_[A-Za-z0-9]+$")
+    kind: str = Field(examples=["ai_chat.reply"])
+    ai_chat_id: str = Field(pattern=r"^aich_[A-Za-z0-9]+$")
+    title: str
+    body: str
+    message_id: str | None
+    created_at: str = Field(pattern=DATETIME)
+    read_at: str | None = Field(pattern=DATETIME)
+
+
+class NotificationList(Strict):
+    data: list[Notification]
+    page_info: PageInfo
+    unread_count: int = Field(ge=0)
+
+
+class MarkedRead(Strict):
+    """How many notifications were marked read, and how many are still unread."""
+
+    marked_read: int = Field(ge=0)
+    unread_count: int = Field(ge=0)
+
+
+class Webhook(Strict):
+    id: str = Field(pattern=r"^wh_[A-Za-z0-9]+$")
+    url: str
+    events: list[str]
+    created_at: str = Field(pattern=DATETIME)
+
+
+class WebhookList(Strict):
+    data: list[Webhook]
+
+
+class WebhookCreated(Webhook):
+    """A new webhook, with the secret that signs its deliveries (shown this once)."""
+
+    secret: str
+
+
+class DeliveryAttempt(Strict):
+    attempted_at: str = Field(pattern=DATETIME)
+    status_code: int | None
+    error: str | None
+    duration_ms: int = Field(ge=0)
+
+
+class Delivery(Strict):
+    id: str
+    event_type: str
+    status: Literal["pending", "delivered", "failed"]
+    payload: dict[str, Any]
+    created_at: str = Field(pattern=DATETIME)
+    delivered_at: str | None = Field(pattern=DATETIME)
+    next_attempt_at: str | None = Field(pattern=DATETIME)
+    attempts: list[DeliveryAttempt]
+
+
+class DeliveryList(Strict):
+    data: list[Delivery]

@@ -16,47 +16,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from aichats.clock import now_ms
-from aichats.services import notifications, schedules
-from aichats.services.messages import MessageInput, MessageSource, add_user_message
-from aichats.storage.database import Connection, Database, UniqueViolation
-from aichats.storage.schema import ai_chats, runs
-from aichats.storage.schema import schedules as table
+from aichats.services import chats, notifications, runs, schedules
+from aichats.services.messages import MessageSource, NewMessage, add_user_message
+from aichats.storage.database import Connection, Database, Row, UniqueViolation
 
 log = logging.getLogger("aichats.scheduler")
 BATCH = 100
-
-_s = table.c
-_DUE = (
-    sa.select(_s.pk, _s.chat_pk, _s.prompt, _s.timezone, _s.cron, _s.interval_seconds, _s.run_at, _s.next_run_at,
-              _s.created_at)
-    .where(sa.text("active"), _s.next_run_at <= sa.bindparam("now"))
-    .order_by(_s.next_run_at)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-)  # fmt: skip
-_ADVANCE = (
-    sa.update(table)
-    .where(_s.pk == sa.bindparam("pk"), _s.next_run_at == sa.bindparam("due"), _s.active == sa.true())
-    .values(next_run_at=sa.bindparam("next"), last_run_at=sa.bindparam("fired"), active=sa.bindparam("active"))
-)
-_QUARANTINE = (
-    sa.update(table)
-    .where(_s.pk == sa.bindparam("pk"), _s.next_run_at == sa.bindparam("due"), _s.active == sa.true())
-    .values(active=False, next_run_at=None, last_error=sa.bindparam("error"))
-)
-_CHAT = sa.select(
-    ai_chats.c.pk, ai_chats.c.id, ai_chats.c.user_id, ai_chats.c.title, ai_chats.c.notification_preference,
-    ai_chats.c.deleted_at,
-).where(ai_chats.c.pk == sa.bindparam("pk"))  # fmt: skip
-_NEXT_DUE = sa.select(sa.func.min(_s.next_run_at).label("at")).where(
-    sa.text("active"), _s.next_run_at <= schedules.MAX_INSTANT
-)
-_IN_FLIGHT = sa.select(sa.func.count().label("n")).where(
-    runs.c.trigger == "schedule", sa.text("status IN ('queued', 'running')")
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +38,10 @@ def latest_missed(row: Any, now: int) -> int:
 
 async def next_due(db: Database) -> int | None:
     """When the earliest active schedule is due next (None when none is active)."""
-    row = await db.fetch_one(_NEXT_DUE)
-    return None if row is None or row["at"] is None else int(row["at"])
+    return await schedules.next_due(db)
 
 
-async def _quarantine(tx: Connection, row: Any, chat: Any, error: Exception) -> None:
+async def _quarantine(tx: Connection, row: schedules.DueRow, chat: Row | None, error: Exception) -> None:
     """Deactivate a schedule whose instants cannot be computed, keep why, tell its owner.
 
     Retrying would fail the same way on every pass, and raising would roll back (and so
@@ -84,7 +49,7 @@ async def _quarantine(tx: Connection, row: Any, chat: Any, error: Exception) -> 
     """
     message = f"{type(error).__name__}: {error}"[:500]
     log.warning("the schedule of chat %s cannot be computed, deactivated: %s", row["chat_pk"], message)
-    if not await tx.execute(_QUARANTINE, {"pk": row["pk"], "due": row["next_run_at"], "error": message}):
+    if not await schedules.quarantine(tx, row, message):
         return  # another scheduler took it
     await schedules.set_flag(tx, row["chat_pk"], False)
     if chat is not None and chat["deleted_at"] is None:
@@ -95,10 +60,10 @@ async def _quarantine(tx: Connection, row: Any, chat: Any, error: Exception) -> 
 async def _fire_one(tx: Connection, now: int, *, queue_turn: bool = True) -> bool | None:
     """Fire the most overdue schedule; None when none is due. ``queue_turn=False`` only
     advances it (its instant already has a turn)."""
-    row = await tx.fetch_one(_DUE, {"now": now})
+    row = await schedules.take_due(tx, now)
     if row is None:
         return None
-    chat = await tx.fetch_one(_CHAT, {"pk": row["chat_pk"]})
+    chat = await chats.chat_of_turn(tx, row["chat_pk"])
     try:  # pure computation, before any write: a failure here leaves the transaction clean
         fire = latest_missed(row, now)
         upcoming = schedules.fires_after(row, now)
@@ -108,19 +73,13 @@ async def _fire_one(tx: Connection, now: int, *, queue_turn: bool = True) -> boo
         return False
     alive = chat is not None and chat["deleted_at"] is None
     following = upcoming[0] if upcoming and alive else None
-    advanced = await tx.execute(
-        _ADVANCE,
-        {"pk": row["pk"], "due": row["next_run_at"], "next": following, "fired": fire, "active": following is not None},
-    )
-    if not advanced:  # another scheduler fired it
+    if not await schedules.advance(tx, row, fired=fire, following=following):  # another scheduler fired it
         return False
     if following is None:
         await schedules.set_flag(tx, row["chat_pk"], False)
-    if not alive or not queue_turn:
+    if chat is None or not alive or not queue_turn:
         return False
-    data = MessageInput.model_construct(
-        message_text=prompt, message_attachments=[], message_source=MessageSource.schedule, suggestion_type=None
-    )
+    data = NewMessage(prompt, source=MessageSource.schedule)
     await add_user_message(
         tx, user_id=chat["user_id"], chat_pk=row["chat_pk"], chat_id=chat["id"], data=data, now=now,
         trigger="schedule", scheduled_for=fire,
@@ -166,8 +125,7 @@ async def tick(db: Database, *, max_in_flight: int, now: int | None = None) -> T
     in-flight count is read once per pass and kept up to date locally.
     """
     now = now_ms() if now is None else now
-    counted = await db.fetch_one(_IN_FLIGHT)
-    room = max_in_flight - (int(counted["n"]) if counted is not None else 0)
+    room = max_in_flight - await runs.scheduled_in_flight(db)
     fired = 0
     while True:
         if room <= 0:

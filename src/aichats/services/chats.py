@@ -10,34 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import NotFound
 from aichats.services.events import USERS_CHANNEL
-from aichats.services.messages import MessageInput, add_user_message, decimal_tokens
-from aichats.services.pagination import (
-    Page,
-    PageRequest,
-    build_page,
-    decode_cursor,
-    encode_cursor,
-)
+from aichats.services.messages import NewMessage, add_user_message
+from aichats.services.pagination import Keyset, Page, PageRequest, read_page
+from aichats.services.usage import decimal_tokens
 from aichats.storage.database import Connection, Database, Row
-from aichats.storage.schema import ai_chats
+from aichats.storage.schema import ai_chats, notifications
 
 MAX_TITLE_LENGTH = 200
 MAX_REFERENCE_LENGTH = 64
 MAX_QUERY_LENGTH = 200  # a title search is at most as long as a title
-
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_LENGTH)]
-Reference = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_REFERENCE_LENGTH, pattern=r"^[A-Za-z0-9_\-]+$")
-]
 
 
 class AgentIdentifier(StrEnum):
@@ -50,51 +39,41 @@ class NotificationPreference(StrEnum):
     none = "none"
 
 
-def _same_company(data: Any) -> Any:
-    """``current_company_id`` (older clients) and ``current_account_id`` are one field."""
-    if isinstance(data, dict) and "current_account_id" in data:
-        account = data["current_account_id"]
-        company = data.get("current_company_id", account)
-        if company != account:
-            raise ValueError("current_company_id and current_account_id name the same field; send one")
-        data = {k: v for k, v in data.items() if k != "current_account_id"}
-        data["current_company_id"] = account
-    return data
+@dataclass(frozen=True, slots=True)
+class NewChat:
+    """A chat to create, with its first message."""
 
-
-class ChatCreate(MessageInput):
-    """Body of ``POST /ai_chats``: the chat and its first message."""
-
-    title: Title | None = None
-    current_company_id: Reference | None = Field(
-        None, description="The company (or account) the chat is about; `current_account_id` is accepted too."
-    )
+    message: NewMessage
+    title: str | None = None
+    current_company_id: str | None = None
     agent_identifier: AgentIdentifier = AgentIdentifier.support
 
-    @model_validator(mode="before")
-    @classmethod
-    def _merge_company(cls, data: Any) -> Any:
-        return _same_company(data)
+
+class Unset(Enum):
+    """A field of :class:`ChatChanges` left as it is (``None`` is a value: it clears the field)."""
+
+    UNSET = "unset"
 
 
-class ChatUpdate(BaseModel):
-    """Body of ``PATCH /ai_chats/{id}``: fields left out stay as they are."""
+UNSET = Unset.UNSET
 
-    model_config = ConfigDict(extra="forbid")
 
-    title: Title | None = Field(None, description="New title; `null` clears it.")
-    notification_preference: NotificationPreference | None = None
-    current_company_id: Reference | None = Field(
-        None, description="`current_account_id` is accepted too; `null` clears it."
-    )
+@dataclass(frozen=True, slots=True)
+class ChatChanges:
+    """The fields of a chat to change; those left :data:`UNSET` stay as they are."""
 
-    _merge_company = model_validator(mode="before")(_same_company)
+    title: str | Literal[Unset.UNSET] | None = UNSET
+    notification_preference: NotificationPreference | Literal[Unset.UNSET] = UNSET
+    current_company_id: str | Literal[Unset.UNSET] | None = UNSET
 
-    @model_validator(mode="after")
-    def _check(self) -> ChatUpdate:
-        if "notification_preference" in self.model_fields_set and self.notification_preference is None:
-            raise ValueError("notification_preference must be 'all' or 'none'")
-        return self
+    def given(self) -> dict[str, Any]:
+        """The fields to change, by name."""
+        values = {
+            "title": self.title,
+            "notification_preference": self.notification_preference,
+            "current_company_id": self.current_company_id,
+        }
+        return {name: value for name, value in values.items() if value is not UNSET}
 
 
 class ChatOrder(StrEnum):
@@ -135,6 +114,30 @@ CHAT_COLUMNS = (
     _c.last_message_at,
     _c.activity_at,
 )
+
+
+class ChatRow(TypedDict):
+    """A chat as :data:`CHAT_COLUMNS` read it.
+
+    The rows of every aggregate are typed this way: the driver's own row (``sqlite3.Row``,
+    ``asyncpg.Record``) given a type by ``cast``, never copied into a dict, so reading one
+    costs what it did. Read them by key only: they have no ``get`` and cannot be changed.
+    """
+
+    pk: int
+    id: str
+    user_id: str
+    title: str | None
+    notification_preference: str
+    agent_identifier: str
+    message_count: int
+    blended_token_usage_micros: int
+    created_at: int
+    updated_at: int
+    last_message_at: int | None
+    activity_at: int
+
+
 _OWNED_LIVE = (_c.id == sa.bindparam("chat_id"), _c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
 
 _GET = sa.select(*CHAT_COLUMNS).where(*_OWNED_LIVE)
@@ -174,20 +177,11 @@ def _update_statement(fields: frozenset[str]) -> sa.Update:
     return sa.update(ai_chats).where(*_OWNED_LIVE).values(values).returning(*CHAT_COLUMNS)
 
 
-def _sort_key(order: ChatOrder) -> tuple[sa.ColumnElement[Any], ...]:
+def _sort_key(order: ChatOrder) -> tuple[sa.Column[Any], ...]:
     return (_c.pk,) if order is ChatOrder.created_at else (_c.activity_at, _c.pk)
 
 
-def _key_and_cursor(order: ChatOrder, name: str) -> tuple[Any, Any]:
-    """The sort key as one comparable expression, and the cursor's binds (``after_0``...)."""
-    columns = _sort_key(order)
-    binds = [sa.bindparam(f"{name}_{i}") for i in range(len(columns))]
-    if len(columns) == 1:
-        return columns[0], binds[0]
-    return sa.tuple_(*columns), sa.tuple_(*binds)
-
-
-def _filtered(statement: sa.Select, flt: Shape) -> sa.Select:
+def _filtered(statement: sa.Select[Any], flt: Shape) -> sa.Select[Any]:
     only_active_crons, by_agent, by_title = flt
     statement = statement.where(_c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
     if only_active_crons:
@@ -210,37 +204,20 @@ def like_pattern(text: str) -> str:
 
 
 @cache
-def _page_statement(order: ChatOrder, flt: Shape, after: bool, before: bool, backwards: bool) -> sa.Select:
-    """Rows of one page: the window between the cursors, read from one end."""
-    statement = _filtered(sa.select(*CHAT_COLUMNS), flt)
-    if after:
-        key, cursor = _key_and_cursor(order, "after")
-        statement = statement.where(key < cursor)
-    if before:
-        key, cursor = _key_and_cursor(order, "before")
-        statement = statement.where(key > cursor)
-    columns = _sort_key(order)
-    ordering = [c.asc() for c in columns] if backwards else [c.desc() for c in columns]
-    return statement.order_by(*ordering).limit(sa.bindparam("limit"))
+def _keyset(order: ChatOrder, flt: Shape) -> Keyset:
+    """The list in ``order`` with the filters of ``flt``, newest first."""
+    code = "c" if order is ChatOrder.created_at else "a"
+    return Keyset(code, _filtered(sa.select(*CHAT_COLUMNS), flt), _sort_key(order), descending=True)
 
 
-@cache
-def _beyond_statement(order: ChatOrder, flt: Shape, side: Literal["after", "before"]) -> sa.Select:
-    """Whether any row lies on the far side of a cursor (the cursor's own row included)."""
-    key, cursor = _key_and_cursor(order, side)
-    columns = _sort_key(order)
-    if side == "after":
-        condition, ordering = key >= cursor, [c.asc() for c in columns]
-    else:
-        condition, ordering = key <= cursor, [c.desc() for c in columns]
-    # Ordered so that the probe is a range scan of the list's index, nearest row first.
-    return _filtered(sa.select(_c.pk), flt).where(condition).order_by(*ordering).limit(1)
+def _page_statement(order: ChatOrder, flt: Shape, after: bool, before: bool, backwards: bool) -> sa.Select[Any]:
+    """One page's statement (the query plan tests read it)."""
+    return _keyset(order, flt).page_statement(after, before, backwards)
 
 
-def chat_cursor(order: ChatOrder, row: Row) -> str:
-    if order is ChatOrder.created_at:
-        return encode_cursor("c", (row["pk"],))
-    return encode_cursor("a", (row["activity_at"], row["pk"]))
+def _beyond_statement(order: ChatOrder, flt: Shape, side: Literal["after", "before"]) -> sa.Select[Any]:
+    """A cursor's far-side probe (the query plan tests read it)."""
+    return _keyset(order, flt).beyond_statement(side)
 
 
 # ------------------------------------------------------------------------ services
@@ -263,7 +240,7 @@ def chat_json(row: Row) -> dict[str, Any]:
     }
 
 
-async def create_chat(tx: Connection, user_id: str, data: ChatCreate) -> dict[str, Any]:
+async def create_chat(tx: Connection, user_id: str, data: NewChat) -> dict[str, Any]:
     """Store a chat, its first user message and the queued agent turn (inside ``tx``)."""
     now = now_ms()
     chat: dict[str, Any] = {
@@ -284,31 +261,31 @@ async def create_chat(tx: Connection, user_id: str, data: ChatCreate) -> dict[st
     row = await tx.fetch_one(_INSERT_CHAT, chat)
     assert row is not None
     chat["pk"] = row["pk"]
-    await add_user_message(tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data, now=now)
+    await add_user_message(tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data.message, now=now)
     chat.update(message_count=1, last_message_at=now)
     return chat
 
 
-async def get_chat(db: Database, user_id: str, chat_id: str) -> Row:
+async def get_chat(db: Database, user_id: str, chat_id: str) -> ChatRow:
     row = await db.fetch_one(_GET, {"chat_id": chat_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no AI chat {chat_id}")
-    return row
+    return cast(ChatRow, row)
 
 
-async def update_chat(db: Database, user_id: str, chat_id: str, data: ChatUpdate) -> Row:
-    fields = frozenset(data.model_fields_set)
+async def update_chat(db: Database, user_id: str, chat_id: str, data: ChatChanges) -> ChatRow:
+    given = data.given()
+    fields = frozenset(given)
     if not fields:
         return await get_chat(db, user_id, chat_id)
     params: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "now": now_ms()}
-    for name in fields:
-        value = getattr(data, name)
+    for name, value in given.items():
         params["set_" + name] = value.value if isinstance(value, Enum) else value
     async with db.transaction() as tx:
         row = await tx.fetch_one(_update_statement(fields), params)
     if row is None:
         raise NotFound(f"no AI chat {chat_id}")
-    return row
+    return cast(ChatRow, row)
 
 
 async def delete_chat(db: Database, user_id: str, chat_id: str) -> None:
@@ -328,38 +305,135 @@ async def list_chats(
     *,
     order: ChatOrder = ChatOrder.created_at,
     flt: ChatFilter = ChatFilter(),
-) -> Page[Row]:
+) -> Page[ChatRow]:
     """One page of the user's live chats, newest first (by creation or by activity)."""
-    code = "c" if order is ChatOrder.created_at else "a"
-    parts = len(_sort_key(order))
-    params: dict[str, Any] = {"user_id": user_id, "limit": page.size + 1}
+    params: dict[str, Any] = {"user_id": user_id}
     if flt.agent_identifier is not None:
         params["agent_identifier"] = flt.agent_identifier.value
     if flt.query:
         params["title_pattern"] = like_pattern(flt.query)
-    for side in ("after", "before"):
-        cursor = getattr(page, side)
-        if cursor is not None:
-            for i, part in enumerate(decode_cursor(code, cursor, parts, name=side)):
-                params[f"{side}_{i}"] = part
-    shape = flt.shape
-    rows = await db.fetch_all(
-        _page_statement(order, shape, page.after is not None, page.before is not None, page.backwards), params
+    return await read_page(db, _keyset(order, flt.shape), page, params)
+
+
+# ------------------------------------------------ what other aggregates keep on a chat
+# Counters and flags of ``ai_chats`` that messages, notifications and schedules change:
+# their statements live here, with the chat's others.
+
+_COUNT_MESSAGE = (
+    sa.update(ai_chats)
+    .where(_c.pk == sa.bindparam("chat_pk"))
+    .values(
+        message_count=_c.message_count + 1,
+        last_message_at=sa.bindparam("now"),
+        activity_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
     )
-    more_before = (
-        page.after is not None
-        and not page.backwards
-        and (await db.fetch_one(_beyond_statement(order, shape, "after"), params) is not None)
+)
+_UNCOUNT_MESSAGE = (
+    sa.update(ai_chats)
+    .where(_c.pk == sa.bindparam("chat_pk"))
+    .values(message_count=_c.message_count - 1, updated_at=sa.bindparam("now"))
+)
+_SET_ACTIVE_CRON = (
+    sa.update(ai_chats).where(_c.pk == sa.bindparam("chat_pk")).values(has_active_cron=sa.bindparam("flag"))
+)
+_RAISE_BADGE = sa.update(ai_chats).where(_c.pk == sa.bindparam("chat_pk")).values(unread_count=_c.unread_count + 1)
+_CLEAR_BADGE = sa.update(ai_chats).where(_c.pk == sa.bindparam("chat_pk")).values(unread_count=0)
+_n = notifications.c
+_RECOUNT_BADGES = (
+    sa.update(ai_chats)
+    .where(_c.user_id == sa.bindparam("user_id"))
+    .values(
+        unread_count=sa.select(sa.func.count())
+        .where(_n.chat_pk == _c.pk, _n.read_at.is_(None), _n.kind == "ai_chat.reply")
+        .scalar_subquery()
     )
-    more_after = (
-        page.before is not None
-        and page.backwards
-        and (await db.fetch_one(_beyond_statement(order, shape, "before"), params) is not None)
+)
+_BADGES = sa.select(_c.id, _c.unread_count).where(
+    _c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None), _c.unread_count > 0
+)
+
+
+async def count_message(tx: Connection, chat_pk: int, now: int) -> None:
+    """Count a message on its chat: ``message_count``, ``last_message_at``, activity."""
+    await tx.execute(_COUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
+
+
+async def uncount_message(tx: Connection, chat_pk: int, now: int) -> None:
+    """A counted message stops counting (a failed reply going back to pending)."""
+    await tx.execute(_UNCOUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
+
+
+async def set_active_cron(tx: Connection, chat_pk: int, active: bool) -> None:
+    """Keep ``has_active_cron`` (the list filter) in step with the chat's schedule."""
+    await tx.execute(_SET_ACTIVE_CRON, {"chat_pk": chat_pk, "flag": active})
+
+
+async def raise_badge(tx: Connection, chat_pk: int) -> None:
+    """One more unread reply on the chat's badge."""
+    await tx.execute(_RAISE_BADGE, {"chat_pk": chat_pk})
+
+
+async def clear_badge(tx: Connection, chat_pk: int) -> None:
+    await tx.execute(_CLEAR_BADGE, {"chat_pk": chat_pk})
+
+
+async def recount_badges(tx: Connection, user_id: str) -> None:
+    """Every badge of the user's chats from their unread reply notifications."""
+    await tx.execute(_RECOUNT_BADGES, {"user_id": user_id})
+
+
+async def badges(db: Database, user_id: str) -> dict[str, int]:
+    """Unread replies by chat id, for the user's live chats that have any."""
+    return {row["id"]: row["unread_count"] for row in await db.fetch_all(_BADGES, {"user_id": user_id})}
+
+
+# ------------------------------------------------------------ a reply's writes
+# What a reply (:mod:`aichats.services.replies`) reads and changes of its chat.
+
+_TURN_CHAT = sa.select(*CHAT_COLUMNS, _c.title_locked, _c.current_company_id, _c.deleted_at).where(
+    _c.pk == sa.bindparam("chat_pk")
+)
+_CURRENT = sa.select(*CHAT_COLUMNS).where(_c.pk == sa.bindparam("chat_pk"))
+_ADD_USAGE = (
+    sa.update(ai_chats)
+    .where(_c.pk == sa.bindparam("chat_pk"))
+    .values(
+        blended_token_usage_micros=_c.blended_token_usage_micros + sa.bindparam("blended_tokens_micros"),
+        updated_at=sa.bindparam("now"),
     )
-    return build_page(
-        rows,
-        page,
-        lambda row: chat_cursor(order, row),
-        more_before_window=more_before,
-        more_after_window=more_after,
-    )
+    .returning(*CHAT_COLUMNS)
+)
+_SET_GENERATED_TITLE = (
+    sa.update(ai_chats)
+    .where(_c.pk == sa.bindparam("chat_pk"), _c.title.is_(None), _c.title_locked == sa.false())
+    .values(title=sa.bindparam("title"))
+    .returning(*CHAT_COLUMNS)
+)
+
+
+async def chat_of_turn(db: Database | Connection, chat_pk: int) -> Row | None:
+    """The chat as an agent turn is queued (by the scheduler, in its transaction) or starts:
+    what the API shows, and what a turn needs besides (``title_locked``,
+    ``current_company_id``, ``deleted_at``: deleted chats too)."""
+    return await db.fetch_one(_TURN_CHAT, {"chat_pk": chat_pk})
+
+
+async def current_chat(tx: Connection, chat_pk: int) -> Row:
+    """The chat as it is now, in ``tx`` (the user may have muted it while a reply streamed)."""
+    row = await tx.fetch_one(_CURRENT, {"chat_pk": chat_pk})
+    assert row is not None
+    return row
+
+
+async def add_usage(tx: Connection, chat_pk: int, blended_tokens_micros: int, now: int) -> Row:
+    """Add a reply's blended tokens to its chat; the chat as it is now."""
+    params = {"chat_pk": chat_pk, "blended_tokens_micros": blended_tokens_micros, "now": now}
+    row = await tx.fetch_one(_ADD_USAGE, params)
+    assert row is not None
+    return row
+
+
+async def set_generated_title(tx: Connection, chat_pk: int, title: str) -> Row | None:
+    """Title a chat that has none and whose title the user never set; the chat, if titled."""
+    return await tx.fetch_one(_SET_GENERATED_TITLE, {"chat_pk": chat_pk, "title": title})

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, cast
 
 import orjson
 import sqlalchemy as sa
 
 from aichats.clock import now_ms
-from aichats.storage.database import Connection, Database, Row
+from aichats.storage.database import Connection, Database
 from aichats.storage.schema import chat_events
 
 CHANNEL = "aichats_events"
@@ -94,8 +94,18 @@ async def latest_id(db: Database, chat_pk: int) -> int:
 PAGE_SIZE = 500  # events read per query; a stream reads pages until one comes back short
 
 
-async def read_after(db: Database, chat_pk: int, after: int, limit: int = PAGE_SIZE) -> list[Row]:
-    return await db.fetch_all(_AFTER, {"chat_pk": chat_pk, "after": after, "limit": limit})
+class EventRow(TypedDict):
+    """An event as a stream sends it: its id, type and JSON data (typed, not copied: see
+    ``chats.ChatRow``)."""
+
+    pk: int
+    type: str
+    data: str
+
+
+async def read_after(db: Database, chat_pk: int, after: int, limit: int = PAGE_SIZE) -> list[EventRow]:
+    rows = await db.fetch_all(_AFTER, {"chat_pk": chat_pk, "after": after, "limit": limit})
+    return cast(list[EventRow], rows)
 
 
 class EventHub(Generic[K]):

@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import anyio.to_thread
+import orjson
 import sqlalchemy as sa
 
 from aichats import ids
 from aichats.clock import now_ms
 from aichats.errors import Invalid, NotFound, PayloadTooLarge
-from aichats.storage.database import Database, Row
+from aichats.services.sql import json_texts
+from aichats.storage.database import Connection, Database
 from aichats.storage.schema import files
 
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/yaml")
@@ -29,9 +31,20 @@ _f = files.c
 _INSERT = sa.insert(files).values(
     {c: sa.bindparam(c) for c in ("id", "user_id", "filename", "content_type", "size", "sha256", "created_at")}
 )
-_GET = sa.select(_f.id, _f.user_id, _f.filename, _f.content_type, _f.size, _f.created_at).where(
-    _f.id == sa.bindparam("file_id"), _f.user_id == sa.bindparam("user_id")
-)
+_FILE_COLUMNS = (_f.id, _f.user_id, _f.filename, _f.content_type, _f.size, _f.created_at)
+_GET = sa.select(*_FILE_COLUMNS).where(_f.id == sa.bindparam("file_id"), _f.user_id == sa.bindparam("user_id"))
+_OWNED = sa.select(*_FILE_COLUMNS).where(_f.user_id == sa.bindparam("user_id"), _f.id.in_(json_texts("file_ids")))
+
+
+class FileRow(TypedDict):
+    """A file's description, as :func:`get_file` and :func:`owned_files` read it."""
+
+    id: str
+    user_id: str
+    filename: str
+    content_type: str
+    size: int
+    created_at: int
 
 
 def is_text(content_type: str) -> bool:
@@ -80,7 +93,7 @@ async def save_upload(
 ) -> dict[str, Any]:
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"files are limited to {max_bytes} bytes")
-    record = {
+    record: dict[str, Any] = {
         "id": ids.new_id(ids.FILE),
         "user_id": user_id,
         "filename": _clean_name(filename),
@@ -100,18 +113,27 @@ async def save_upload(
     return record
 
 
-async def get_file(db: Database, user_id: str, file_id: str) -> Row:
+async def get_file(db: Database, user_id: str, file_id: str) -> FileRow:
     row = await db.fetch_one(_GET, {"file_id": file_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no file {file_id}")
-    return row
+    return cast(FileRow, row)
+
+
+async def owned_files(db: Database | Connection, user_id: str, file_ids: list[str]) -> dict[str, FileRow]:
+    """The user's files among ``file_ids``, by id, in one query: the attachments of a
+    message, or of a whole history. Ids that are not the user's files are left out."""
+    if not file_ids:
+        return {}
+    rows = await db.fetch_all(_OWNED, {"user_id": user_id, "file_ids": orjson.dumps(file_ids).decode()})
+    return {row["id"]: cast(FileRow, row) for row in rows}
 
 
 def file_json(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "filename": row["filename"], "content_type": row["content_type"], "size": row["size"]}
 
 
-def read_text(files_dir: str, row: Row, max_chars: int) -> str | None:
+def read_text(files_dir: str, row: FileRow, max_chars: int) -> str | None:
     """The file's text (cut at ``max_chars``), or None if it is not a text file or is gone from disk."""
     if not is_text(row["content_type"]):
         return None

@@ -3,26 +3,25 @@ agent's, written by the run that produces it (``aichats.runs``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
-from typing import Annotated, Any
+from typing import Any, Literal, TypedDict, cast
 
 import orjson
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none
 from aichats.errors import Conflict, NotFound
-from aichats.services import events
-from aichats.services.files import file_json
-from aichats.services.pagination import Page, PageRequest, build_page, decode_cursor, encode_cursor
+from aichats.services import events, runs
+from aichats.services.files import file_json, owned_files
+from aichats.services.pagination import Keyset, Page, PageRequest, read_page
+from aichats.services.usage import decimal_tokens
 from aichats.storage.database import Connection, Database, Row
-from aichats.storage.schema import ai_chats, files, messages, runs
+from aichats.storage.schema import messages
 
 MAX_MESSAGE_LENGTH = 32_000
 MAX_ATTACHMENTS = 10
-RUNS_CHANNEL = "aichats_runs"
 
 
 class MessageSource(StrEnum):
@@ -32,46 +31,15 @@ class MessageSource(StrEnum):
     schedule = "schedule"
 
 
-class Attachment(BaseModel):
-    """A previously uploaded file, by id."""
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A user message to store: its text, the ids of the (uploaded) files it attaches, and
+    where it comes from."""
 
-    model_config = ConfigDict(extra="forbid")
-    id: Annotated[str, StringConstraints(max_length=64, pattern=r"^file_[A-Za-z0-9]+$")]
-
-
-_NULL_MEANS_DEFAULT = ("message_attachments", "message_source", "agent_identifier")
-
-
-class MessageInput(BaseModel):
-    """A user message: the body of ``POST /ai_chats/{id}/messages``, and part of chat creation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    message_text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_LENGTH)] = Field(
-        description="What the user says to the agent."
-    )
-    message_attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
-    message_source: MessageSource = MessageSource.manual
-    suggestion_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
-        None, description="Which suggestion the user picked; only with `message_source: suggestion`."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls_are_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict):  # an explicit null means "the default" for these
-            data = {k: v for k, v in data.items() if not (v is None and k in _NULL_MEANS_DEFAULT)}
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> MessageInput:
-        if not self.message_text.strip():
-            raise ValueError("message_text must not be blank")
-        if self.suggestion_type is not None and self.message_source is not MessageSource.suggestion:
-            raise ValueError("suggestion_type is only allowed with message_source 'suggestion'")
-        if self.message_source is MessageSource.schedule:
-            raise ValueError("message_source 'schedule' is reserved for scheduled runs")
-        return self
+    text: str
+    file_ids: tuple[str, ...] = ()
+    source: MessageSource = MessageSource.manual
+    suggestion_type: str | None = None
 
 
 _m = messages.c
@@ -91,6 +59,27 @@ MESSAGE_COLUMNS = (
     _m.created_at,
     _m.completed_at,
 )
+
+
+class MessageRow(TypedDict):
+    """A message as :data:`MESSAGE_COLUMNS` read it (typed, not copied: see ``chats.ChatRow``)."""
+
+    pk: int
+    id: str
+    role: str
+    content: str
+    status: str
+    error: str | None
+    source: str
+    attachments: str  # JSON: a list of {"id", "filename", "content_type", "size"}
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    blended_tokens_micros: int
+    created_at: int
+    completed_at: int | None
+
+
 _INSERT = (
     sa.insert(messages)
     .values(
@@ -112,31 +101,6 @@ _INSERT = (
         }
     )
     .returning(*MESSAGE_COLUMNS)
-)
-_COUNT_MESSAGE = (
-    sa.update(ai_chats)
-    .where(ai_chats.c.pk == sa.bindparam("chat_pk"))
-    .values(
-        message_count=ai_chats.c.message_count + 1,
-        last_message_at=sa.bindparam("now"),
-        activity_at=sa.bindparam("now"),
-        updated_at=sa.bindparam("now"),
-    )
-)
-_INSERT_RUN = sa.insert(runs).values(
-    {
-        c: sa.bindparam(c)
-        for c in (
-            "id",
-            "chat_pk",
-            "trigger",
-            "status",
-            "user_message_pk",
-            "assistant_message_pk",
-            "scheduled_for",
-            "created_at",
-        )
-    }
 )
 # A failed reply goes back to ``pending``, as if just queued (the conditional update is the
 # lock: of two concurrent retries, one finds it failed).
@@ -163,29 +127,19 @@ _RETRY_REPLY = (
 _MESSAGE_STATE = sa.select(_m.role, _m.status).where(
     _m.chat_pk == sa.bindparam("chat_pk"), _m.id == sa.bindparam("message_id")
 )
-_ANSWERED = (
-    sa.select(runs.c.user_message_pk)
-    .where(runs.c.chat_pk == sa.bindparam("chat_pk"), runs.c.assistant_message_pk == sa.bindparam("message_pk"))
-    .order_by(runs.c.pk.desc())
-    .limit(1)
-)
-# A pending reply is not counted (it counts when it starts): the retried one stops counting.
-_UNCOUNT_MESSAGE = (
-    sa.update(ai_chats)
-    .where(ai_chats.c.pk == sa.bindparam("chat_pk"))
-    .values(message_count=ai_chats.c.message_count - 1, updated_at=sa.bindparam("now"))
-)
-_OWNED_FILE = sa.select(files.c.id, files.c.filename, files.c.content_type, files.c.size).where(
-    files.c.id == sa.bindparam("file_id"), files.c.user_id == sa.bindparam("user_id")
-)
 
 
 async def count_message(tx: Connection, chat_pk: int, now: int) -> None:
-    """Count a message on its chat: ``message_count``, ``last_message_at``, activity."""
-    await tx.execute(_COUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
+    """Count a message on its chat: ``message_count``, ``last_message_at``, activity (the
+    chat's own statement, :func:`aichats.services.chats.count_message`)."""
+    # Imported here: ``chats`` imports this module (a chat is created with its first
+    # message), so this one cannot import ``chats`` before it is defined.
+    from aichats.services import chats
+
+    await chats.count_message(tx, chat_pk, now)
 
 
-async def insert_message(tx: Connection, chat_pk: int, now: int, *, counted: bool = True, **fields: Any) -> Row:
+async def insert_message(tx: Connection, chat_pk: int, now: int, *, counted: bool = True, **fields: Any) -> MessageRow:
     """Insert a message; ``counted`` ones count on the chat at once (a pending reply counts
     when it starts)."""
     values = {"suggestion_type": None, "attachments": "[]", "model": None, "completed_at": None, **fields}
@@ -193,7 +147,7 @@ async def insert_message(tx: Connection, chat_pk: int, now: int, *, counted: boo
     assert row is not None
     if counted:
         await count_message(tx, chat_pk, now)
-    return row
+    return cast(MessageRow, row)
 
 
 async def add_user_message(
@@ -202,11 +156,11 @@ async def add_user_message(
     user_id: str,
     chat_pk: int,
     chat_id: str,
-    data: MessageInput,
+    data: NewMessage,
     now: int,
     trigger: str = "message",
     scheduled_for: int | None = None,
-) -> Row:
+) -> MessageRow:
     """Store the user's message, its reply-to-be (``pending``) and the agent's queued turn.
 
     The pending reply holds the reply's place right after the message it answers, so a
@@ -214,20 +168,21 @@ async def add_user_message(
     """
     # Stored with their names and types, so a message shows what was attached without a
     # lookup per file.
+    owned = await owned_files(tx, user_id, list(data.file_ids))
     attached = []
-    for attachment in data.message_attachments:
-        row = await tx.fetch_one(_OWNED_FILE, {"file_id": attachment.id, "user_id": user_id})
+    for file_id in data.file_ids:
+        row = owned.get(file_id)
         if row is None:
-            raise NotFound(f"no file {attachment.id}")
+            raise NotFound(f"no file {file_id}")
         attached.append(file_json(row))
     message = await insert_message(
         tx,
         chat_pk,
         now,
         role="user",
-        content=data.message_text,
+        content=data.text,
         status="completed",
-        source=data.message_source.value,
+        source=data.source.value,
         suggestion_type=data.suggestion_type,
         attachments=orjson.dumps(attached).decode(),
         completed_at=now,
@@ -235,34 +190,20 @@ async def add_user_message(
     reply = await insert_message(
         tx, chat_pk, now, counted=False, role="assistant", content="", status="pending", source="agent"
     )
-    await _queue_run(tx, chat_pk, trigger, message["pk"], reply["pk"], scheduled_for, now)
+    await runs.queue(
+        tx, chat_pk, trigger=trigger, user_message_pk=message["pk"], reply_pk=reply["pk"],
+        scheduled_for=scheduled_for, now=now,
+    )  # fmt: skip
     await events.append(tx, chat_pk, events.MESSAGE_CREATED, message_json(message, chat_id))
-    await tx.notify(RUNS_CHANNEL, str(chat_pk))
     return message
 
 
-async def _queue_run(
-    tx: Connection, chat_pk: int, trigger: str, user_pk: int, reply_pk: int, scheduled_for: int | None, now: int
-) -> None:
-    """Queue the agent's turn that writes ``reply_pk`` in answer to ``user_pk``."""
-    run = {
-        "id": ids.new_id(ids.RUN),
-        "chat_pk": chat_pk,
-        "trigger": trigger,
-        "status": "queued",
-        "user_message_pk": user_pk,
-        "assistant_message_pk": reply_pk,
-        "scheduled_for": scheduled_for,
-        "created_at": now,
-    }
-    await tx.execute(_INSERT_RUN, run)
+async def reset_failed_reply(tx: Connection, chat_pk: int, message_id: str, now: int) -> MessageRow:
+    """A failed reply back to ``pending``, emptied and no longer counted (a pending reply
+    counts when it starts), for a retry (:func:`aichats.services.replies.retry`).
 
-
-async def retry_reply(tx: Connection, *, chat_pk: int, chat_id: str, message_id: str, now: int) -> Row:
-    """Put a failed reply back to ``pending`` and queue a new turn for it (a ``retry`` run).
-
-    The reply keeps its place after the message it answers. It goes back to being an
-    uncounted pending reply, so the worker that starts it counts it once, as any other.
+    The reply keeps its place after the message it answers. A message that is not a
+    failed reply of this chat is a NotFound or a Conflict that says what it is.
     """
     reply = await tx.fetch_one(_RETRY_REPLY, {"chat_pk": chat_pk, "message_id": message_id})
     if reply is None:
@@ -272,22 +213,11 @@ async def retry_reply(tx: Connection, *, chat_pk: int, chat_id: str, message_id:
         if state["role"] != "assistant":
             raise Conflict("only the agent's replies can be retried; this is the user's message")
         raise Conflict(f"only a failed reply can be retried; this one is {state['status']}")
-    answered = await tx.fetch_one(_ANSWERED, {"chat_pk": chat_pk, "message_pk": reply["pk"]})
-    if answered is None or answered["user_message_pk"] is None:
-        raise Conflict("this reply answers no message, so it cannot be retried")
-    await tx.execute(_UNCOUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
-    await _queue_run(tx, chat_pk, "retry", answered["user_message_pk"], reply["pk"], None, now)
-    await events.append(tx, chat_pk, events.MESSAGE_RETRIED, message_json(reply, chat_id))
-    await tx.notify(RUNS_CHANNEL, str(chat_pk))
-    return reply
+    # A pending reply is not counted (it counts when it starts): the retried one stops counting.
+    from aichats.services import chats  # as in count_message
 
-
-def decimal_tokens(micros: int) -> str:
-    """Exact decimal text of a count of millionths of a token: ``123450000`` -> ``"123.45"``."""
-    whole, fraction = divmod(micros, 1_000_000)
-    if not fraction:
-        return str(whole)
-    return f"{whole}.{fraction:06d}".rstrip("0")
+    await chats.uncount_message(tx, chat_pk, now)
+    return cast(MessageRow, reply)
 
 
 def message_json(row: Row, chat_id: str) -> dict[str, Any]:
@@ -313,45 +243,115 @@ def message_json(row: Row, chat_id: str) -> dict[str, Any]:
     }
 
 
-@cache
-def _page_statement(after: bool, before: bool, backwards: bool) -> sa.Select:
-    statement = sa.select(*MESSAGE_COLUMNS).where(_m.chat_pk == sa.bindparam("chat_pk"))
-    if after:
-        statement = statement.where(_m.pk > sa.bindparam("after_0"))
-    if before:
-        statement = statement.where(_m.pk < sa.bindparam("before_0"))
-    return statement.order_by(_m.pk.desc() if backwards else _m.pk.asc()).limit(sa.bindparam("limit"))
+# Oldest first: a chat reads top to bottom (``last=N``: the newest N).
+_LIST = Keyset(
+    "m", sa.select(*MESSAGE_COLUMNS).where(_m.chat_pk == sa.bindparam("chat_pk")), (_m.pk,), descending=False
+)
 
 
-@cache
-def _beyond_statement(side: str) -> sa.Select:
-    condition = _m.pk <= sa.bindparam("after_0") if side == "after" else _m.pk >= sa.bindparam("before_0")
-    ordering = _m.pk.desc() if side == "after" else _m.pk.asc()
-    return sa.select(_m.pk).where(_m.chat_pk == sa.bindparam("chat_pk"), condition).order_by(ordering).limit(1)
-
-
-async def list_messages(db: Database, chat_pk: int, page: PageRequest) -> Page[Row]:
+async def list_messages(db: Database, chat_pk: int, page: PageRequest) -> Page[MessageRow]:
     """A page of the chat's messages, oldest first (``last=N``: the newest N)."""
-    params: dict[str, Any] = {"chat_pk": chat_pk, "limit": page.size + 1}
-    for side in ("after", "before"):
-        cursor = getattr(page, side)
-        if cursor is not None:
-            params[f"{side}_0"] = decode_cursor("m", cursor, 1, name=side)[0]
-    rows = await db.fetch_all(_page_statement(page.after is not None, page.before is not None, page.backwards), params)
-    more_before = (
-        page.after is not None
-        and not page.backwards
-        and (await db.fetch_one(_beyond_statement("after"), params) is not None)
+    return await read_page(db, _LIST, page, {"chat_pk": chat_pk})
+
+
+class HistoryRow(TypedDict):
+    """A message as a turn's context reads it (typed, not copied: see ``chats.ChatRow``)."""
+
+    role: Literal["user", "assistant"]
+    content: str
+    attachments: str
+
+
+_HISTORY = (
+    sa.select(_m.role, _m.content, _m.attachments)
+    .where(_m.chat_pk == sa.bindparam("chat_pk"), _m.pk < sa.bindparam("reply_pk"), _m.status == "completed")
+    .order_by(_m.pk.desc())
+    .limit(sa.bindparam("limit"))
+)
+
+
+async def history(db: Database, chat_pk: int, reply_pk: int, limit: int) -> list[HistoryRow]:
+    """The chat's completed messages before the reply ``reply_pk``, newest first, at most ``limit``."""
+    rows = await db.fetch_all(_HISTORY, {"chat_pk": chat_pk, "reply_pk": reply_pk, "limit": limit})
+    return cast(list[HistoryRow], rows)
+
+
+# ------------------------------------------------------------ a reply's rows
+# The agent's reply, written by its run (:mod:`aichats.services.replies`): started,
+# streamed into, finished.
+
+_REPLY_STATUS = sa.select(_m.status).where(_m.pk == sa.bindparam("message_pk"))
+_RESTART_REPLY = (
+    sa.update(messages)
+    .where(_m.pk == sa.bindparam("message_pk"))
+    .values(content="", status="streaming", error=None, completed_at=None, model=sa.bindparam("model"))
+    .returning(*MESSAGE_COLUMNS)
+)
+# A pending reply becomes a message when it starts: that is its creation for the reader.
+_START_REPLY = _RESTART_REPLY.values(created_at=sa.bindparam("now"))
+_WRITE_REPLY = sa.update(messages).where(_m.pk == sa.bindparam("message_pk")).values(content=sa.bindparam("content"))
+_FINISH_REPLY = (
+    sa.update(messages)
+    .where(_m.pk == sa.bindparam("message_pk"))
+    .values(
+        content=sa.bindparam("content"),
+        status=sa.bindparam("status"),
+        error=sa.bindparam("error"),
+        input_tokens=sa.bindparam("input_tokens"),
+        output_tokens=sa.bindparam("output_tokens"),
+        blended_tokens_micros=sa.bindparam("blended_tokens_micros"),
+        completed_at=sa.bindparam("now"),
     )
-    more_after = (
-        page.before is not None
-        and page.backwards
-        and (await db.fetch_one(_beyond_statement("before"), params) is not None)
-    )
-    return build_page(
-        rows,
-        page,
-        lambda row: encode_cursor("m", (row["pk"],)),
-        more_before_window=more_before,
-        more_after_window=more_after,
-    )
+    .returning(*MESSAGE_COLUMNS)
+)
+_FIRST_USER_MESSAGE = (
+    sa.select(_m.content).where(_m.chat_pk == sa.bindparam("chat_pk"), _m.role == "user").order_by(_m.pk).limit(1)
+)
+
+
+async def start_reply(tx: Connection, chat_pk: int, message_pk: int, *, model: str, now: int) -> Row:
+    """The reply starts streaming, empty: a pending one is created (and counted) now; one
+    whose earlier attempt was lost with its worker starts over, keeping its place."""
+    previous = await tx.fetch_one(_REPLY_STATUS, {"message_pk": message_pk})
+    assert previous is not None
+    params = {"message_pk": message_pk, "model": model, "now": now}
+    if previous["status"] == "pending":
+        row = await tx.fetch_one(_START_REPLY, params)
+        await count_message(tx, chat_pk, now)
+    else:
+        row = await tx.fetch_one(_RESTART_REPLY, params)
+    assert row is not None
+    return row
+
+
+async def write_reply(tx: Connection, message_pk: int, content: str) -> None:
+    """The streaming reply's text so far."""
+    await tx.execute(_WRITE_REPLY, {"message_pk": message_pk, "content": content})
+
+
+async def finish_reply(
+    tx: Connection,
+    message_pk: int,
+    *,
+    content: str,
+    status: str,
+    error: str | None,
+    input_tokens: int,
+    output_tokens: int,
+    blended_tokens_micros: int,
+    now: int,
+) -> Row:
+    """The reply's final text, status (``completed`` or ``failed``) and usage."""
+    params = {
+        "message_pk": message_pk, "content": content, "status": status, "error": error, "input_tokens": input_tokens,
+        "output_tokens": output_tokens, "blended_tokens_micros": blended_tokens_micros, "now": now,
+    }  # fmt: skip
+    row = await tx.fetch_one(_FINISH_REPLY, params)
+    assert row is not None
+    return row
+
+
+async def first_user_message(tx: Connection, chat_pk: int) -> str | None:
+    """The text of the chat's first user message (a title is made of it)."""
+    row = await tx.fetch_one(_FIRST_USER_MESSAGE, {"chat_pk": chat_pk})
+    return None if row is None else row["content"]

@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 import sqlalchemy as sa
 
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
-from aichats.services import webhooks
+from aichats.services import chats, webhooks
 from aichats.services.events import POLL_SECONDS, USERS_CHANNEL, EventHub
-from aichats.services.pagination import Page, PageRequest, newest_first
+from aichats.services.pagination import Keyset, Page, PageRequest, read_page
+from aichats.services.sql import json_texts
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, notifications
 
@@ -35,9 +36,6 @@ _INSERT = (
     )
     .returning(_n.pk)
 )
-_BADGE_UP = (
-    sa.update(ai_chats).where(ai_chats.c.pk == sa.bindparam("chat_pk")).values(unread_count=ai_chats.c.unread_count + 1)
-)
 _COLUMNS = (
     _n.pk,
     _n.id,
@@ -49,25 +47,46 @@ _COLUMNS = (
     _n.read_at,
     ai_chats.c.id.label("chat_id"),
 )
+
+
+class NotificationRow(TypedDict):
+    """A notification as the list reads it, with its chat's id (typed, not copied: see
+    ``chats.ChatRow``)."""
+
+    pk: int
+    id: str
+    kind: str
+    title: str
+    body: str
+    message_id: str | None
+    created_at: int
+    read_at: int | None
+    chat_id: str
+
+
 # A deleted chat's notifications leave the user's notifications: not listed, not counted,
 # not marked read (so the bell agrees with the badges, which never show a deleted chat).
 # The filter is in the queries rather than done once on delete, so a reply that lands
 # after its chat was deleted stays out too.
 _LIVE_CHAT = sa.exists().where(ai_chats.c.pk == _n.chat_pk, ai_chats.c.deleted_at.is_(None))
-_PAGE = (
+# Newest first, ``first``/``after`` only.
+_LIST = Keyset(
+    "n",
     sa.select(*_COLUMNS)
     .join(ai_chats, ai_chats.c.pk == _n.chat_pk)
-    .where(_n.user_id == sa.bindparam("user_id"), ai_chats.c.deleted_at.is_(None))
-    .order_by(_n.pk.desc())
-    .limit(sa.bindparam("limit"))
+    .where(_n.user_id == sa.bindparam("user_id"), ai_chats.c.deleted_at.is_(None)),
+    (_n.pk,),
+    descending=True,
+    forwards_only=True,
 )
-_PAGE_AFTER = _PAGE.where(_n.pk < sa.bindparam("after_0"))
 _UNREAD = sa.select(sa.func.count().label("n")).where(
     _n.user_id == sa.bindparam("user_id"), _n.read_at.is_(None), _LIVE_CHAT
 )
-_READ_ONE = (
+# The ids are one JSON array (see :mod:`aichats.services.sql`): one statement for up to
+# ``MAX_IDS`` of them.
+_READ_SOME = (
     sa.update(notifications)
-    .where(_n.user_id == sa.bindparam("user_id"), _n.id == sa.bindparam("id"), _n.read_at.is_(None), _LIVE_CHAT)
+    .where(_n.user_id == sa.bindparam("user_id"), _n.id.in_(json_texts("ids")), _n.read_at.is_(None), _LIVE_CHAT)
     .values(read_at=sa.bindparam("now"))
 )
 _READ_ALL = (
@@ -80,20 +99,7 @@ _READ_CHAT = (
     .where(_n.user_id == sa.bindparam("user_id"), _n.chat_pk == sa.bindparam("chat_pk"), _n.read_at.is_(None))
     .values(read_at=sa.bindparam("now"))
 )
-_CLEAR_BADGE = sa.update(ai_chats).where(ai_chats.c.pk == sa.bindparam("chat_pk")).values(unread_count=0)
-_RECOUNT_BADGES = (
-    sa.update(ai_chats)
-    .where(ai_chats.c.user_id == sa.bindparam("user_id"))
-    .values(
-        unread_count=sa.select(sa.func.count())
-        .where(_n.chat_pk == ai_chats.c.pk, _n.read_at.is_(None), _n.kind == "ai_chat.reply")
-        .scalar_subquery()
-    )
-)
 _LATEST = sa.select(_n.id).where(_n.user_id == sa.bindparam("user_id"), _LIVE_CHAT).order_by(_n.pk.desc()).limit(1)
-_BADGES = sa.select(ai_chats.c.id, ai_chats.c.unread_count).where(
-    ai_chats.c.user_id == sa.bindparam("user_id"), ai_chats.c.deleted_at.is_(None), ai_chats.c.unread_count > 0
-)
 
 
 def notification_json(row: Row) -> dict[str, Any]:
@@ -113,39 +119,20 @@ async def schedule_deactivated(tx: Connection, chat: Row, *, body: str, details:
     """A chat's schedule was turned off: the ``ai_chat.schedule.deactivated`` webhook and
     the owner's notification, always together, whichever part of the service turned it off
     (the worker after repeated failures, the scheduler for a schedule it cannot compute)."""
-    await webhooks.enqueue(tx, chat["user_id"], "ai_chat.schedule.deactivated", {"ai_chat_id": chat["id"], **details})
-    await notify(tx, chat, kind="ai_chat.schedule.deactivated", title=chat["title"] or "AI chat", body=body)
+    subscribed = await webhooks.subscriptions(tx, chat["user_id"])
+    await schedule_deactivated_to(tx, chat, subscribed, body=body, details=details)
 
 
 async def notify(tx: Connection, chat: Row, *, kind: str, title: str, body: str, message_id: str | None = None) -> None:
     """Notify the chat's user, unless the chat is muted; replies also raise its badge."""
     if chat["notification_preference"] != "all":
         return
-    now = now_ms()
-    record = {
-        "id": ids.new_id("ntf"),
-        "user_id": chat["user_id"],
-        "chat_pk": chat["pk"],
-        "kind": kind,
-        "title": title,
-        "body": body,
-        "message_id": message_id,
-        "created_at": now,
-    }
-    await tx.fetch_one(_INSERT, record)
-    if kind == "ai_chat.reply":
-        await tx.execute(_BADGE_UP, {"chat_pk": chat["pk"]})
-    await tx.notify(USERS_CHANNEL, chat["user_id"])
-    await webhooks.enqueue(
-        tx,
-        chat["user_id"],
-        "notification.created",
-        notification_json({**record, "chat_id": chat["id"], "read_at": None}),
-    )
+    subscribed = await webhooks.subscriptions(tx, chat["user_id"])
+    await notify_to(tx, chat, subscribed, kind=kind, title=title, body=body, message_id=message_id)
 
 
-async def list_notifications(db: Database, user_id: str, page: PageRequest) -> tuple[Page[Row], int]:
-    result = await newest_first(db, _PAGE, _PAGE_AFTER, {"user_id": user_id}, page, "n")
+async def list_notifications(db: Database, user_id: str, page: PageRequest) -> tuple[Page[NotificationRow], int]:
+    result = await read_page(db, _LIST, page, {"user_id": user_id})
     return result, await unread_count(db, user_id)
 
 
@@ -161,10 +148,9 @@ async def mark_read(db: Database, user_id: str, notification_ids: list[str] | No
         if notification_ids is None:
             changed = await tx.execute(_READ_ALL, {"user_id": user_id, "now": now})
         else:
-            changed = 0
-            for notification_id in notification_ids[:MAX_IDS]:
-                changed += await tx.execute(_READ_ONE, {"user_id": user_id, "id": notification_id, "now": now})
-        await tx.execute(_RECOUNT_BADGES, {"user_id": user_id})
+            some = orjson.dumps(notification_ids[:MAX_IDS]).decode()
+            changed = await tx.execute(_READ_SOME, {"user_id": user_id, "ids": some, "now": now})
+        await chats.recount_badges(tx, user_id)
         await tx.notify(USERS_CHANNEL, user_id)
     return changed
 
@@ -173,12 +159,12 @@ async def read_chat(db: Database, user_id: str, chat_pk: int) -> None:
     """The user has seen the chat: clear its badge and its notifications."""
     async with db.transaction() as tx:
         await tx.execute(_READ_CHAT, {"user_id": user_id, "chat_pk": chat_pk, "now": now_ms()})
-        await tx.execute(_CLEAR_BADGE, {"chat_pk": chat_pk})
+        await chats.clear_badge(tx, chat_pk)
         await tx.notify(USERS_CHANNEL, user_id)
 
 
 async def badges(db: Database, user_id: str) -> dict[str, int]:
-    return {row["id"]: row["unread_count"] for row in await db.fetch_all(_BADGES, {"user_id": user_id})}
+    return await chats.badges(db, user_id)
 
 
 # How many times this process computed a user's live state: tests and benchmarks read it to
@@ -233,8 +219,8 @@ class LiveStates(EventHub[str]):
         if payload is None:  # anything may have changed, for anyone
             for shared in self._shared.values():
                 shared.stale = True
-        elif (shared := self._shared.get(payload)) is not None:
-            shared.stale = True
+        elif (one := self._shared.get(payload)) is not None:
+            one.stale = True
         super()._notified(payload)
 
     def unsubscribe(self, key: str, event: asyncio.Event) -> None:
@@ -260,3 +246,49 @@ class LiveStates(EventHub[str]):
                 if data != shared.data:
                     shared.data, shared.version = data, shared.version + 1
             return shared.version, shared.data
+
+
+# ------------------------------------------------------------ a reply's notifications
+
+
+async def notify_to(
+    tx: Connection,
+    chat: Row,
+    subscribed: list[Row],
+    *,
+    kind: str,
+    title: str,
+    body: str,
+    message_id: str | None = None,
+) -> None:
+    """:func:`notify`, with the user's webhooks already read (:func:`webhooks.subscriptions`):
+    a reply that finishes reads them once for all its events."""
+    if chat["notification_preference"] != "all":
+        return
+    now = now_ms()
+    record = {
+        "id": ids.new_id("ntf"),
+        "user_id": chat["user_id"],
+        "chat_pk": chat["pk"],
+        "kind": kind,
+        "title": title,
+        "body": body,
+        "message_id": message_id,
+        "created_at": now,
+    }
+    await tx.fetch_one(_INSERT, record)
+    if kind == "ai_chat.reply":
+        await chats.raise_badge(tx, chat["pk"])
+    await tx.notify(USERS_CHANNEL, chat["user_id"])
+    created = notification_json({**record, "chat_id": chat["id"], "read_at": None})
+    await webhooks.enqueue_to(tx, subscribed, "notification.created", created)
+
+
+async def schedule_deactivated_to(
+    tx: Connection, chat: Row, subscribed: list[Row], *, body: str, details: dict[str, Any]
+) -> None:
+    """:func:`schedule_deactivated`, with the user's webhooks already read."""
+    event = {"ai_chat_id": chat["id"], **details}
+    await webhooks.enqueue_to(tx, subscribed, "ai_chat.schedule.deactivated", event)
+    title = chat["title"] or "AI chat"
+    await notify_to(tx, chat, subscribed, kind="ai_chat.schedule.deactivated", title=title, body=body)

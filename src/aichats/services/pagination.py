@@ -3,18 +3,24 @@
 A cursor is the sort key of one row, base64url-encoded with the name of its order, so
 a page is one indexed range scan however deep it is (never OFFSET), and rows inserted
 or moved while a client walks the pages neither repeat nor vanish from a stable order.
+
+Every paged list (chats, messages, runs, notifications) is a :class:`Keyset` read by
+:func:`read_page`: this module is the only paging code.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
+
+import sqlalchemy as sa
 
 from aichats import ids
 from aichats.errors import Invalid
+from aichats.storage.database import Connection, Database
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -128,23 +134,109 @@ def build_page(
     return Page(items, info)
 
 
-async def newest_first(
-    db: Any, first: Any, after: Any, params: dict[str, Any], page: PageRequest, code: str
-) -> Page[Any]:
-    """A page of a list read newest first by ``pk``, forwards only (``first``/``after``).
+class Keyset:
+    """A list read in pages: its rows (a select with its filters, unordered), its sort key
+    in list order (the last column unique: a pk), and the name its cursors carry.
 
-    ``first`` reads from the newest row; ``after`` is the same query bound by ``pk < after_0``.
+    ``descending`` lists (chats, runs, notifications) show the largest key first;
+    ascending ones (messages) the smallest. ``forwards_only`` lists take ``first``/``after``
+    alone: ``last`` is read as ``first`` and ``before`` is ignored, and
+    ``has_previous_page`` is whether ``after`` was sent. Statements are built once per
+    shape and kept (:func:`~aichats.storage.database.compile_statement` caches by identity).
     """
-    params = {**params, "limit": page.size + 1}
-    statement = first
-    if page.after is not None:
-        params["after_0"] = decode_cursor(code, page.after, 1, name="after")[0]
-        statement = after
-    rows = await db.fetch_all(statement, params)
-    return build_page(
-        rows,
-        PageRequest(first=page.size),
-        lambda row: encode_cursor(code, (row["pk"],)),
-        more_before_window=page.after is not None,
-        more_after_window=False,
-    )
+
+    def __init__(
+        self,
+        code: str,
+        rows: sa.Select[Any],
+        key: Sequence[sa.Column[Any]],
+        *,
+        descending: bool,
+        forwards_only: bool = False,
+    ) -> None:
+        self.code = code
+        self.key = tuple(key)
+        self.names = tuple(column.key for column in self.key)
+        self.descending = descending
+        self.forwards_only = forwards_only
+        self._rows = rows
+        self._pages: dict[tuple[bool, bool, bool], sa.Select[Any]] = {}
+        self._probes: dict[str, sa.Select[Any]] = {}
+
+    def cursor(self, row: Mapping[str, Any]) -> str:
+        return encode_cursor(self.code, tuple(row[name] for name in self.names))
+
+    def _compared(self, side: str) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+        """The sort key as one comparable expression, and the cursor's binds (``after_0``...)."""
+        binds: list[sa.BindParameter[Any]] = [sa.bindparam(f"{side}_{i}") for i in range(len(self.key))]
+        if len(self.key) == 1:
+            return self.key[0], binds[0]
+        return sa.tuple_(*self.key), sa.tuple_(*binds)
+
+    def _ordered(self, statement: sa.Select[Any], *, reverse: bool) -> sa.Select[Any]:
+        descending = self.descending != reverse
+        return statement.order_by(*(c.desc() if descending else c.asc() for c in self.key))
+
+    def page_statement(self, after: bool, before: bool, backwards: bool) -> sa.Select[Any]:
+        """Rows of one page: the window between the cursors, read from one end (``limit + 1``
+        rows: the extra one says whether more follow)."""
+        shape = (after, before, backwards)
+        statement = self._pages.get(shape)
+        if statement is None:
+            statement = self._rows
+            if after:  # rows past ``after`` in list order
+                key, cursor = self._compared("after")
+                statement = statement.where(key < cursor if self.descending else key > cursor)
+            if before:  # rows short of ``before`` in list order
+                key, cursor = self._compared("before")
+                statement = statement.where(key > cursor if self.descending else key < cursor)
+            statement = self._ordered(statement, reverse=backwards).limit(sa.bindparam("limit"))
+            self._pages[shape] = statement
+        return statement
+
+    def beyond_statement(self, side: Literal["after", "before"]) -> sa.Select[Any]:
+        """Whether any row lies on the far side of a cursor (the cursor's own row included):
+        before ``after``, or past ``before``, in list order."""
+        statement = self._probes.get(side)
+        if statement is None:
+            key, cursor = self._compared(side)
+            if side == "after":
+                condition = key >= cursor if self.descending else key <= cursor
+            else:
+                condition = key <= cursor if self.descending else key >= cursor
+            # Ordered so that the probe is a range scan of the list's index, nearest row first.
+            probe = self._rows.with_only_columns(self.key[-1]).where(condition)
+            statement = self._ordered(probe, reverse=side == "after").limit(1)
+            self._probes[side] = statement
+        return statement
+
+
+async def read_page(
+    db: Database | Connection, keyset: Keyset, page: PageRequest, params: Mapping[str, Any]
+) -> Page[Any]:
+    """One page of ``keyset``'s list, ``params`` binding its filters: one query, and one
+    probe more when a cursor's far side must be checked."""
+    if keyset.forwards_only:
+        page = PageRequest(first=page.size, after=page.after)
+    binds: dict[str, Any] = {**params, "limit": page.size + 1}
+    for side in ("after", "before"):
+        cursor = getattr(page, side)
+        if cursor is not None:
+            for i, part in enumerate(decode_cursor(keyset.code, cursor, len(keyset.key), name=side)):
+                binds[f"{side}_{i}"] = part
+    statement = keyset.page_statement(page.after is not None, page.before is not None, page.backwards)
+    rows = await db.fetch_all(statement, binds)
+    if keyset.forwards_only:
+        more_before, more_after = page.after is not None, False
+    else:
+        more_before = (
+            page.after is not None
+            and not page.backwards
+            and await db.fetch_one(keyset.beyond_statement("after"), binds) is not None
+        )
+        more_after = (
+            page.before is not None
+            and page.backwards
+            and await db.fetch_one(keyset.beyond_statement("before"), binds) is not None
+        )
+    return build_page(rows, page, keyset.cursor, more_before_window=more_before, more_after_window=more_after)

@@ -1,15 +1,22 @@
-"""A chat's run history: every agent turn, why it ran, when, and what it cost."""
+"""Runs, the agent's turns: the one owner of the ``runs`` table.
+
+The queue (a turn queued with its user message or a retry; claimed by a worker under a
+lease it renews; every later write fenced by the attempt that claimed it) and a chat's
+run history: every agent turn, why it ran, when, and what it cost.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict, cast
 
 import sqlalchemy as sa
 
-from aichats.clock import isoformat_ms, isoformat_ms_or_none
-from aichats.services.messages import decimal_tokens
-from aichats.services.pagination import Page, PageRequest, newest_first
-from aichats.storage.database import Connection, Database, Row
+from aichats import ids
+from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
+from aichats.services.pagination import Keyset, Page, PageRequest, read_page
+from aichats.services.usage import decimal_tokens
+from aichats.storage.database import Connection, Database
 from aichats.storage.schema import runs
 
 _r = runs.c
@@ -17,18 +24,31 @@ _RUN_COLUMNS = (
     _r.pk, _r.id, _r.trigger, _r.status, _r.scheduled_for, _r.created_at, _r.started_at, _r.finished_at, _r.error,
     _r.model, _r.input_tokens, _r.output_tokens, _r.blended_tokens_micros,
 )  # fmt: skip
-_RUNS_NEWEST_FIRST = (
-    sa.select(*_RUN_COLUMNS)
-    .where(_r.chat_pk == sa.bindparam("chat_pk"))
-    .order_by(_r.pk.desc())
-    .limit(sa.bindparam("limit"))
-)
-_RUNS_AFTER = (
-    sa.select(*_RUN_COLUMNS)
-    .where(_r.chat_pk == sa.bindparam("chat_pk"), _r.pk < sa.bindparam("after_0"))
-    .order_by(_r.pk.desc())
-    .limit(sa.bindparam("limit"))
-)
+
+
+class RunRow(TypedDict):
+    """A run as the history shows it (typed, not copied: see ``chats.ChatRow``)."""
+
+    pk: int
+    id: str
+    trigger: str
+    status: str
+    scheduled_for: int | None
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    error: str | None
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    blended_tokens_micros: int
+
+
+# Newest first, ``first``/``after`` only.
+_LIST = Keyset(
+    "r", sa.select(*_RUN_COLUMNS).where(_r.chat_pk == sa.bindparam("chat_pk")), (_r.pk,), descending=True,
+    forwards_only=True,
+)  # fmt: skip
 
 
 def run_json(row: Any) -> dict[str, Any]:
@@ -50,9 +70,9 @@ def run_json(row: Any) -> dict[str, Any]:
     }
 
 
-async def list_runs(db: Database, chat_pk: int, page: PageRequest) -> Page[Row]:
+async def list_runs(db: Database, chat_pk: int, page: PageRequest) -> Page[RunRow]:
     """The chat's runs, newest first (``first``/``after``)."""
-    return await newest_first(db, _RUNS_NEWEST_FIRST, _RUNS_AFTER, {"chat_pk": chat_pk}, page, "r")
+    return await read_page(db, _LIST, page, {"chat_pk": chat_pk})
 
 
 _RUN_OF_MESSAGE = sa.select(*_RUN_COLUMNS).where(
@@ -60,7 +80,189 @@ _RUN_OF_MESSAGE = sa.select(*_RUN_COLUMNS).where(
 )
 
 
-async def run_of_message(tx: Connection, chat_pk: int, message_pk: int) -> Row | None:
+async def run_of_message(tx: Connection, chat_pk: int, message_pk: int) -> RunRow | None:
     """The run queued for a user message, read in the transaction that queued it: "the
     latest run" read afterwards may already be another request's."""
-    return await tx.fetch_one(_RUN_OF_MESSAGE, {"chat_pk": chat_pk, "message_pk": message_pk})
+    return cast("RunRow | None", await tx.fetch_one(_RUN_OF_MESSAGE, {"chat_pk": chat_pk, "message_pk": message_pk}))
+
+
+# ------------------------------------------------------------------ the queue
+# Every statement on ``runs`` is here: queueing (a user message, a retry), claiming, the
+# lease, the fence, and the reads of the history above. A run moves forward only:
+# queued, running, then completed, failed or cancelled.
+
+CHANNEL = "aichats_runs"  # NOTIFY'd when a run is queued: wakes the workers
+_QUEUED = sa.literal_column("'queued'", sa.String())
+_RUNNING = sa.literal_column("'running'", sa.String())
+
+
+def _active(columns: Any) -> sa.ColumnElement[bool]:
+    """Queued or running, as a literal the partial index ``ix_runs_active_pk`` matches."""
+    return columns.status.in_((_QUEUED, _RUNNING))
+
+
+_INSERT = sa.insert(runs).values(
+    {
+        c: sa.bindparam(c)
+        for c in (
+            "id", "chat_pk", "trigger", "status", "user_message_pk", "assistant_message_pk", "scheduled_for",
+            "created_at",
+        )
+    }
+)  # fmt: skip
+_ANSWERED = (
+    sa.select(_r.user_message_pk)
+    .where(_r.chat_pk == sa.bindparam("chat_pk"), _r.assistant_message_pk == sa.bindparam("message_pk"))
+    .order_by(_r.pk.desc())
+    .limit(1)
+)
+_SCHEDULED_IN_FLIGHT = sa.select(sa.func.count().label("n")).where(_r.trigger == "schedule", _active(_r))
+
+# The claim, one statement: the oldest run that is queued, or running under a lease that
+# lapsed (its worker died), of a chat with no older active run (one run at a time per
+# chat, in order). ``SKIP LOCKED`` (PostgreSQL) lets racing workers pass over the run
+# another is taking; SQLite has one writer, and there the lock clause compiles to nothing.
+_candidate = runs.alias("candidate")
+_older = runs.alias("older")
+_k = _candidate.c
+_o = _older.c
+_CLAIMABLE = (
+    sa.select(_k.pk)
+    .where(
+        _active(_k),
+        sa.or_(_k.status == _QUEUED, _k.lease_expires_at < sa.bindparam("now")),
+        ~sa.exists().where(_o.chat_pk == _k.chat_pk, _o.pk < _k.pk, _active(_o)),
+    )
+    .order_by(_k.pk)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_CLAIM = (
+    sa.update(runs)
+    .where(_r.pk == _CLAIMABLE)
+    .values(
+        status="running",
+        worker_id=sa.bindparam("worker_id"),
+        lease_expires_at=sa.bindparam("lease_expires_at"),
+        attempts=_r.attempts + 1,
+        started_at=sa.func.coalesce(_r.started_at, sa.bindparam("now")),
+    )
+    .returning(_r.pk, _r.id, _r.chat_pk, _r.trigger, _r.user_message_pk, _r.assistant_message_pk, _r.attempts)
+)
+_MINE = (_r.pk == sa.bindparam("run_pk"), _r.attempts == sa.bindparam("attempt"), _r.status == "running")
+_RENEW = sa.update(runs).where(*_MINE).values(lease_expires_at=sa.bindparam("lease_expires_at"))
+_SET_MESSAGE = sa.update(runs).where(*_MINE).values(assistant_message_pk=sa.bindparam("message_pk"))
+_FINISH = (
+    sa.update(runs)
+    .where(*_MINE)
+    .values(
+        status=sa.bindparam("status"),
+        finished_at=sa.bindparam("now"),
+        error=sa.bindparam("error"),
+        lease_expires_at=None,
+        model=sa.bindparam("model"),
+        input_tokens=sa.bindparam("input_tokens"),
+        output_tokens=sa.bindparam("output_tokens"),
+        blended_tokens_micros=sa.bindparam("blended_tokens_micros"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run held by a worker: ``attempt`` fences every write it makes (a worker whose
+    lease lapsed, and whose run another worker took, can no longer change it)."""
+
+    pk: int
+    id: str
+    chat_pk: int
+    trigger: str
+    user_message_pk: int | None
+    assistant_message_pk: int | None
+    attempt: int
+
+    @property
+    def fence(self) -> dict[str, int]:
+        return {"run_pk": self.pk, "attempt": self.attempt}
+
+
+async def queue(
+    tx: Connection,
+    chat_pk: int,
+    *,
+    trigger: str,
+    user_message_pk: int,
+    reply_pk: int,
+    scheduled_for: int | None,
+    now: int,
+) -> None:
+    """Queue the agent's turn that writes ``reply_pk`` in answer to ``user_message_pk``, and
+    wake the workers (the NOTIFY goes out when ``tx`` commits)."""
+    run = {
+        "id": ids.new_id(ids.RUN),
+        "chat_pk": chat_pk,
+        "trigger": trigger,
+        "status": "queued",
+        "user_message_pk": user_message_pk,
+        "assistant_message_pk": reply_pk,
+        "scheduled_for": scheduled_for,
+        "created_at": now,
+    }
+    await tx.execute(_INSERT, run)
+    await tx.notify(CHANNEL, str(chat_pk))
+
+
+async def answered_by(tx: Connection, chat_pk: int, reply_pk: int) -> int | None:
+    """The user message the reply ``reply_pk`` answers (as its latest run says), if any."""
+    row = await tx.fetch_one(_ANSWERED, {"chat_pk": chat_pk, "message_pk": reply_pk})
+    return None if row is None else row["user_message_pk"]
+
+
+async def scheduled_in_flight(db: Database) -> int:
+    """How many scheduled turns are queued or running (the scheduler's in-flight limit)."""
+    row = await db.fetch_one(_SCHEDULED_IN_FLIGHT)
+    return 0 if row is None else int(row["n"])
+
+
+async def claim(db: Database, worker_id: str, lease_ms: int) -> Claim | None:
+    """Claim the oldest runnable run for ``lease_ms``, counting the attempt; None when none is."""
+    now = now_ms()
+    async with db.transaction() as tx:
+        row = await tx.fetch_one(_CLAIM, {"now": now, "worker_id": worker_id, "lease_expires_at": now + lease_ms})
+    if row is None:
+        return None
+    return Claim(
+        row["pk"], row["id"], row["chat_pk"], row["trigger"], row["user_message_pk"], row["assistant_message_pk"],
+        row["attempts"],
+    )  # fmt: skip
+
+
+async def renew(db: Database, run: Claim, lease_ms: int) -> bool:
+    """Extend the lease; False if the run is no longer this worker's."""
+    async with db.transaction() as tx:
+        return await tx.execute(_RENEW, {**run.fence, "lease_expires_at": now_ms() + lease_ms}) == 1
+
+
+async def set_message(tx: Connection, run: Claim, message_pk: int) -> bool:
+    """Record the reply a run without one is writing; False if the run is no longer ours."""
+    return await tx.execute(_SET_MESSAGE, {**run.fence, "message_pk": message_pk}) == 1
+
+
+async def finish(
+    tx: Connection,
+    run: Claim,
+    *,
+    status: str,
+    error: str | None = None,
+    model: str | None = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    blended_tokens_micros: int = 0,
+) -> bool:
+    """Mark the run done (``completed``, ``failed`` or ``cancelled``); False if it was not ours."""
+    params = {
+        **run.fence, "status": status, "error": error, "now": now_ms(), "model": model, "input_tokens": input_tokens,
+        "output_tokens": output_tokens, "blended_tokens_micros": blended_tokens_micros,
+    }  # fmt: skip
+    return await tx.execute(_FINISH, params) == 1

@@ -7,20 +7,21 @@ twice runs once), so 09:00 stays 09:00 local all year.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Annotated, Any
+from typing import Any, TypedDict, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import sqlalchemy as sa
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy.dialects import postgresql
 
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms, parse_iso
 from aichats.errors import Invalid, NotFound
+from aichats.services import chats
 from aichats.storage.database import Connection, Database, Row
-from aichats.storage.schema import ai_chats, schedules
+from aichats.storage.schema import schedules
 
 MAX_PROMPT_LENGTH = 32_000
 MAX_INTERVAL_SECONDS = 366 * 24 * 3600  # a (leap) year; longer waits are a `run_at`
@@ -31,47 +32,20 @@ NEXT_TIMES = 5
 _s = schedules.c
 
 
-Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_LENGTH)]
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A schedule as saved (or previewed): a prompt (none for a preview), an IANA time zone,
+    and one of a 5-field cron, an interval in seconds or a single ISO 8601 instant.
 
+    :func:`timing` checks what the values mean (422): the zone exists, the cron parses, the
+    interval is at least the operator's minimum, the instant is in the future."""
 
-class ScheduleInput(BaseModel):
-    """Body of ``PUT /ai_chats/{id}/schedule``: a prompt, a time zone and one of cron,
-    interval or a single instant."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: Prompt = Field(
-        description="What to ask the agent each time; `{{date}}`, `{{time}}`, `{{weekday}}` are rendered "
-        "in the schedule's time zone."
-    )
-    timezone: str = Field(description="IANA time zone, e.g. `Europe/Paris`.")
-    cron: Annotated[str, StringConstraints(max_length=128)] | None = Field(None, description="5-field cron.")
-    interval_seconds: int | None = Field(
-        None,
-        ge=1,
-        le=MAX_INTERVAL_SECONDS,
-        description="Seconds between runs, from `AICHATS_SCHEDULE_MIN_INTERVAL_SECONDS` to 31622400 (366 days).",
-    )
-    run_at: Annotated[str, StringConstraints(max_length=64)] | None = Field(
-        None, description="One run at this ISO 8601 instant, in the future and at most 9999-12-31T23:59:59.999Z."
-    )
+    timezone: str
+    prompt: str | None = None
+    cron: str | None = None
+    interval_seconds: int | None = None
+    run_at: str | None = None
     active: bool = True
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ScheduleInput:
-        kinds = [k for k in ("cron", "interval_seconds", "run_at") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("send exactly one of cron, interval_seconds or run_at")
-        if self.prompt is not None and not self.prompt.strip():
-            raise ValueError("prompt must not be blank")
-        return self
-
-
-class SchedulePreviewInput(ScheduleInput):
-    """Body of ``POST /schedule_preview``: a schedule as ``PUT /ai_chats/{id}/schedule``
-    takes it, so a form can show its times before saving; the prompt may be left out."""
-
-    prompt: Prompt | None = Field(None, description="Optional here; checked as on save when sent.")  # type: ignore[assignment]
 
 
 def zone(name: str) -> ZoneInfo:
@@ -235,6 +209,27 @@ _COLUMNS = (
     _s.updated_at,
     _s.last_error,
 )
+
+
+class ScheduleRow(TypedDict):
+    """A schedule as :data:`_COLUMNS` read it (typed, not copied: see ``chats.ChatRow``)."""
+
+    pk: int
+    chat_pk: int
+    prompt: str
+    timezone: str
+    cron: str | None
+    interval_seconds: int | None
+    run_at: int | None
+    active: bool  # SQLite gives 0 or 1
+    next_run_at: int | None
+    last_run_at: int | None
+    consecutive_failures: int
+    created_at: int
+    updated_at: int
+    last_error: str | None
+
+
 _GET = sa.select(*_COLUMNS).where(_s.chat_pk == sa.bindparam("chat_pk"))
 _DELETE = sa.delete(schedules).where(_s.chat_pk == sa.bindparam("chat_pk"))
 # ``created_at`` too: it is when this definition was saved, the anchor intervals count from
@@ -250,15 +245,14 @@ _UPSERT = _INSERT.on_conflict_do_update(
     index_elements=[_s.chat_pk],
     set_={**{c: _INSERT.excluded[c] for c in _REPLACED}, "consecutive_failures": 0, "last_error": None},
 ).returning(*_COLUMNS)
-_FLAG = sa.update(ai_chats).where(ai_chats.c.pk == sa.bindparam("chat_pk")).values(has_active_cron=sa.bindparam("flag"))
 
 
 async def set_flag(tx: Connection, chat_pk: int, active: bool) -> None:
-    """Keep ``ai_chats.has_active_cron`` (the list filter) in step with the schedule."""
-    await tx.execute(_FLAG, {"chat_pk": chat_pk, "flag": active})
+    """Keep the chat's ``has_active_cron`` (the list filter) in step with the schedule."""
+    await chats.set_active_cron(tx, chat_pk, active)
 
 
-def timing(data: ScheduleInput, *, now: int, min_interval_seconds: int) -> dict[str, Any]:
+def timing(data: ScheduleSpec, *, now: int, min_interval_seconds: int) -> dict[str, Any]:
     """When ``data`` fires, checked (422 for a bad cron, an unknown zone, an interval below the
     operator's minimum, a past ``run_at``, no run before year 10000): the columns
     ``fires_after`` and ``describe`` read."""
@@ -288,7 +282,7 @@ def timing(data: ScheduleInput, *, now: int, min_interval_seconds: int) -> dict[
     return row
 
 
-def preview(data: SchedulePreviewInput, *, min_interval_seconds: int) -> dict[str, Any]:
+def preview(data: ScheduleSpec, *, min_interval_seconds: int) -> dict[str, Any]:
     """What a schedule saved now would say: its description and next five fire times (none
     if inactive), from the same code as ``schedule_json``. Nothing is stored."""
     now = now_ms()
@@ -301,7 +295,7 @@ def preview(data: SchedulePreviewInput, *, min_interval_seconds: int) -> dict[st
     }
 
 
-async def put_schedule(db: Database, chat_pk: int, data: ScheduleInput, *, min_interval_seconds: int) -> Row:
+async def put_schedule(db: Database, chat_pk: int, data: ScheduleSpec, *, min_interval_seconds: int) -> ScheduleRow:
     now = now_ms()
     values = {
         "chat_pk": chat_pk,
@@ -316,14 +310,14 @@ async def put_schedule(db: Database, chat_pk: int, data: ScheduleInput, *, min_i
         row = await tx.fetch_one(_UPSERT, values)
         await set_flag(tx, chat_pk, data.active)
     assert row is not None
-    return row
+    return cast(ScheduleRow, row)
 
 
-async def get_schedule(db: Database, chat_pk: int) -> Row:
+async def get_schedule(db: Database, chat_pk: int) -> ScheduleRow:
     row = await db.fetch_one(_GET, {"chat_pk": chat_pk})
     if row is None:
         raise NotFound("this chat has no schedule")
-    return row
+    return cast(ScheduleRow, row)
 
 
 async def delete_schedule(db: Database, chat_pk: int) -> None:
@@ -331,6 +325,70 @@ async def delete_schedule(db: Database, chat_pk: int) -> None:
         if not await tx.execute(_DELETE, {"chat_pk": chat_pk}):
             raise NotFound("this chat has no schedule")
         await set_flag(tx, chat_pk, False)
+
+
+# ------------------------------------------------------------ the scheduler's statements
+# What a scheduling pass (:mod:`aichats.scheduling.scheduler`) reads and writes: the most
+# overdue schedule, taken with ``SKIP LOCKED``, and its ``next_run_at`` advanced with a
+# compare-and-set on the instant it was due, so each instant fires once.
+
+
+class DueRow(TypedDict):
+    """A due schedule, as a scheduling pass fires it (typed, not copied: see ``chats.ChatRow``)."""
+
+    pk: int
+    chat_pk: int
+    prompt: str
+    timezone: str
+    cron: str | None
+    interval_seconds: int | None
+    run_at: int | None
+    next_run_at: int
+    created_at: int
+
+
+_DUE = (
+    sa.select(_s.pk, _s.chat_pk, _s.prompt, _s.timezone, _s.cron, _s.interval_seconds, _s.run_at, _s.next_run_at,
+              _s.created_at)
+    .where(sa.text("active"), _s.next_run_at <= sa.bindparam("now"))
+    .order_by(_s.next_run_at)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)  # fmt: skip
+_STILL_DUE = (_s.pk == sa.bindparam("pk"), _s.next_run_at == sa.bindparam("due"), _s.active == sa.true())
+_ADVANCE = (
+    sa.update(schedules)
+    .where(*_STILL_DUE)
+    .values(next_run_at=sa.bindparam("next"), last_run_at=sa.bindparam("fired"), active=sa.bindparam("active"))
+)
+_QUARANTINE = (
+    sa.update(schedules).where(*_STILL_DUE).values(active=False, next_run_at=None, last_error=sa.bindparam("error"))
+)
+_NEXT_DUE = sa.select(sa.func.min(_s.next_run_at).label("at")).where(sa.text("active"), _s.next_run_at <= MAX_INSTANT)
+
+
+async def take_due(tx: Connection, now: int) -> DueRow | None:
+    """The most overdue active schedule as of ``now``, locked for ``tx`` (other passes skip it)."""
+    return cast("DueRow | None", await tx.fetch_one(_DUE, {"now": now}))
+
+
+async def advance(tx: Connection, row: DueRow, *, fired: int, following: int | None) -> bool:
+    """Move a due schedule on to ``following`` (None: it is done, and inactive) having fired
+    ``fired``; False if another pass already moved it."""
+    params = {"pk": row["pk"], "due": row["next_run_at"], "next": following, "fired": fired}
+    return bool(await tx.execute(_ADVANCE, {**params, "active": following is not None}))
+
+
+async def quarantine(tx: Connection, row: DueRow, error: str) -> bool:
+    """Deactivate a due schedule whose instants cannot be computed, keeping ``error``; False
+    if another pass already moved it."""
+    return bool(await tx.execute(_QUARANTINE, {"pk": row["pk"], "due": row["next_run_at"], "error": error}))
+
+
+async def next_due(db: Database) -> int | None:
+    """When the earliest active schedule is due next (None when none is active)."""
+    row = await db.fetch_one(_NEXT_DUE)
+    return None if row is None or row["at"] is None else int(row["at"])
 
 
 _FAILED = (

@@ -17,18 +17,19 @@ from __future__ import annotations
 import base64
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import httpx2
 import orjson
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
 
 from aichats import ids, outbound
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import Invalid, NotFound
+from aichats.services.sql import json_records
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import webhook_attempts, webhook_deliveries, webhooks
 
@@ -47,10 +48,12 @@ _d = webhook_deliveries.c
 _a = webhook_attempts.c
 
 
-class WebhookInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(max_length=2048, description="Where events are POSTed (http or https).")
-    events: list[str] = Field(min_length=1, description=f"Any of: {', '.join(EVENTS)}.")
+@dataclass(frozen=True, slots=True)
+class NewWebhook:
+    """A URL to subscribe to some of :data:`EVENTS` (checked by :func:`create_webhook`)."""
+
+    url: str
+    events: tuple[str, ...]
 
 
 def policy(*, allow_private: bool) -> outbound.Policy:
@@ -66,6 +69,18 @@ def sender(*, allow_private: bool) -> httpx2.AsyncClient:
 _INSERT = sa.insert(webhooks).values(
     {c: sa.bindparam(c) for c in ("id", "user_id", "url", "events", "secret", "created_at")}
 )
+
+
+class WebhookRow(TypedDict):
+    """A webhook as its owner reads it (typed, not copied: see ``chats.ChatRow``)."""
+
+    pk: int
+    id: str
+    url: str
+    events: str  # comma-separated
+    created_at: int
+
+
 _OWNED = sa.select(_w.pk, _w.id, _w.url, _w.events, _w.created_at).where(
     _w.id == sa.bindparam("webhook_id"), _w.user_id == sa.bindparam("user_id"), _w.deleted_at.is_(None)
 )
@@ -76,11 +91,19 @@ _LIST = (
 )
 _SUBSCRIBED = sa.select(_w.pk, _w.events).where(_w.user_id == sa.bindparam("user_id"), _w.deleted_at.is_(None))
 _DELETE = sa.update(webhooks).where(_w.pk == sa.bindparam("pk")).values(deleted_at=sa.bindparam("now"))
-_ENQUEUE = sa.insert(webhook_deliveries).values(
-    {
-        c: sa.bindparam(c)
-        for c in ("id", "webhook_pk", "event_type", "payload", "status", "next_attempt_at", "created_at")
-    }
+# All of an event's deliveries in one statement: their ids and webhooks as one JSON array.
+_new = json_records("deliveries", id=sa.Text(), webhook_pk=sa.BigInteger())
+_ENQUEUE = sa.insert(webhook_deliveries).from_select(
+    ["id", "webhook_pk", "event_type", "payload", "status", "next_attempt_at", "created_at"],
+    sa.select(
+        _new.c.id,
+        _new.c.webhook_pk,
+        sa.bindparam("event_type", type_=sa.String),
+        sa.bindparam("payload", type_=sa.Text),
+        sa.literal_column("'pending'"),
+        sa.bindparam("now", type_=sa.BigInteger),
+        sa.bindparam("now", type_=sa.BigInteger),
+    ),
 )
 
 
@@ -96,7 +119,7 @@ def webhook_json(row: Any, secret: str | None = None) -> dict[str, Any]:
     return body
 
 
-async def create_webhook(db: Database, user_id: str, data: WebhookInput, *, allow_private: bool) -> dict[str, Any]:
+async def create_webhook(db: Database, user_id: str, data: NewWebhook, *, allow_private: bool) -> dict[str, Any]:
     unknown = [e for e in data.events if e not in EVENTS]
     if unknown:
         raise Invalid(f"unknown event(s) {', '.join(unknown)}; known: {', '.join(EVENTS)}")
@@ -116,15 +139,15 @@ async def create_webhook(db: Database, user_id: str, data: WebhookInput, *, allo
     return webhook_json(row, secret)
 
 
-async def get_webhook(db: Database, user_id: str, webhook_id: str) -> Row:
+async def get_webhook(db: Database, user_id: str, webhook_id: str) -> WebhookRow:
     row = await db.fetch_one(_OWNED, {"webhook_id": webhook_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no webhook {webhook_id}")
-    return row
+    return cast(WebhookRow, row)
 
 
-async def list_webhooks(db: Database, user_id: str) -> list[Row]:
-    return await db.fetch_all(_LIST, {"user_id": user_id})
+async def list_webhooks(db: Database, user_id: str) -> list[WebhookRow]:
+    return cast(list[WebhookRow], await db.fetch_all(_LIST, {"user_id": user_id}))
 
 
 async def delete_webhook(db: Database, user_id: str, webhook_id: str) -> None:
@@ -134,25 +157,24 @@ async def delete_webhook(db: Database, user_id: str, webhook_id: str) -> None:
 
 
 async def enqueue(tx: Connection, user_id: str, event_type: str, data: dict[str, Any]) -> int:
-    """Write the event's deliveries into the outbox (inside the event's transaction)."""
+    """Write the event's deliveries into the outbox (inside the event's transaction): two
+    statements, however many webhooks the user has."""
+    hooks = await tx.fetch_all(_SUBSCRIBED, {"user_id": user_id})
+    return await _write_deliveries(tx, hooks, event_type, data)
+
+
+async def _write_deliveries(tx: Connection, hooks: list[Row], event_type: str, data: dict[str, Any]) -> int:
+    """One delivery of the event per webhook of ``hooks`` subscribed to it, in one statement."""
     now = now_ms()
-    queued = 0
-    for hook in await tx.fetch_all(_SUBSCRIBED, {"user_id": user_id}):
-        if event_type not in hook["events"].split(","):
-            continue
-        delivery_id = ids.new_id("msg")
-        payload = orjson.dumps({"type": event_type, "timestamp": isoformat_ms(now), "data": data}).decode()
-        await tx.execute(
-            _ENQUEUE,
-            {
-                "id": delivery_id, "webhook_pk": hook["pk"], "event_type": event_type, "payload": payload,
-                "status": "pending", "next_attempt_at": now, "created_at": now,
-            },
-        )  # fmt: skip
-        queued += 1
-    if queued:
-        await tx.notify(CHANNEL, "")
-    return queued
+    subscribed = [hook["pk"] for hook in hooks if event_type in hook["events"].split(",")]
+    deliveries = [{"id": ids.new_id("msg"), "webhook_pk": pk} for pk in subscribed]
+    if not deliveries:
+        return 0
+    payload = orjson.dumps({"type": event_type, "timestamp": isoformat_ms(now), "data": data}).decode()
+    params = {"deliveries": orjson.dumps(deliveries).decode(), "event_type": event_type, "payload": payload, "now": now}
+    await tx.execute(_ENQUEUE, params)
+    await tx.notify(CHANNEL, "")
+    return len(deliveries)
 
 
 # ------------------------------------------------------------------------ sending
@@ -252,18 +274,24 @@ _DELIVERIES = (
     .order_by(_d.pk.desc())
     .limit(100)
 )  # fmt: skip
+# The attempts of those same deliveries, all in one query (not one per delivery).
 _ATTEMPTS = (
-    sa.select(_a.attempted_at, _a.status_code, _a.error, _a.duration_ms)
-    .where(_a.delivery_pk == sa.bindparam("delivery_pk"))
+    sa.select(_a.delivery_pk, _a.attempted_at, _a.status_code, _a.error, _a.duration_ms)
+    .where(_a.delivery_pk.in_(_DELIVERIES.with_only_columns(_d.pk)))
     .order_by(_a.pk)
 )
 
 
 async def deliveries(db: Database, webhook_pk: int) -> list[dict[str, Any]]:
     """The webhook's last 100 deliveries, newest first, each with every attempt."""
+    rows = await db.fetch_all(_DELIVERIES, {"webhook_pk": webhook_pk})
+    attempts_of: dict[int, list[Row]] = {}
+    if rows:
+        for attempt in await db.fetch_all(_ATTEMPTS, {"webhook_pk": webhook_pk}):
+            attempts_of.setdefault(attempt["delivery_pk"], []).append(attempt)
     out = []
-    for row in await db.fetch_all(_DELIVERIES, {"webhook_pk": webhook_pk}):
-        attempts = await db.fetch_all(_ATTEMPTS, {"delivery_pk": row["pk"]})
+    for row in rows:
+        attempts = attempts_of.get(row["pk"], [])
         out.append(
             {
                 "id": row["id"],
@@ -287,3 +315,17 @@ async def deliveries(db: Database, webhook_pk: int) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# ------------------------------------------------------------ several events at once
+
+
+async def subscriptions(tx: Connection, user_id: str) -> list[Row]:
+    """The user's live webhooks, read once for the several events of one change (a reply
+    that finishes sends up to four): give them to :func:`enqueue_to`."""
+    return await tx.fetch_all(_SUBSCRIBED, {"user_id": user_id})
+
+
+async def enqueue_to(tx: Connection, subscribed: list[Row], event_type: str, data: dict[str, Any]) -> int:
+    """:func:`enqueue`, to the webhooks :func:`subscriptions` read."""
+    return await _write_deliveries(tx, subscribed, event_type, data)

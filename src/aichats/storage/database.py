@@ -23,7 +23,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from types import MappingProxyType
@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
@@ -83,7 +84,11 @@ def compile_statement(statement: sa.Executable, dialect: str) -> Compiled:
     hit = _compiled.get(key)
     if hit is not None:
         return hit[1]
-    compiled = statement.compile(dialect=_DIALECTS[dialect])  # type: ignore[attr-defined]
+    # Every Core statement is a ClauseElement (Executable alone has no compile()), and a
+    # select, insert, update or delete compiles with an SQLCompiler: these only narrow the types.
+    assert isinstance(statement, sa.ClauseElement), statement
+    compiled = statement.compile(dialect=_DIALECTS[dialect])
+    assert isinstance(compiled, SQLCompiler), statement
     if "POSTCOMPILE" in str(compiled):
         raise ValueError("expanding IN (...) parameters are not supported; bind one value per parameter")
     names = tuple(compiled.positiontup or ())
@@ -117,7 +122,9 @@ class Database(Protocol):
 
     dialect: str
     url: str
-    listening: bool
+
+    @property
+    def listening(self) -> bool: ...
 
     async def listen(self, channel: str, listener: Listener) -> None: ...
 
@@ -125,7 +132,7 @@ class Database(Protocol):
 
     async def fetch_all(self, statement: sa.Executable, params: Params = ...) -> list[Row]: ...
 
-    def transaction(self) -> Any: ...
+    def transaction(self) -> AbstractAsyncContextManager[Connection]: ...
 
     async def close(self) -> None: ...
 
@@ -353,9 +360,9 @@ class PostgresDatabase:
             await connection.add_listener(channel, self._dispatch)
         self._listen_connection = connection
 
-    def _dispatch(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
+    def _dispatch(self, _connection: object, _pid: int, channel: str, payload: object) -> None:
         for listener in self._listeners.get(channel, ()):
-            listener(payload)
+            listener(str(payload))  # always a str: NOTIFY payloads are text
 
     def _everyone(self, payload: str | None) -> None:
         for listeners in self._listeners.values():
@@ -421,7 +428,7 @@ class PostgresDatabase:
         await self._pool.close()
 
 
-async def connect(url: str, *, pool_size: int = 10) -> SQLiteDatabase | PostgresDatabase:
+async def connect(url: str, *, pool_size: int = 10) -> Database:
     """Open the database that ``url`` names."""
     if url.startswith("sqlite"):
         return SQLiteDatabase(url)

@@ -177,6 +177,15 @@ runs = sa.Table(
         sqlite_where=sa.text("status IN ('queued', 'running')"),
         postgresql_where=sa.text("status IN ('queued', 'running')"),
     ),
+    # The claim's probe for an older active run of the same chat: one index entry, however
+    # long the chat's history of finished runs.
+    sa.Index(
+        "ix_runs_active_chat_pk_pk",
+        "chat_pk",
+        "pk",
+        sqlite_where=sa.text("status IN ('queued', 'running')"),
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
+    ),
 )
 
 # Everything that happens in a chat, in order: what the events stream replays from

@@ -86,9 +86,23 @@ def load_model(spec: str, settings: Settings) -> Model:
     if provider == "openai":
         from aichats.agent.models.openai_compatible import OpenAIModel
 
-        return OpenAIModel(model, timeout_seconds=timeout_seconds, context_window=settings.openai_context_window)
+        key = settings.openai_api_key
+        return OpenAIModel(
+            model,
+            timeout_seconds=timeout_seconds,
+            context_window=settings.openai_context_window,
+            base_url=settings.openai_base_url or None,
+            api_key=key.get_secret_value() if key is not None else None,
+        )
     if provider == "anthropic":
         from aichats.agent.models.anthropic_api import AnthropicModel
 
-        return AnthropicModel(model, timeout_seconds=timeout_seconds, context_window=settings.anthropic_context_window)
+        key = settings.anthropic_api_key
+        return AnthropicModel(
+            model,
+            timeout_seconds=timeout_seconds,
+            context_window=settings.anthropic_context_window,
+            base_url=settings.anthropic_base_url or None,
+            api_key=key.get_secret_value() if key is not None else None,
+        )
     raise ValueError(f"unknown model provider {provider!r} (known: local, openai, anthropic, test)")

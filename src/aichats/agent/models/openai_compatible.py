@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat-completions endpoint, through the official ``openai`` SDK.
 
-OpenAI itself, Ollama, vLLM, llama.cpp's server, LM Studio: the SDK's own settings
-choose the endpoint (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``). Usage comes from the
+OpenAI itself, Ollama, vLLM, llama.cpp's server, LM Studio: settings choose the endpoint
+(``AICHATS_OPENAI_BASE_URL``, ``AICHATS_OPENAI_API_KEY``, also read under the SDK's own names
+``OPENAI_BASE_URL``, ``OPENAI_API_KEY``). Usage comes from the
 provider's report: the streamed usage chunk when it sends one; servers that never do
 get their output counted as one token per streamed chunk (which is how those servers
 stream) and their prompt estimated, and the log says so.
@@ -10,15 +11,26 @@ stream) and their prompt estimated, and the log says so.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 
 from aichats.agent.models import ChatMessage, ModelError, Usage, status_error
 
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
 log = logging.getLogger("aichats.models")
+
+
+def _message(message: ChatMessage) -> ChatCompletionMessageParam:
+    """The SDK's typed message for one of ours (one TypedDict per role)."""
+    if message.role == "system":
+        return {"role": "system", "content": message.content}
+    if message.role == "user":
+        return {"role": "user", "content": message.content}
+    return {"role": "assistant", "content": message.content}
 
 
 class OpenAIModel:
@@ -41,7 +53,7 @@ class OpenAIModel:
         self._extra_body = extra_body
         # Retries belong to the run loop (it knows the deadline), not to the SDK.
         self._client = openai.AsyncOpenAI(
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            api_key=api_key or "not-needed",  # local servers take any key; the SDK refuses none
             base_url=base_url,
             timeout=timeout_seconds,
             max_retries=0,
@@ -59,7 +71,7 @@ class OpenAIModel:
         try:
             response = await self._client.chat.completions.create(
                 model=self._model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+                messages=[_message(m) for m in messages],
                 max_tokens=max_output_tokens,
                 stream=True,
                 stream_options={"include_usage": True},

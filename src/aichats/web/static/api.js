@@ -1,9 +1,15 @@
+// @ts-check
 // The API client of the web app: the same public API as every other client. The key
 // travels in the http-only session cookie; every request also carries X-Aichats-Web,
 // which the server requires of cookie-signed requests that change something (no other
 // site can make a browser send it).
 
 export class ApiError extends Error {
+  /**
+   * @param {number} status the HTTP status (0: the server could not be reached)
+   * @param {string} type the error's ``type``
+   * @param {string} message
+   */
   constructor(status, type, message) {
     super(message);
     this.status = status;
@@ -11,21 +17,44 @@ export class ApiError extends Error {
   }
 }
 
+/** @type {(failure: ApiError) => void} */
 let onSignedOut = () => {};
-/** Called when a request is refused for want of a valid key (revoked, or signed out elsewhere). */
+/**
+ * Called when a request is refused for want of a valid key (revoked, or signed out elsewhere).
+ * @param {(failure: ApiError) => void} fn
+ */
 export function whenSignedOut(fn) {
   onSignedOut = fn;
 }
 
 export const API = "/api/v1";
 
-/** ``method`` on ``path`` (under /api/v1 unless it starts with "/"), with a JSON or FormData body. */
+/**
+ * What to tell the person about a failure: an ApiError's message (or any error's).
+ * @param {unknown} failure
+ */
+export function reason(failure) {
+  return failure instanceof Error ? failure.message : String(failure);
+}
+
+/**
+ * ``method`` on ``path`` (under /api/v1 unless it starts with "/"), with a JSON or FormData
+ * body; resolves to the answer's JSON (the caller says what it expects: ``T``).
+ * @template [T=unknown]
+ * @param {string} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @returns {Promise<T>}
+ */
 export async function call(method, path, body) {
-  const init = { method, credentials: "same-origin", headers: { "X-Aichats-Web": "1" } };
+  /** @type {Record<string, string>} */
+  const headers = { "X-Aichats-Web": "1" };
+  /** @type {RequestInit} */
+  const init = { method, credentials: "same-origin", headers };
   if (body instanceof FormData) {
     init.body = body;
   } else if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
+    headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
   let response;
@@ -50,13 +79,21 @@ export async function call(method, path, body) {
   return data;
 }
 
+/** @template [T=unknown] @param {string} path @returns {Promise<T>} */
 export const get = (path) => call("GET", path);
+/** @template [T=unknown] @param {string} path @param {unknown} [body] @returns {Promise<T>} */
 export const post = (path, body) => call("POST", path, body);
+/** @template [T=unknown] @param {string} path @param {unknown} body @returns {Promise<T>} */
 export const patch = (path, body) => call("PATCH", path, body);
+/** @template [T=unknown] @param {string} path @param {unknown} body @returns {Promise<T>} */
 export const put = (path, body) => call("PUT", path, body);
+/** @param {string} path */
 export const del = (path) => call("DELETE", path);
 
-/** A query string from an object, leaving out empty values. */
+/**
+ * A query string from an object, leaving out empty values.
+ * @param {Record<string, string | number | boolean | null | undefined>} params
+ */
 export function query(params) {
   const search = new URLSearchParams();
   for (const [name, value] of Object.entries(params)) {

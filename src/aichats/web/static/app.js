@@ -1,19 +1,25 @@
+// @ts-check
 // The web app's entry: sign in and out, the router (#/, #/new, #/chats/<id>), and the
 // notification bell with its live badge stream (GET /notifications/events).
 
-import { API, ApiError, call, get, post, query, whenSignedOut } from "./api.js";
+import { API, ApiError, call, get, post, query, reason, whenSignedOut } from "./api.js";
 import { reset as resetChatList, startChatList } from "./chatlist.js";
 import { showChat, showNewChat } from "./conversation.js";
 import { closeDialog } from "./dialog.js";
-import { h, timeEl } from "./dom.js";
+import { byId as $, h, timeEl } from "./dom.js";
 import { emit, on, state } from "./state.js";
 
-const $ = (id) => document.getElementById(id);
+/** @import { Badges, Notification, NotificationList, Session } from "../api-types" */
+
 let closeView = () => {};
+/** @type {EventSource | null} */
 let badgeStream = null;
 let started = false;
 const NOTIFICATIONS_PAGE = 20;
+/** @type {string | null} */
 let notificationsCursor = null; // where "Show older" continues
+
+const apiKeyInput = () => /** @type {HTMLInputElement} */ ($("api-key"));
 
 // ------------------------------------------------------------------ sign in / out
 
@@ -29,6 +35,7 @@ async function boot() {
   }
 }
 
+/** @param {string} message why (empty on a first visit) */
 function showSignIn(message) {
   closeView();
   closeDialog();
@@ -39,12 +46,13 @@ function showSignIn(message) {
   $("signin").hidden = false;
   $("signin-error").textContent = message;
   document.title = "Sign in · aichats";
-  $("api-key").focus();
+  apiKeyInput().focus();
 }
 
+/** @param {SubmitEvent} event */
 async function signIn(event) {
   event.preventDefault();
-  const input = $("api-key");
+  const input = apiKeyInput();
   const error = $("signin-error");
   error.textContent = "";
   if (!input.value.trim()) {
@@ -56,14 +64,14 @@ async function signIn(event) {
     await call("POST", "/web/session", { api_key: input.value.trim() });
     // Read the session back: a browser that refused the cookie (plain http on a host other
     // than localhost) is told so, instead of failing on every later request.
-    state.session = await call("GET", "/web/session");
+    state.session = /** @type {Session} */ (await call("GET", "/web/session"));
   } catch (failure) {
     error.textContent =
       failure instanceof ApiError && failure.status === 401 && failure.message.includes("Bearer")
         ? "The browser did not keep the session cookie: serve aichats over https (or open it on localhost)."
         : failure instanceof ApiError && failure.status === 401
           ? "That API key is not valid: it is unknown or has been revoked."
-          : failure.message;
+          : reason(failure);
     input.select();
     return;
   }
@@ -116,6 +124,7 @@ function route() {
 
 // ------------------------------------------------------------------ bell and badges
 
+/** @param {string} chatId */
 function clearBadge(chatId) {
   if (state.badges[chatId]) {
     delete state.badges[chatId];
@@ -135,6 +144,7 @@ function followBadges() {
   if (badgeStream) badgeStream.close();
   badgeStream = new EventSource(`${API}/notifications/events`);
   badgeStream.addEventListener("badges", (event) => {
+    /** @type {Badges} */
     const data = JSON.parse(event.data);
     const fresh = data.latest_notification_id !== state.latestNotification;
     state.badges = { ...data.ai_chats };
@@ -157,24 +167,25 @@ function followBadges() {
 function startBell() {
   const bell = $("bell");
   const panel = $("notification-panel");
-  const toggle = (open) => {
+  const toggle = (/** @type {boolean} */ open) => {
     panel.hidden = !open;
     bell.setAttribute("aria-expanded", String(open));
     if (open) loadNotifications();
   };
-  bell.addEventListener("click", () => toggle(panel.hidden));
+  bell.addEventListener("click", () => toggle(Boolean(panel.hidden)));
   // Escape closes the list wherever the focus is in it, or on the bell (the focus after a click).
-  bell.parentElement.addEventListener("keydown", (event) => {
+  bell.parentElement?.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !panel.hidden) {
       toggle(false);
       bell.focus();
     }
   });
   document.addEventListener("click", (event) => {
-    if (!panel.hidden && !panel.contains(event.target) && !bell.contains(event.target)) toggle(false);
+    const target = /** @type {Node | null} */ (event.target);
+    if (!panel.hidden && !panel.contains(target) && !bell.contains(target)) toggle(false);
   });
   panel.addEventListener("click", (event) => {
-    if (event.target.closest("a")) toggle(false);
+    if (event.target instanceof Element && event.target.closest("a")) toggle(false);
   });
   $("older-notifications").addEventListener("click", () => loadNotifications(true));
   $("mark-all-read").addEventListener("click", async () => {
@@ -184,6 +195,7 @@ function startBell() {
   on("badges", setBell);
 }
 
+/** @param {Notification} n */
 function notificationItem(n) {
   return h(
     "li",
@@ -198,11 +210,15 @@ function notificationItem(n) {
   );
 }
 
-/** The newest notifications (again), or with ``older`` the page after those shown. */
+/**
+ * The newest notifications (again), or with ``older`` the page after those shown.
+ * @param {boolean} [older]
+ */
 async function loadNotifications(older = false) {
   const list = $("notification-list");
   const more = $("older-notifications");
   try {
+    /** @type {NotificationList} */
     const page = await get(`notifications${query({ first: NOTIFICATIONS_PAGE, after: older ? notificationsCursor : null })}`);
     state.unread = page.unread_count;
     setBell();
@@ -212,7 +228,7 @@ async function loadNotifications(older = false) {
     notificationsCursor = page.page_info.end_cursor;
     more.hidden = !page.page_info.has_next_page;
   } catch (error) {
-    list.replaceChildren(h("li", { class: "empty" }, error.message));
+    list.replaceChildren(h("li", { class: "empty" }, reason(error)));
   }
 }
 

@@ -1,16 +1,23 @@
+// @ts-check
 // The chat list: most recent activity first, unread badges, title search, and infinite
 // scroll through the API's cursor pages. It is kept fresh by the events other screens emit
 // ("chat", "chat-deleted", "activity", "badges") rather than by reloading.
 
-import { get, query } from "./api.js";
-import { debounce, h, timeEl, toast } from "./dom.js";
+import { get, query, reason } from "./api.js";
+import { activity, beyondLoaded, matchesTitle, sortByActivity } from "./chats.js";
+import { byId, debounce, h, timeEl, toast } from "./dom.js";
 import { on, state } from "./state.js";
+
+/** @import { AiChat, AiChatList } from "../api-types" */
 
 const PAGE_SIZE = 30;
 
 const list = {
+  /** @type {Map<string, AiChat>} */
   chats: new Map(), // id -> chat
+  /** @type {Map<string, HTMLLIElement>} */
   items: new Map(), // id -> <li>
+  /** @type {string | null} */
   cursor: null,
   hasMore: true,
   loading: false,
@@ -18,14 +25,21 @@ const list = {
   generation: 0, // bumped by a new search, so answers to an older one are dropped
 };
 
-let ul, status, sidebar, sentinel;
+/** @type {HTMLElement | undefined} */
+let ul;
+/** @type {HTMLElement} */
+let status;
+/** @type {HTMLElement} */
+let sidebar;
+/** @type {HTMLElement} */
+let sentinel;
 
 export function startChatList() {
-  ul = document.getElementById("chat-list");
-  status = document.getElementById("list-status");
-  sidebar = document.getElementById("sidebar");
-  sentinel = document.getElementById("list-sentinel");
-  const search = document.getElementById("search");
+  ul = byId("chat-list");
+  status = byId("list-status");
+  sidebar = byId("sidebar");
+  sentinel = byId("list-sentinel");
+  const search = /** @type {HTMLInputElement} */ (byId("search"));
   search.addEventListener("input", debounce(() => reset(search.value.trim()), 250));
   new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting)) loadMore();
@@ -38,25 +52,20 @@ export function startChatList() {
   reset("");
 }
 
-/** Forget everything and list again (sign in, or a new search). */
+/**
+ * Forget everything and list again (sign in, or a new search).
+ * @param {string} [text] the title search (default: the current one)
+ */
 export function reset(text = list.query) {
   list.generation += 1;
   list.query = text;
   list.chats.clear();
   list.items.clear();
-  ul.replaceChildren();
+  ul?.replaceChildren();
   list.cursor = null;
   list.hasMore = true;
   list.loading = false;
   loadMore();
-}
-
-function activity(chat) {
-  return chat.last_message_at || chat.created_at;
-}
-
-function matches(chat) {
-  return !list.query || (chat.title || "").toLowerCase().includes(list.query.toLowerCase());
 }
 
 async function loadMore() {
@@ -65,6 +74,7 @@ async function loadMore() {
   const generation = list.generation;
   status.textContent = "Loading…";
   try {
+    /** @type {AiChatList} */
     const page = await get(`ai_chats${query({ order: "last_activity_at", first: PAGE_SIZE, after: list.cursor, query: list.query })}`);
     if (generation !== list.generation) return;
     for (const chat of page.data) if (!list.chats.has(chat.id)) list.chats.set(chat.id, chat);
@@ -72,7 +82,7 @@ async function loadMore() {
     list.hasMore = page.page_info.has_next_page;
     render();
   } catch (error) {
-    if (generation === list.generation) status.textContent = error.message;
+    if (generation === list.generation) status.textContent = reason(error);
     return;
   } finally {
     if (generation === list.generation) list.loading = false;
@@ -86,27 +96,30 @@ async function loadMore() {
 async function refreshTop() {
   const generation = list.generation;
   try {
+    /** @type {AiChatList} */
     const page = await get(`ai_chats${query({ order: "last_activity_at", first: PAGE_SIZE, query: list.query })}`);
     if (generation !== list.generation) return;
     for (const chat of page.data) list.chats.set(chat.id, chat);
     render();
   } catch (error) {
-    toast(error.message);
+    toast(reason(error));
   }
 }
 
+/** @param {AiChat} chat a chat created or changed elsewhere */
 function upsert(chat) {
-  if (!matches(chat)) {
+  if (!matchesTitle(chat, list.query)) {
     remove(chat.id);
     return;
   }
   const known = list.chats.get(chat.id);
   // A chat beyond the loaded pages stays there: it shows up when scrolled to.
-  if (!known && list.hasMore && list.chats.size && activity(chat) < activity([...list.chats.values()].at(-1))) return;
+  if (!known && beyondLoaded(chat, list.chats.values(), list.hasMore)) return;
   list.chats.set(chat.id, chat);
   render();
 }
 
+/** @param {string} id */
 function remove(id) {
   list.chats.delete(id);
   const li = list.items.get(id);
@@ -115,10 +128,7 @@ function remove(id) {
   render();
 }
 
-function sorted() {
-  return [...list.chats.values()].sort((a, b) => (activity(a) < activity(b) ? 1 : activity(a) > activity(b) ? -1 : 0));
-}
-
+/** @param {AiChat} chat */
 function itemContent(chat) {
   const unread = state.badges[chat.id] || 0;
   const current = chat.id === state.currentChatId;
@@ -139,7 +149,7 @@ function itemContent(chat) {
 /** Bring the list's elements in line with the data, moving nodes only where the order changed. */
 function render() {
   if (!ul) return;
-  const chats = sorted();
+  const chats = sortByActivity(list.chats.values());
   chats.forEach((chat, index) => {
     let li = list.items.get(chat.id);
     const content = itemContent(chat);
@@ -152,7 +162,7 @@ function render() {
       li.replaceChildren(content);
       if (hadFocus) content.focus();
     }
-    if (ul.children[index] !== li) ul.insertBefore(li, ul.children[index] || null);
+    if (ul && ul.children[index] !== li) ul.insertBefore(li, ul.children[index] || null);
   });
   if (!chats.length && !list.hasMore) {
     status.textContent = list.query ? `No chat title contains “${list.query}”.` : "No chats yet. Start one with “New chat”.";

@@ -1,16 +1,27 @@
+// @ts-check
 // The message composer: Enter sends, Shift+Enter starts a new line; files are uploaded
 // as soon as they are chosen (POST /files) and sent as the message's attachments.
 
-import { post } from "./api.js";
+import { post, reason } from "./api.js";
 import { h } from "./dom.js";
+
+/** @import { Attachment, File as UploadedFile } from "../api-types" */
 
 let counter = 0;
 
-/** A composer; ``onSend({text, attachments})`` returns a promise (its error is shown). */
+/**
+ * A composer; ``onSend({text, attachments})`` returns a promise (its error is shown).
+ * @param {{
+ *   placeholder: string,
+ *   onSend: (message: { text: string, attachments: Attachment[] }) => Promise<void>,
+ *   label?: string,
+ * }} options
+ */
 export function composer({ placeholder, onSend, label = "Message" }) {
   counter += 1;
   const ids = { text: `composer-text-${counter}`, file: `composer-file-${counter}` };
-  const attached = []; // {id, filename}
+  /** @type {{ id: string, filename: string }[]} */
+  const attached = [];
   let uploading = 0;
   const chips = h("ul", { class: "attachments", "aria-label": "Attachments" });
   const error = h("p", { class: "error", role: "alert" });
@@ -56,7 +67,7 @@ export function composer({ placeholder, onSend, label = "Message" }) {
   }
 
   file.addEventListener("change", async () => {
-    const files = [...file.files];
+    const files = [...(file.files || [])];
     file.value = "";
     for (const chosen of files) {
       uploading += 1;
@@ -64,11 +75,12 @@ export function composer({ placeholder, onSend, label = "Message" }) {
       try {
         const body = new FormData();
         body.append("file", chosen, chosen.name);
+        /** @type {UploadedFile} */
         const uploaded = await post("files", body);
         attached.push({ id: uploaded.id, filename: uploaded.filename });
         error.textContent = "";
       } catch (failure) {
-        error.textContent = `${chosen.name}: ${failure.message}`;
+        error.textContent = `${chosen.name}: ${reason(failure)}`;
       } finally {
         uploading -= 1;
         renderChips();
@@ -87,7 +99,7 @@ export function composer({ placeholder, onSend, label = "Message" }) {
       attached.length = 0;
       renderChips();
     } catch (failure) {
-      error.textContent = failure.message;
+      error.textContent = reason(failure);
     } finally {
       send.disabled = uploading > 0;
       text.focus();

@@ -1,12 +1,17 @@
+// @ts-check
 // A conversation: its messages, the agent's reply streaming in (server-sent events), the
 // composer, usage, and the chat's actions (rename, mute, schedule, delete).
 
-import { API, ApiError, del, get, patch, post } from "./api.js";
+import { API, ApiError, del, get, patch, post, reason } from "./api.js";
 import { composer } from "./composer.js";
 import { openForm } from "./dialog.js";
-import { counted, fill, formatNumber, h, timeEl, toast } from "./dom.js";
+import { fill, h, timeEl, toast } from "./dom.js";
+import { counted, formatNumber } from "./format.js";
+import { applyDelta, messageClass, supersedes } from "./messages.js";
 import { openSchedule } from "./schedule.js";
 import { emit, on } from "./state.js";
+
+/** @import { AiChat, AiChatList, Attachment, Message, MessageDelta, MessageList, PageInfo, Schedule } from "../api-types" */
 
 const PAGE_SIZE = 50;
 // What a person should know about replies from the built-in local model.
@@ -16,7 +21,11 @@ const DEMO_NOTE =
   "(OpenAI, Ollama, vLLM, llama.cpp's server) or AICHATS_MODEL=anthropic:<model>.";
 const EVENTS = ["message.created", "message.retried", "message.delta", "message.completed", "message.failed", "chat.updated"];
 
-/** The "new chat" screen: the first message creates the chat. */
+/**
+ * The "new chat" screen: the first message creates the chat.
+ * @param {HTMLElement} main
+ * @returns {() => void} the function that closes it
+ */
 export function showNewChat(main) {
   const agent = h(
     "select",
@@ -28,6 +37,7 @@ export function showNewChat(main) {
     placeholder: "Ask anything…",
     label: "First message",
     onSend: async ({ text, attachments }) => {
+      /** @type {AiChat} */
       const chat = await post("ai_chats", { message_text: text, message_attachments: attachments, agent_identifier: agent.value });
       emit("chat", chat);
       location.hash = `#/chats/${chat.id}`;
@@ -52,34 +62,56 @@ export function showNewChat(main) {
   return () => {};
 }
 
-/** The conversation screen of one chat; returns the function that closes it. */
+/**
+ * The conversation screen of one chat; returns the function that closes it.
+ * @param {HTMLElement} main
+ * @param {string} chatId
+ * @returns {() => void}
+ */
 export function showChat(main, chatId) {
   const view = new Conversation(main, chatId);
   view.start();
   return () => view.stop();
 }
 
-/** Length in code points, the unit of a delta's ``offset``. */
-const codePoints = (text) => [...text].length;
-
 class Conversation {
+  /**
+   * @param {HTMLElement} main
+   * @param {string} chatId
+   */
   constructor(main, chatId) {
     this.main = main;
     this.chatId = chatId;
+    /** @type {AiChat | null} */
     this.chat = null;
+    /** @type {Map<string, Message>} */
     this.messages = new Map(); // id -> message
+    /** @type {Map<string, HTMLLIElement>} */
     this.items = new Map(); // id -> <li>
+    /** @type {[string, any][]} */
     this.backlog = []; // events that arrived before the messages were loaded
     this.loaded = false;
+    /** @type {string | null} */
     this.olderCursor = null;
     this.closed = false;
+    /** @type {Schedule | null} */
     this.schedule = null;
-  }
-
-  start() {
+    /** @type {string | undefined} */
+    this.demoNoteId = undefined;
+    // The screen's elements (built here, filled in by start()).
     this.title = h("h2", { id: "view-title" }, "…");
     this.meta = h("div", { class: "view-meta" });
     this.muteButton = h("button", { type: "button", "aria-pressed": "false", onclick: () => this.toggleMute() }, "Mute");
+    this.list = h("ol", { class: "messages", "aria-label": "Messages" });
+    this.older = h("button", { type: "button", class: "load-older", hidden: true, onclick: () => this.loadOlder() }, "Load earlier messages");
+    this.scroller = h("div", { class: "scroller" }, this.older, this.list);
+    this.box = composer({
+      placeholder: "Reply…",
+      onSend: ({ text, attachments }) => this.send(text, attachments),
+    });
+    /** @type {EventSource | null} */
+    this.events = null;
+    this.stopListening = () => {};
     // Disabled until the chat is loaded: they act on it.
     this.actions = h(
       "div",
@@ -104,18 +136,15 @@ class Conversation {
       },
     }, "⋯");
     const head = h("header", { class: "view-head" }, h("a", { class: "back-link", href: "#/" }, "← Chats"), this.title, toggle, this.meta, this.actions);
-    this.list = h("ol", { class: "messages", "aria-label": "Messages" });
-    this.older = h("button", { type: "button", class: "load-older", hidden: true, onclick: () => this.loadOlder() }, "Load earlier messages");
-    this.scroller = h("div", { class: "scroller" }, this.older, this.list);
-    this.box = composer({
-      placeholder: "Reply…",
-      onSend: ({ text, attachments }) => this.send(text, attachments),
-    });
+    this.head = head;
+  }
+
+  start() {
     this.main.replaceChildren(
       h(
         "section",
         { class: "view", "aria-labelledby": "view-title" },
-        head,
+        this.head,
         this.scroller,
         this.box.form,
       ),
@@ -124,9 +153,10 @@ class Conversation {
     // between arrives as events, and applying an event twice changes nothing. The load
     // waits for the stream to open (its start is fixed then), or to fail (the load then
     // says why, e.g. a deleted chat).
-    this.events = new EventSource(`${API}/ai_chats/${this.chatId}/events?after=latest`);
+    const events = new EventSource(`${API}/ai_chats/${this.chatId}/events?after=latest`);
+    this.events = events;
     for (const type of EVENTS) {
-      this.events.addEventListener(type, (event) => this.receive(type, JSON.parse(event.data)));
+      events.addEventListener(type, (event) => this.receive(type, JSON.parse(event.data)));
     }
     let begun = false;
     const begin = () => {
@@ -135,8 +165,8 @@ class Conversation {
         this.load();
       }
     };
-    this.events.addEventListener("open", begin);
-    this.events.addEventListener("error", begin);
+    events.addEventListener("open", begin);
+    events.addEventListener("error", begin);
     this.stopListening = on("schedule", ({ chatId, schedule }) => {
       if (chatId === this.chatId) {
         this.schedule = schedule;
@@ -147,15 +177,15 @@ class Conversation {
 
   stop() {
     this.closed = true;
-    this.events.close();
+    this.events?.close();
     this.stopListening();
   }
 
   async load() {
     try {
       const [chat, page, schedule] = await Promise.all([
-        get(`ai_chats/${this.chatId}`),
-        get(`ai_chats/${this.chatId}/messages?last=${PAGE_SIZE}`),
+        /** @type {Promise<AiChat>} */ (get(`ai_chats/${this.chatId}`)),
+        /** @type {Promise<MessageList>} */ (get(`ai_chats/${this.chatId}/messages?last=${PAGE_SIZE}`)),
         activeSchedule(this.chatId),
       ]);
       if (this.closed) return;
@@ -170,18 +200,21 @@ class Conversation {
       this.box.focus();
     } catch (error) {
       if (this.closed) return;
-      this.events.close();
-      const text = error instanceof ApiError && error.status === 404 ? "This chat does not exist (it may have been deleted)." : error.message;
+      this.events?.close();
+      const text = error instanceof ApiError && error.status === 404 ? "This chat does not exist (it may have been deleted)." : reason(error);
       this.main.replaceChildren(h("section", { class: "view" }, h("div", { class: "view-head" }, h("a", { href: "#/" }, "← Chats"), h("h2", {}, text))));
     }
   }
 
+  /** @param {PageInfo} pageInfo */
   setOlder(pageInfo) {
     this.olderCursor = pageInfo.has_previous_page ? pageInfo.start_cursor : null;
     this.older.hidden = !this.olderCursor;
   }
 
   async loadOlder() {
+    if (!this.olderCursor) return;
+    /** @type {MessageList} */
     const page = await get(`ai_chats/${this.chatId}/messages?last=${PAGE_SIZE}&before=${encodeURIComponent(this.olderCursor)}`);
     const first = this.list.firstChild;
     const height = this.scroller.scrollHeight;
@@ -195,7 +228,9 @@ class Conversation {
     this.setOlder(page.page_info);
   }
 
+  /** @param {AiChat | null} chat */
   setChat(chat) {
+    if (!chat) return;
     this.chat = chat;
     for (const button of this.actions.querySelectorAll("button")) button.disabled = false;
     this.title.textContent = chat.title || "Untitled chat";
@@ -213,6 +248,11 @@ class Conversation {
     this.muteButton.setAttribute("aria-pressed", String(muted));
   }
 
+  /**
+   * An event of the chat's stream (``data``: a message, a delta or the chat, by ``type``).
+   * @param {string} type
+   * @param {any} data
+   */
   receive(type, data) {
     if (!this.loaded) {
       this.backlog.push([type, data]);
@@ -233,27 +273,20 @@ class Conversation {
     if (atEnd) this.scrollToEnd();
   }
 
-  applyDelta({ message_id: id, delta, offset }) {
-    const message = this.messages.get(id);
-    if (!message || isFinal(message)) return; // a replayed delta of a reply already complete
-    const have = codePoints(message.content);
-    if (offset === undefined || offset === have) {
-      message.content += delta;
-    } else if (offset < have) {
-      message.content = [...message.content].slice(0, offset).join("") + delta;
-    } else {
-      return; // a gap: the completed message will bring the whole text
-    }
-    if (message.status === "pending") message.status = "streaming";
-    const li = this.items.get(id);
+  /** @param {MessageDelta} delta */
+  applyDelta(delta) {
+    const message = this.messages.get(delta.message_id);
+    if (!message || !applyDelta(message, delta)) return;
+    const li = this.items.get(message.id);
+    if (!li) return;
     li.className = messageClass(message);
-    li.querySelector(".msg-body").textContent = message.content;
+    const body = li.querySelector(".msg-body");
+    if (body) body.textContent = message.content;
   }
 
+  /** @param {Message} message */
   upsert(message) {
-    const known = this.messages.get(message.id);
-    // A late "created" (streaming) event must not undo a completion already shown.
-    if (known && isFinal(known) && !isFinal(message) && message.status !== "pending") return;
+    if (!supersedes(this.messages.get(message.id), message)) return;
     this.messages.set(message.id, message);
     const li = this.renderMessage(message);
     const old = this.items.get(message.id);
@@ -262,6 +295,7 @@ class Conversation {
     else this.list.append(li);
   }
 
+  /** @param {Message} message */
   renderMessage(message) {
     const mine = message.role === "user";
     const who = mine ? (message.source === "schedule" ? "Scheduled prompt" : "You") : "Agent";
@@ -289,7 +323,7 @@ class Conversation {
           "div",
           {},
           h("p", { class: "msg-error" }, `The reply failed: ${message.error || "unknown error"}`),
-          h("button", { type: "button", onclick: (event) => this.retry(message, event.currentTarget) }, "Retry"),
+          h("button", { type: "button", onclick: (/** @type {MouseEvent} */ event) => this.retry(message, /** @type {HTMLButtonElement} */ (event.currentTarget)) }, "Retry"),
         )
         : null,
       !mine && message.status === "completed"
@@ -305,31 +339,44 @@ class Conversation {
     return li;
   }
 
-  /** Whether ``message`` carries the demo-model note: the first local reply shown does, once. */
+  /**
+   * Whether ``message`` carries the demo-model note: the first local reply shown does, once.
+   * @param {Message} message
+   */
   demoNoteOn(message) {
     if (!message.model || !message.model.startsWith("local:")) return false;
     this.demoNoteId ??= message.id;
     return this.demoNoteId === message.id;
   }
 
+  /**
+   * @param {string} text
+   * @param {Attachment[]} attachments
+   */
   async send(text, attachments) {
     await post(`ai_chats/${this.chatId}/messages`, { message_text: text, message_attachments: attachments });
     // The message and its pending reply, so the reply has its place (and id) at once.
+    /** @type {MessageList} */
     const tail = await get(`ai_chats/${this.chatId}/messages?last=2`);
     for (const message of tail.data) if (!this.messages.has(message.id)) this.upsert(message);
     this.scrollToEnd();
     emit("activity");
   }
 
+  /**
+   * @param {Message} message a failed reply
+   * @param {HTMLButtonElement} button its Retry button
+   */
   async retry(message, button) {
     button.disabled = true;
     try {
+      /** @type {Message} */
       const retried = await post(`ai_chats/${this.chatId}/messages/${message.id}/retry`);
       // The stream may already have brought the retry's outcome: never step back from it.
-      if (this.messages.get(message.id).status === "failed") this.upsert(retried);
+      if (this.messages.get(message.id)?.status === "failed") this.upsert(retried);
     } catch (error) {
       button.disabled = false;
-      toast(error.message);
+      toast(reason(error));
     }
   }
 
@@ -343,6 +390,7 @@ class Conversation {
   }
 
   rename() {
+    if (!this.chat) return;
     const input = h("input", { id: "rename-title", value: this.chat.title || "", maxlength: 200, autofocus: true });
     openForm({
       title: "Rename chat",
@@ -350,6 +398,7 @@ class Conversation {
       submitLabel: "Rename",
       onSubmit: async () => {
         const title = input.value.trim();
+        /** @type {AiChat} */
         const chat = await patch(`ai_chats/${this.chatId}`, { title: title || null });
         this.setChat(chat);
         emit("chat", chat);
@@ -358,18 +407,21 @@ class Conversation {
   }
 
   async toggleMute() {
+    if (!this.chat) return;
     const muted = this.chat.notification_preference === "none";
     try {
+      /** @type {AiChat} */
       const chat = await patch(`ai_chats/${this.chatId}`, { notification_preference: muted ? "all" : "none" });
       this.setChat(chat);
       emit("chat", chat);
       toast(muted ? "Notifications on for this chat." : "Muted: this chat will not notify you.");
     } catch (error) {
-      toast(error.message);
+      toast(reason(error));
     }
   }
 
   confirmDelete() {
+    if (!this.chat) return;
     openForm({
       title: "Delete this chat?",
       body: h("p", {}, `“${this.chat.title || "Untitled chat"}”, its messages and its schedule will be deleted. The app offers no way to bring them back.`),
@@ -400,20 +452,17 @@ class Conversation {
  * error: so ask only for a chat the list of chats with an active schedule
  * (``only_active_crons``) names. (A disabled schedule shows once the editor has read it.)
  */
+/**
+ * @param {string} chatId
+ * @returns {Promise<Schedule | null>}
+ */
 async function activeSchedule(chatId) {
   try {
+    /** @type {AiChatList} */
     const page = await get(`ai_chats?only_active_crons=true&first=100`);
     if (!page.page_info.has_next_page && !page.data.some((chat) => chat.id === chatId)) return null;
     return await get(`ai_chats/${chatId}/schedule`);
   } catch {
     return null;
   }
-}
-
-function isFinal(message) {
-  return message.status === "completed" || message.status === "failed";
-}
-
-function messageClass(message) {
-  return `msg msg-${message.role} msg-${message.status}`;
 }

@@ -1,13 +1,25 @@
+// @ts-check
 // Modal dialogs on the page's one <dialog>: focus moves in and is trapped by the browser,
 // Escape closes, and focus returns to what opened it.
 
-import { h } from "./dom.js";
+import { reason } from "./api.js";
+import { byId, h } from "./dom.js";
 
-const dialog = () => document.getElementById("dialog");
+/** @import { Child } from "./dom.js" */
+
+const dialog = () => /** @type {HTMLDialogElement} */ (byId("dialog"));
 
 /**
  * Show a form in the dialog. ``onSubmit`` runs on submit; the dialog closes when it
  * resolves, and shows its error (staying open) when it throws.
+ * @param {{
+ *   title: string,
+ *   body: Child,
+ *   submitLabel: string,
+ *   submitClass?: string,
+ *   onSubmit: (form: HTMLFormElement) => Promise<void>,
+ *   extraButtons?: Child[],
+ * }} options
  */
 export function openForm({ title, body, submitLabel, submitClass = "primary", onSubmit, extraButtons = [] }) {
   const el = dialog();
@@ -36,7 +48,7 @@ export function openForm({ title, body, submitLabel, submitClass = "primary", on
       await onSubmit(form);
       el.close();
     } catch (failure) {
-      error.textContent = failure.message;
+      error.textContent = reason(failure);
     } finally {
       submit.disabled = false;
     }
@@ -44,9 +56,10 @@ export function openForm({ title, body, submitLabel, submitClass = "primary", on
   el.replaceChildren(form);
   el.onclose = () => {
     el.replaceChildren();
-    if (opener && opener.isConnected) opener.focus();
+    if (opener instanceof HTMLElement && opener.isConnected) opener.focus();
   };
   el.showModal();
+  /** @type {HTMLElement | null} */
   const first = form.querySelector("[autofocus]") || form.querySelector("input, select, textarea, button");
   if (first) first.focus();
   return { form, error, close: () => el.close() };

@@ -1,27 +1,27 @@
+// @ts-check
 // The schedule editor of a chat: presets or a custom cron, the time zone (the browser's
 // by default), the prompt, and, before saving, the server's own description and next run
 // times (POST /schedule_preview). Also: enable/disable, run now, remove, run history.
 
-import { ApiError, del, get, post, put } from "./api.js";
+import { ApiError, del, get, post, put, reason } from "./api.js";
 import { openForm } from "./dialog.js";
-import { debounce, fill, h, toast, when } from "./dom.js";
+import { debounce, fill, h, toast } from "./dom.js";
+import { when } from "./format.js";
+import { PRESETS, expressionFor, recognise } from "./presets.js";
 import { emit } from "./state.js";
 
-const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
-const PRESETS = [
-  { id: "daily", label: "Every day", cron: (m, hr) => `${m} ${hr} * * *` },
-  { id: "weekdays", label: "Weekdays (Monday to Friday)", cron: (m, hr) => `${m} ${hr} * * 1-5` },
-  ...DAYS.map((day, n) => ({ id: `weekly-${n}`, label: `Every ${day}`, cron: (m, hr) => `${m} ${hr} * * ${n}` })),
-  { id: "monthly", label: "First day of every month", cron: (m, hr) => `${m} ${hr} 1 * *` },
-  { id: "hourly", label: "Every hour, on the hour", cron: () => "0 * * * *", noTime: true },
-  { id: "custom", label: "Custom (cron)", custom: true },
-];
+/** @import { AiChat, RunList, Schedule, ScheduleInput, SchedulePreview } from "../api-types" */
+
+/** @type {Record<string, string>} */
+const TRIGGERS = { schedule: "Scheduled", manual: "Run now", message: "Message", retry: "Retry" };
 
 function browserZone() {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
 }
 
+/** @param {string | null | undefined} selected */
 function zones(selected) {
+  /** @type {string[]} */
   let names = [];
   try {
     names = Intl.supportedValuesOf("timeZone");
@@ -32,27 +32,20 @@ function zones(selected) {
   return names.sort();
 }
 
-/** The preset (and time) a cron expression matches, or "custom". */
-function recognise(cron) {
-  const fields = (cron || "").trim().split(/\s+/);
-  if (fields.length === 5 && /^\d+$/.test(fields[0]) && /^\d+$/.test(fields[1])) {
-    const time = `${fields[1].padStart(2, "0")}:${fields[0].padStart(2, "0")}`;
-    for (const preset of PRESETS) {
-      if (!preset.custom && !preset.noTime && preset.cron(fields[0], fields[1]) === fields.join(" ")) return { preset: preset.id, time };
-    }
-  }
-  if (cron === "0 * * * *") return { preset: "hourly", time: "09:00" };
-  return { preset: "custom", time: "09:00" };
-}
-
+/**
+ * The schedule editor of ``chat`` (nothing before the chat is loaded).
+ * @param {AiChat | null} chat
+ */
 export async function openSchedule(chat) {
   if (!chat) return;
+  const chatId = chat.id;
+  /** @type {Schedule | null} */
   let existing = null;
   try {
-    existing = await get(`ai_chats/${chat.id}/schedule`);
+    existing = await get(`ai_chats/${chatId}/schedule`);
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 404)) {
-      toast(error.message);
+      toast(reason(error));
       return;
     }
   }
@@ -76,21 +69,19 @@ export async function openSchedule(chat) {
     : null;
 
   function expression() {
-    const chosen = PRESETS.find((p) => p.id === preset.value);
-    if (chosen.custom) return cron.value.trim();
-    const [hour, minute] = (time.value || "09:00").split(":").map(Number);
-    return chosen.cron(minute, hour);
+    return expressionFor(preset.value, time.value, cron.value);
   }
 
+  /** @returns {ScheduleInput & { cron: string, active: boolean }} */
   function body() {
     return { prompt: prompt.value.trim(), timezone: zone.value, cron: expression(), active: active.checked };
   }
 
   function syncFields() {
     const chosen = PRESETS.find((p) => p.id === preset.value);
-    cronRow.hidden = !chosen.custom;
-    timeRow.hidden = Boolean(chosen.custom || chosen.noTime);
-    if (!chosen.custom) cron.value = expression();
+    cronRow.hidden = !chosen?.custom;
+    timeRow.hidden = Boolean(chosen?.custom || chosen?.noTime);
+    if (!chosen?.custom) cron.value = expression();
   }
 
   let asked = 0;
@@ -98,6 +89,7 @@ export async function openSchedule(chat) {
     const ticket = ++asked;
     const { timezone, cron: expr, active: on } = body();
     try {
+      /** @type {SchedulePreview} */
       const answer = await post("schedule_preview", { timezone, cron: expr, active: true });
       if (ticket !== asked) return;
       fill(preview, 
@@ -107,7 +99,7 @@ export async function openSchedule(chat) {
         h("ol", {}, answer.next_run_times.map((t) => h("li", {}, when(t, timezone)))),
       );
     } catch (error) {
-      if (ticket === asked) fill(preview, h("p", { class: "error" }, error.message));
+      if (ticket === asked) fill(preview, h("p", { class: "error" }, reason(error)));
     }
   }, 200);
 
@@ -120,7 +112,8 @@ export async function openSchedule(chat) {
 
   async function loadRuns() {
     try {
-      const runs = await get(`ai_chats/${chat.id}/runs?first=10`);
+      /** @type {RunList} */
+      const runs = await get(`ai_chats/${chatId}/runs?first=10`);
       history.replaceChildren(
         ...(runs.data.length
           ? runs.data.map((run) =>
@@ -128,17 +121,18 @@ export async function openSchedule(chat) {
               "li",
               {},
               h("span", {}, when(run.scheduled_for || run.created_at)),
-              h("span", {}, { schedule: "Scheduled", manual: "Run now", message: "Message", retry: "Retry" }[run.trigger] || run.trigger),
+              h("span", {}, TRIGGERS[run.trigger] || run.trigger),
               h("span", { class: `status-${run.status}` }, run.status),
               run.error ? h("span", { class: "status-failed" }, run.error) : null,
             ))
           : [h("li", { class: "hint" }, "No runs yet.")]),
       );
     } catch (error) {
-      history.replaceChildren(h("li", { class: "error" }, error.message));
+      history.replaceChildren(h("li", { class: "error" }, reason(error)));
     }
   }
 
+  /** @type {HTMLButtonElement[]} */
   const extraButtons = [];
   if (existing) {
     extraButtons.push(
@@ -146,11 +140,11 @@ export async function openSchedule(chat) {
         type: "button",
         onclick: async () => {
           try {
-            await post(`ai_chats/${chat.id}/schedule/run`);
+            await post(`ai_chats/${chatId}/schedule/run`);
             toast("Queued: the prompt runs now.");
             loadRuns();
           } catch (error) {
-            toast(error.message);
+            toast(reason(error));
           }
         },
       }, "Run now"),
@@ -159,12 +153,12 @@ export async function openSchedule(chat) {
         class: "danger",
         onclick: async () => {
           try {
-            await del(`ai_chats/${chat.id}/schedule`);
-            emit("schedule", { chatId: chat.id, schedule: null });
+            await del(`ai_chats/${chatId}/schedule`);
+            emit("schedule", { chatId, schedule: null });
             toast("Schedule removed.");
             dialog.close();
           } catch (error) {
-            toast(error.message);
+            toast(reason(error));
           }
         },
       }, "Remove schedule"),
@@ -189,8 +183,9 @@ export async function openSchedule(chat) {
       existing ? [h("h3", {}, "Run history"), history] : null,
     ],
     onSubmit: async () => {
-      const saved = await put(`ai_chats/${chat.id}/schedule`, body());
-      emit("schedule", { chatId: chat.id, schedule: saved });
+      /** @type {Schedule} */
+      const saved = await put(`ai_chats/${chatId}/schedule`, body());
+      emit("schedule", { chatId, schedule: saved });
       toast(`Saved: ${saved.description}`);
     },
   });

@@ -1,0 +1,48 @@
+"""What ``aichats serve`` and ``aichats worker`` run beside (or instead of) the API.
+
+The agent workers, the scheduler, the webhook sender and the hourly housekeeping, each
+a service of the process's one supervisor (:mod:`aichats.runs.supervisor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from aichats.config import Settings
+from aichats.runs.delivery import deliver_forever
+from aichats.runs.housekeeping import housekeeping_forever
+from aichats.runs.supervisor import Service, Supervisor
+from aichats.runs.worker import Workers
+from aichats.scheduling.loop import schedule_forever
+from aichats.storage.database import Database
+
+
+@asynccontextmanager
+async def background(
+    db: Database, settings: Settings, *, workers: int, housekeeping: bool
+) -> AsyncIterator[Supervisor]:
+    """The process's services, running while in the block (which gets their supervisor);
+    stopped, and waited for, after it.
+
+    ``workers`` agent workers and, when there is any, the scheduler and the webhook sender
+    (a process without workers, an API-only ``serve``, leaves them to the worker
+    processes); ``housekeeping`` (``serve``) forgets expired idempotency answers hourly.
+    The agents' models are loaded before the block starts.
+    """
+    pool = Workers(db, settings, workers)
+    await pool.prepare()
+    services = pool.services()
+    if workers:
+        services.append(Service("scheduler", partial(schedule_forever, db, settings)))
+        services.append(Service("webhooks", partial(deliver_forever, db, settings)))
+    if housekeeping:
+        services.append(Service("housekeeping", partial(housekeeping_forever, db, settings)))
+    supervisor = Supervisor(services)
+    supervisor.start()
+    try:
+        yield supervisor
+    finally:
+        await supervisor.stop()
+        await pool.close()

@@ -1,0 +1,208 @@
+// The API objects the web app reads and sends, for the type check of its JavaScript
+// (`tsc`, see tsconfig.json; nothing here is served). Each interface has the name of a schema
+// of /openapi.json and names the same fields: tests/web/test_api_types.py checks the names,
+// which are optional and which may be null, so a change to the API shows up here.
+// Written by hand rather than generated: a generator would be one more dependency and build
+// step for two dozen small types, and the test keeps them honest.
+
+export type AgentIdentifier = "support" | "general";
+export type NotificationPreference = "all" | "none";
+export type MessageSource = "manual" | "suggestion" | "link" | "schedule";
+
+export interface PageInfo {
+  start_cursor: string | null;
+  end_cursor: string | null;
+  has_next_page: boolean;
+  has_previous_page: boolean;
+}
+
+export interface UserRef {
+  id: string;
+}
+
+export interface AiChat {
+  id: string;
+  title: string | null;
+  notification_preference: NotificationPreference;
+  agent_identifier: AgentIdentifier;
+  message_count: number;
+  blended_token_usage: string; // a decimal, as text
+  created_at: string;
+  updated_at: string;
+  last_message_at: string | null;
+  user: UserRef;
+}
+
+export interface AiChatList {
+  data: AiChat[];
+  page_info: PageInfo;
+}
+
+export interface Attachment {
+  id: string;
+}
+
+export interface ChatCreate {
+  message_text: string;
+  message_attachments?: Attachment[];
+  message_source?: MessageSource;
+  suggestion_type?: string | null;
+  title?: string | null;
+  current_company_id?: string | null;
+  agent_identifier?: AgentIdentifier;
+}
+
+export interface ChatUpdate {
+  title?: string | null;
+  notification_preference?: NotificationPreference | null;
+  current_company_id?: string | null;
+}
+
+export interface MessageInput {
+  message_text: string;
+  message_attachments?: Attachment[];
+  message_source?: MessageSource;
+  suggestion_type?: string | null;
+}
+
+export interface File {
+  id: string;
+  filename: string;
+  content_type: string;
+  size: number;
+}
+
+export interface Usage {
+  input_tokens: number;
+  output_tokens: number;
+  blended_tokens: string; // a decimal, as text
+}
+
+export interface Message {
+  id: string;
+  ai_chat_id: string;
+  role: "user" | "assistant";
+  content: string;
+  status: "pending" | "streaming" | "completed" | "failed";
+  error: string | null;
+  source: string;
+  attachments: File[];
+  model: string | null;
+  usage: Usage;
+  created_at: string;
+  completed_at: string | null;
+}
+
+export interface MessageList {
+  data: Message[];
+  page_info: PageInfo;
+}
+
+export interface Notification {
+  id: string;
+  kind: string;
+  ai_chat_id: string;
+  title: string;
+  body: string;
+  message_id: string | null;
+  created_at: string;
+  read_at: string | null;
+}
+
+export interface NotificationList {
+  data: Notification[];
+  page_info: PageInfo;
+  unread_count: number;
+}
+
+export interface Badges {
+  unread_count: number;
+  total: number;
+  ai_chats: Record<string, number>; // chat id -> unread replies
+  latest_notification_id: string | null;
+}
+
+export interface Schedule {
+  ai_chat_id: string;
+  prompt: string;
+  timezone: string;
+  cron: string | null;
+  interval_seconds: number | null;
+  run_at: string | null;
+  active: boolean;
+  description: string;
+  next_run_at: string | null;
+  next_run_times: string[];
+  last_run_at: string | null;
+  consecutive_failures: number;
+  last_error: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ScheduleInput {
+  prompt: string;
+  timezone: string;
+  cron?: string | null;
+  interval_seconds?: number | null;
+  run_at?: string | null;
+  active?: boolean;
+}
+
+export interface SchedulePreviewInput {
+  prompt?: string | null;
+  timezone: string;
+  cron?: string | null;
+  interval_seconds?: number | null;
+  run_at?: string | null;
+  active?: boolean;
+}
+
+export interface SchedulePreview {
+  description: string;
+  next_run_times: string[];
+  timezone: string;
+}
+
+export interface Run {
+  id: string;
+  trigger: "message" | "schedule" | "manual" | "retry";
+  status: "queued" | "running" | "completed" | "failed" | "cancelled";
+  scheduled_for: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  error: string | null;
+  model: string | null;
+  usage: Usage;
+}
+
+export interface RunList {
+  data: Run[];
+  page_info: PageInfo;
+}
+
+export interface ErrorBody {
+  type: string;
+  message: string;
+}
+
+export interface Error {
+  error: ErrorBody;
+}
+
+// Not in /openapi.json's schemas (the test knows these names):
+
+/** GET /web/session. */
+export interface Session {
+  user_id: string;
+  key_id: string;
+  scopes: string[];
+}
+
+/** The data of a `message.delta` event: ``delta`` goes at ``offset`` (in code points) of the content. */
+export interface MessageDelta {
+  message_id: string;
+  delta: string;
+  offset?: number;
+}

@@ -1,0 +1,44 @@
+"""What ``serve`` and ``worker`` run: the services of each, and a turn answered under them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aichats.config import Settings
+from aichats.runs.background import background
+from aichats.services import chats, users
+from aichats.services.chats import NewChat
+from aichats.services.messages import NewMessage
+from aichats.storage.database import Database
+from tests.runs.test_worker import messages_of
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("workers", "housekeeping", "services"),
+    [
+        (2, True, ["worker-0", "worker-1", "scheduler", "webhooks", "housekeeping"]),  # serve
+        (0, True, ["housekeeping"]),  # serve with AICHATS_WORKERS=0: the API alone
+        (1, False, ["worker-0", "scheduler", "webhooks"]),  # aichats worker
+    ],
+)
+async def test_each_process_runs_its_services(
+    db: Database, workers: int, housekeeping: bool, services: list[str]
+) -> None:
+    settings = Settings(model="test:echo")
+    async with background(db, settings, workers=workers, housekeeping=housekeeping) as supervisor:
+        assert [service.name for service in supervisor.services] == services
+
+
+async def test_a_message_is_answered_by_the_supervised_workers(db: Database) -> None:
+    user_id = await users.create_user(db)
+    async with background(db, Settings(model="test:echo"), workers=1, housekeeping=False):
+        async with db.transaction() as tx:
+            chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("are you there")))
+        async with asyncio.timeout(10):
+            while (replies := (await messages_of(db, chat))[1:]) and replies[0]["status"] != "completed":
+                await asyncio.sleep(0.02)
+    assert replies[0]["content"] == "You said: are you there"
