@@ -37,9 +37,9 @@ from common import (
     warn_if_busy,
 )
 
-from aichats.services import chats, keys, notifications, users
+from aichats.services import keys, notifications, users
 from aichats.services.chats import NewChat
-from aichats.services.messages import NewMessage
+from aichats.services.messages import NewMessage, create_chat
 from aichats.storage import database, migrate
 from aichats.storage.schema import ai_chats
 
@@ -58,7 +58,7 @@ async def seed(url: str, chat_count: int) -> tuple[str, str, list[int]]:
         pks = []
         async with db.transaction() as tx:
             for n in range(chat_count):
-                chat = await chats.create_chat(tx, user_id, NewChat(NewMessage(f"chat {n}"), title=f"Chat {n}"))
+                chat = await create_chat(tx, user_id, NewChat(NewMessage(f"chat {n}"), title=f"Chat {n}"))
                 await notifications.notify(tx, chat, kind="ai_chat.reply", title=chat["title"], body="reply")
                 pks.append(chat["pk"])
         return user_id, secret, pks

@@ -234,6 +234,7 @@ def scheduler_tick(ctx: click.Context, at: str | None, next_due: bool) -> None:
     and when nothing fired, when the next schedule is due."""
     from aichats.clock import parse_iso
     from aichats.scheduling import scheduler
+    from aichats.services import schedules
 
     if at and next_due:
         raise click.UsageError("use --at or --next, not both")
@@ -244,11 +245,11 @@ def scheduler_tick(ctx: click.Context, at: str | None, next_due: bool) -> None:
     settings = _settings(ctx)
 
     async def run(db: Database) -> tuple[scheduler.Tick, int | None, int | None]:
-        at_ms = await scheduler.next_due(db) if next_due else now
+        at_ms = await schedules.next_due(db) if next_due else now
         if next_due and at_ms is None:
             return scheduler.Tick(0, skipped_for_limit=False), None, None
         result = await scheduler.tick(db, max_in_flight=settings.schedule_max_in_flight, now=at_ms)
-        return result, at_ms, (await scheduler.next_due(db) if result.fired == 0 else None)
+        return result, at_ms, (await schedules.next_due(db) if result.fired == 0 else None)
 
     result, as_of, following = _with_db(ctx, run)
     line = f"fired {result.fired}"

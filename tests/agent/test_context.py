@@ -13,7 +13,7 @@ from aichats.agent.models import load_model, parse_spec
 from aichats.config import Settings
 from aichats.services import chats, files, users
 from aichats.services.chats import AgentIdentifier, NewChat
-from aichats.services.messages import NewMessage, add_user_message
+from aichats.services.messages import NewMessage, add_user_message, create_chat
 from aichats.storage.database import Database
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +23,7 @@ LAST = 10**12  # a reply after every message: the whole chat is history
 async def chat_with(db: Database, *texts: str, **fields: object) -> tuple[dict, int]:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage(texts[0]), **fields))  # type: ignore[arg-type]
+        chat = await create_chat(tx, user_id, NewChat(NewMessage(texts[0]), **fields))  # type: ignore[arg-type]
         for text in texts[1:]:
             data = NewMessage(text)
             await add_user_message(
@@ -65,7 +65,7 @@ async def test_text_attachments_are_inlined(db: Database, tmp_path) -> None:
     )  # fmt: skip
     data = NewChat(NewMessage("see files", file_ids=(text["id"], image["id"])))
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, data)
+        chat = await create_chat(tx, user_id, data)
     row = dict(await chats.get_chat(db, user_id, chat["id"])) | {"current_company_id": None}
     sent = await context.build(db, settings, load_model("test:echo", settings), row, LAST)
     body = sent[-1].content

@@ -18,9 +18,8 @@ import sqlalchemy as sa
 
 from aichats.api.schemas import RunList, Schedule, SchedulePreview
 from aichats.clock import isoformat_ms, parse_iso
-from aichats.scheduling import scheduler
 from aichats.services import chats, schedules, users
-from aichats.services.messages import NewMessage
+from aichats.services.messages import NewMessage, create_chat
 from aichats.storage import database, migrate
 from aichats.storage.schema import ai_chats
 from tests.support.accounts import Account
@@ -217,7 +216,7 @@ def test_the_readme_tick_fires_on_any_day_and_tick_says_when_next(tmp_path: Path
         try:
             user_id = await users.create_user(db)
             async with db.transaction() as tx:
-                chat = await chats.create_chat(tx, user_id, chats.NewChat(NewMessage("setup")))
+                chat = await create_chat(tx, user_id, chats.NewChat(NewMessage("setup")))
             data = schedules.ScheduleSpec(prompt="Weekly revenue analysis for {{date}}", cron="0 9 * * 1",
                                           timezone="Europe/Paris")  # fmt: skip
             return (await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60))["next_run_at"]
@@ -239,7 +238,7 @@ def test_the_readme_tick_fires_on_any_day_and_tick_says_when_next(tmp_path: Path
 async def _next_run_at(url: str) -> int:
     db = await database.connect(url, pool_size=1)
     try:
-        return await scheduler.next_due(db)  # type: ignore[return-value]
+        return await schedules.next_due(db)  # type: ignore[return-value]
     finally:
         await db.close()
 

@@ -15,7 +15,7 @@ from aichats import outbound
 from aichats.errors import Invalid
 from aichats.services import chats, notifications, users, webhooks
 from aichats.services.chats import ChatChanges, NewChat, NotificationPreference
-from aichats.services.messages import NewMessage
+from aichats.services.messages import NewMessage, create_chat
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
 from aichats.storage.schema import webhook_deliveries
@@ -35,7 +35,7 @@ def receiver() -> Iterator[Receiver]:
 async def chat_with_reply(db: Database, muted: bool = False, **worker: Any) -> dict[str, Any]:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("status report"), title="Ops"))
+        chat = await create_chat(tx, user_id, NewChat(NewMessage("status report"), title="Ops"))
     if muted:
         await chats.update_chat(
             db, user_id, chat["id"], ChatChanges(notification_preference=NotificationPreference.none)
@@ -85,7 +85,7 @@ async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) 
     hook = await webhooks.create_webhook(db, user_id, data, allow_private=True)
     assert hook["secret"].startswith("whsec_")
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Hooks"))
+        chat = await create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Hooks"))
     await drain(make_worker(db))
 
     receiver.fail_next = 1
@@ -117,7 +117,7 @@ async def test_muted_chats_send_no_notification_webhooks(db: Database, receiver:
     data = webhooks.NewWebhook(url=receiver.url, events=("notification.created",))
     await webhooks.create_webhook(db, user_id, data, allow_private=True)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("quiet")))
+        chat = await create_chat(tx, user_id, NewChat(NewMessage("quiet")))
     await chats.update_chat(db, user_id, chat["id"], ChatChanges(notification_preference=NotificationPreference.none))
     await drain(make_worker(db))
     async with webhooks.sender(allow_private=True) as http:
@@ -234,7 +234,7 @@ async def test_a_reply_that_lands_after_its_chat_was_deleted_is_not_counted(db: 
     list and mark-all-read leave that notification out, as the badges do."""
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Gone"))
+        chat = await create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Gone"))
     await chats.delete_chat(db, user_id, chat["id"])
     async with db.transaction() as tx:  # what the worker does once the reply completes
         await notifications.notify(tx, chat, kind="ai_chat.reply", title="Gone", body="late reply")

@@ -8,9 +8,9 @@ import pytest
 
 from aichats.config import Settings
 from aichats.runs.background import background
-from aichats.services import chats, users
+from aichats.services import users
 from aichats.services.chats import NewChat
-from aichats.services.messages import NewMessage
+from aichats.services.messages import NewMessage, create_chat
 from aichats.storage.database import Database
 from tests.runs.test_worker import messages_of
 
@@ -37,7 +37,7 @@ async def test_a_message_is_answered_by_the_supervised_workers(db: Database) -> 
     user_id = await users.create_user(db)
     async with background(db, Settings(model="test:echo"), workers=1, housekeeping=False):
         async with db.transaction() as tx:
-            chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("are you there")))
+            chat = await create_chat(tx, user_id, NewChat(NewMessage("are you there")))
         async with asyncio.timeout(10):
             while (replies := (await messages_of(db, chat))[1:]) and replies[0]["status"] != "completed":
                 await asyncio.sleep(0.02)

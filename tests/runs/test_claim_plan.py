@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from aichats.services import runs
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from aichats import clock
+from aichats.services import runs, users
+from aichats.services.chats import NewChat
+from aichats.services.messages import NewMessage, create_chat
 from aichats.storage import migrate
-from aichats.storage.database import compile_statement
+from aichats.storage.database import Database, asyncpg_dsn, compile_statement
 
 
-def test_sqlite_claim_plan_reads_only_active_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("statement", [runs._CLAIM, runs._PROBE], ids=["claim", "probe"])
+def test_sqlite_claim_plan_reads_only_active_runs(tmp_path: Path, statement: sa.Executable) -> None:
     path = tmp_path / "plans.db"
     migrate.upgrade(f"sqlite:///{path}")
-    compiled = compile_statement(runs._CLAIM, "sqlite")
+    compiled = compile_statement(statement, "sqlite")
     with sqlite3.connect(path) as connection:
         plan = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names))]
     assert any("candidate USING INDEX ix_runs_active_pk" in step for step in plan), plan
@@ -21,3 +32,79 @@ def test_sqlite_claim_plan_reads_only_active_runs(tmp_path: Path) -> None:
     # chat's whole history (``ix_runs_chat_pk_pk``).
     assert any("older USING INDEX ix_runs_active_chat_pk_pk" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan  # the index gives the order
+
+
+# ---------------------------------------------------------------- PostgreSQL
+HISTORY = 20_000  # finished runs, with statistics: enough for the planner to care which index it takes
+CHATS = 50
+ACTIVE_INDEXES = {"ix_runs_active_pk", "ix_runs_active_chat_pk_pk"}  # partial: queued and running runs only
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from plan_nodes(child)
+
+
+async def generic_plan(connection: asyncpg.Connection, statement: sa.Executable, name: str) -> list[dict[str, Any]]:
+    """The plan the server runs ``statement`` with, as a list of nodes: the pool forces
+    generic plans (``plan_cache_mode``), so the parameters' values do not shape it."""
+    compiled = compile_statement(statement, "postgresql")
+    await connection.execute("SET plan_cache_mode = force_generic_plan")
+    await connection.execute(f"PREPARE {name} AS {compiled.sql}")
+    values = {"now": clock.now_ms(), "worker_id": "w", "lease_expires_at": 0, "status": "running"}
+    arguments = ", ".join(repr(value) for value in compiled.bind(values))
+    (row,) = await connection.fetch(f"EXPLAIN (FORMAT JSON) EXECUTE {name}({arguments})")
+    return list(plan_nodes(json.loads(row[0])[0]["Plan"]))
+
+
+def scans(nodes: list[dict[str, Any]], alias: str) -> list[tuple[str, str | None]]:
+    """(node type, index) of each read of ``runs`` under ``alias``."""
+    return [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Alias") == alias]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite's plan is the test above
+@pytest.mark.parametrize("backlog", [0, 200])
+async def test_postgresql_claim_plan_reads_only_active_runs(db: Database, database_url: str, backlog: int) -> None:
+    """With a long history of finished runs (and statistics on it), the claim's candidate
+    comes from the partial index on active runs, in order (no sort), and is locked
+    (``LockRows``, for ``SKIP LOCKED``); nothing reads the history (no sequential scan).
+
+    The probe for an older active run of the chat: with a backlog of queued runs, one
+    lookup in the partial index on (chat, pk) per candidate. With a handful of active
+    runs (one per chat) the planner legitimately reads them all once from the partial
+    index on pk and keeps them in memory (``Materialize``) instead: still active runs only.
+    """
+    for _ in range(CHATS):  # each with its queued run
+        user_id = await users.create_user(db)
+        async with db.transaction() as tx:
+            await create_chat(tx, user_id, NewChat(NewMessage("hello")))
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        for status, count in (("completed", HISTORY), ("queued", backlog)):
+            await connection.execute(
+                """
+                INSERT INTO runs (id, chat_pk, trigger, status, created_at, attempts)
+                SELECT 'run_' || $1 || n, (SELECT min(pk) FROM ai_chats) + n % $2, 'message', $1, n, 0
+                FROM generate_series(1, $3) AS n
+                """,
+                status,
+                CHATS,
+                count,
+            )
+        await connection.execute("ANALYZE runs")
+        claim = await generic_plan(connection, runs._CLAIM, "claim")
+        probe = await generic_plan(connection, runs._PROBE, "probe")
+    finally:
+        await connection.close()
+
+    for plan in (claim, probe):
+        assert ("Index Scan", "ix_runs_active_pk") in scans(plan, "candidate"), plan
+        older = scans(plan, "older")
+        assert older and all(index in ACTIVE_INDEXES for _, index in older), plan
+        if backlog:
+            assert [index for _, index in older] == ["ix_runs_active_chat_pk_pk"], plan
+        assert not [n for n in plan if n["Node Type"] in ("Seq Scan", "Sort", "Bitmap Heap Scan")], plan
+    assert any(n["Node Type"] == "LockRows" for n in claim), claim
+    assert not any(n["Node Type"] == "LockRows" for n in probe), probe  # a read: it locks nothing

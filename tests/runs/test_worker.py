@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from aichats.runs.turn import Models
 from aichats.runs.worker import Worker
 from aichats.services import chats, events, runs, users
 from aichats.services.chats import ChatChanges, NewChat
-from aichats.services.messages import NewMessage, add_user_message, list_messages
+from aichats.services.messages import NewMessage, add_user_message, create_chat, list_messages
 from aichats.services.pagination import PageRequest
 from aichats.services.replies import generated_title
 from aichats.services.replies import retry as retry_reply
@@ -43,7 +43,7 @@ def make_worker(db: Database, name: str = "w1", **overrides: Any) -> Worker:
 async def new_chat(db: Database, text: str = "hello there", **fields: Any) -> dict[str, Any]:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        return await chats.create_chat(tx, user_id, NewChat(NewMessage(text), **fields))
+        return await create_chat(tx, user_id, NewChat(NewMessage(text), **fields))
 
 
 async def follow_up(db: Database, chat: dict[str, Any], text: str) -> None:
@@ -232,6 +232,7 @@ class CountingDatabase:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.statements: list[Any] = []
+        self.transactions = 0
 
     async def fetch_one(self, statement: Any, params: Any = None) -> Any:
         self.statements.append(statement)
@@ -243,6 +244,7 @@ class CountingDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
+        self.transactions += 1
         async with self.db.transaction() as tx:
             yield CountingConnection(tx, self.statements)
 
@@ -268,10 +270,11 @@ class CountingConnection:
         await self.tx.notify(channel, payload)
 
 
-async def test_the_claim_is_one_statement_that_skips_a_chat_whose_older_run_is_active(db: Database) -> None:
+async def test_the_claim_is_one_write_statement_that_skips_a_chat_whose_older_run_is_active(db: Database) -> None:
     """Chat A has two runs and its first is running; chat B's run is newer than A's second.
     The claim passes over A's second run (its older run is active) and takes B's, in one
-    statement; then nothing is claimable until A's first run ends."""
+    write statement (after a read that found it); then nothing is claimable until A's
+    first run ends."""
     chat_a = await new_chat(db, "first")
     await follow_up(db, chat_a, "second")
     chat_b = await new_chat(db, "other")
@@ -281,9 +284,9 @@ async def test_the_claim_is_one_statement_that_skips_a_chat_whose_older_run_is_a
     counting = CountingDatabase(db)
     claimed = await runs.claim(cast(Database, counting), "b", 60_000)
     assert claimed is not None and claimed.chat_pk == chat_b["pk"] and claimed.attempt == 1
-    assert len(counting.statements) == 1
-    assert isinstance(counting.statements[0], sa.Update)
-    sql = str(counting.statements[0].compile(dialect=postgresql.dialect()))
+    probe, claim = counting.statements
+    assert isinstance(probe, sa.Select) and isinstance(claim, sa.Update) and counting.transactions == 1
+    sql = str(claim.compile(dialect=postgresql.dialect()))
     assert "NOT (EXISTS" in sql and "FOR UPDATE SKIP LOCKED" in sql
 
     assert await runs.claim(db, "c", 60_000) is None  # A's second run waits for its first
@@ -291,6 +294,20 @@ async def test_the_claim_is_one_statement_that_skips_a_chat_whose_older_run_is_a
         assert await runs.finish(tx, running, status="completed")
     after = await runs.claim(db, "c", 60_000)
     assert after is not None and after.chat_pk == chat_a["pk"] and after.pk > running.pk
+
+
+async def test_an_idle_claim_opens_no_write_transaction(db: Database) -> None:
+    """Most claims find nothing (every worker polls every second): each is one read, never
+    a write transaction (on SQLite, ``BEGIN IMMEDIATE`` under the one write lock)."""
+    counting = CountingDatabase(db)
+    assert await runs.claim(cast(Database, counting), "w", 60_000) is None  # nothing queued
+    chat = await new_chat(db, "first")
+    await follow_up(db, chat, "second")
+    assert await runs.claim(db, "a", 60_000) is not None  # its first run, under a lease that holds
+    for _ in range(3):  # its second run waits for the first; the first's lease holds
+        assert await runs.claim(cast(Database, counting), "w", 60_000) is None
+    assert counting.transactions == 0
+    assert all(isinstance(statement, sa.Select) for statement in counting.statements), counting.statements
 
 
 async def test_a_lapsed_lease_is_claimed_again_and_fences_the_old_worker(db: Database) -> None:
@@ -316,11 +333,15 @@ async def test_a_lapsed_lease_is_claimed_again_and_fences_the_old_worker(db: Dat
     assert row is not None and dict(row) == {"status": "completed", "worker_id": "alive", "attempts": 2}
 
 
+def frozen_at(instant: int) -> Callable[[], int]:
+    return lambda: instant
+
+
 async def test_after_too_many_attempts_the_reply_fails(db: Database) -> None:
     chat = await new_chat(db, "doomed")
     now = clock.now_ms()
     for attempt in range(3):
-        clock.set_clock(lambda attempt=attempt: now + attempt * 10_000)
+        clock.set_clock(frozen_at(now + attempt * 10_000))
         claimed = await runs.claim(db, f"dead{attempt}", 1_000)
         assert claimed is not None and claimed.attempt == attempt + 1
     clock.set_clock(lambda: now + 100_000)

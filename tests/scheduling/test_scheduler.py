@@ -17,7 +17,7 @@ from aichats.errors import Invalid
 from aichats.scheduling import scheduler
 from aichats.services import chats, notifications, schedules, users, webhooks
 from aichats.services.chats import ChatFilter, NewChat
-from aichats.services.messages import NewMessage, list_messages
+from aichats.services.messages import NewMessage, create_chat, list_messages
 from aichats.services.pagination import PageRequest
 from aichats.storage import database
 from aichats.storage.database import Database
@@ -36,7 +36,7 @@ async def scheduled_chat(db: Database, at: int, **schedule: Any) -> dict[str, An
     clock.set_clock(lambda: at)
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("setup"), title="Report"))
+        chat = await create_chat(tx, user_id, NewChat(NewMessage("setup"), title="Report"))
     data = schedules.ScheduleSpec(
         **{"prompt": "Weekly report for {{date}}", "timezone": "America/New_York", **schedule}
     )
@@ -205,7 +205,7 @@ async def test_one_shot_and_the_active_filter(db: Database) -> None:
 async def test_invalid_schedules_store_nothing(db: Database, fields: dict[str, Any], says: str) -> None:
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("x")))
+        chat = await create_chat(tx, user_id, NewChat(NewMessage("x")))
     data = schedules.ScheduleSpec(**{"prompt": "p", "timezone": "America/New_York", **fields})
     with pytest.raises(Invalid, match=says):
         await schedules.put_schedule(db, chat["pk"], data, min_interval_seconds=60)

@@ -9,7 +9,7 @@ from aichats import clock
 from aichats.errors import Invalid
 from aichats.services import chats, users
 from aichats.services.chats import AgentIdentifier, ChatFilter, ChatOrder, NewChat
-from aichats.services.messages import NewMessage
+from aichats.services.messages import NewMessage, create_chat
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
 from aichats.storage.schema import ai_chats
@@ -23,7 +23,7 @@ async def make_chats(db: Database, count: int, **fields: object) -> tuple[str, l
     made = []
     for i in range(count):
         async with db.transaction() as tx:
-            chat = await chats.create_chat(tx, user_id, NewChat(NewMessage(f"m{i}"), title=f"t{i}", **fields))
+            chat = await create_chat(tx, user_id, NewChat(NewMessage(f"m{i}"), title=f"t{i}", **fields))
         made.append(chat["id"])
     return user_id, made
 
@@ -83,7 +83,7 @@ async def test_walk_is_stable_while_chats_get_activity_and_deletions(db: Databas
             sa.update(ai_chats).where(ai_chats.c.id == sa.bindparam("i")).values(activity_at=sa.bindparam("t")),
             {"i": made[0], "t": clock.now_ms() + 10_000},
         )
-        await chats.create_chat(tx, user_id, NewChat(NewMessage("late")))
+        await create_chat(tx, user_id, NewChat(NewMessage("late")))
     await chats.delete_chat(db, user_id, made[-1])
     while page.page_info.has_next_page:
         page = await chats.list_chats(db, user_id, PageRequest(first=4, after=page.page_info.end_cursor))
@@ -110,7 +110,7 @@ async def test_filters(db: Database) -> None:
     user_id, support = await make_chats(db, 3)
     for _ in range(2):
         async with db.transaction() as tx:
-            await chats.create_chat(tx, user_id, NewChat(NewMessage("g"), agent_identifier=AgentIdentifier.general))
+            await create_chat(tx, user_id, NewChat(NewMessage("g"), agent_identifier=AgentIdentifier.general))
     general = await walk(db, user_id, 2, flt=ChatFilter(agent_identifier=AgentIdentifier.general))
     assert len(general) == 2 and not set(general) & set(support)
     assert await walk(db, user_id, 2, flt=ChatFilter(only_active_crons=True)) == []
@@ -149,7 +149,7 @@ async def test_title_search(db: Database) -> None:
     made = {}
     for title in titles:
         async with db.transaction() as tx:
-            made[title] = (await chats.create_chat(tx, user_id, NewChat(NewMessage("m"), title=title)))["id"]
+            made[title] = (await create_chat(tx, user_id, NewChat(NewMessage("m"), title=title)))["id"]
 
     async def search(query: str) -> list[str | None]:
         """The titles found, newest first, walking pages of 2."""

@@ -7,7 +7,7 @@ import pytest
 
 from aichats.services import chats, notifications, users
 from aichats.services.chats import NewChat
-from aichats.services.messages import NewMessage
+from aichats.services.messages import NewMessage, create_chat
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
 
@@ -18,7 +18,7 @@ async def notified(db: Database, count: int) -> tuple[str, list[str]]:
     """A user with ``count`` notifications; their ids, newest first."""
     user_id = await users.create_user(db)
     async with db.transaction() as tx:
-        made = await chats.create_chat(tx, user_id, NewChat(NewMessage("hello")))
+        made = await create_chat(tx, user_id, NewChat(NewMessage("hello")))
     chat = await chats.get_chat(db, user_id, made["id"])
     async with db.transaction() as tx:
         for i in range(count):

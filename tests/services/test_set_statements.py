@@ -19,7 +19,7 @@ from aichats.config import Settings
 from aichats.errors import NotFound
 from aichats.services import chats, files, notifications, users, webhooks
 from aichats.services.chats import NewChat
-from aichats.services.messages import NewMessage, add_user_message, list_messages
+from aichats.services.messages import NewMessage, add_user_message, create_chat, list_messages
 from aichats.services.pagination import PageRequest
 from aichats.storage import database
 from aichats.storage.database import Database
@@ -49,7 +49,7 @@ def starting(seen: list[str], prefix: str) -> list[str]:
 async def new_chat(db: Database, user_id: str | None = None, file_ids: tuple[str, ...] = ()) -> dict:
     user_id = user_id or await users.create_user(db)
     async with db.transaction() as tx:
-        chat = await chats.create_chat(tx, user_id, NewChat(NewMessage("hello", file_ids=file_ids)))
+        chat = await create_chat(tx, user_id, NewChat(NewMessage("hello", file_ids=file_ids)))
     return dict(await chats.get_chat(db, user_id, chat["id"]))
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -49,35 +49,12 @@ def run_cli(database_url: str, *args: str, check: bool = True) -> subprocess.Com
     return result
 
 
-class Server(Protocol):
-    """What API tests need of a server, real or in-process."""
-
-    database_url: str
-
-    @property
-    def root(self) -> str: ...
-
-    @property
-    def api(self) -> str: ...
-
-    def account(self, scopes: str | None = None) -> Account: ...
-
-    def client(self, account: Account | None = None) -> httpx2.Client: ...
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]: ...
-
-
-# ----------------------------------------------------------------------- real processes
-
-
-@dataclass
-class LiveServer:
-    """An ``aichats serve`` process on a free port."""
+class Server:
+    """What API tests need of a server, real or in-process: its address, accounts on its
+    database, clients of its API, and the CLI on its database."""
 
     root: str
     database_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path | None = None
 
     @property
     def api(self) -> str:
@@ -93,7 +70,24 @@ class LiveServer:
     def client(self, account: Account | None = None) -> httpx2.Client:
         """A client of the API, with ``account``'s key (none without it)."""
         headers = account.headers if account else {}
-        return httpx2.Client(base_url=self.api, headers=headers, timeout=10)
+        return httpx2.Client(base_url=self.api, headers=headers, timeout=10, transport=self.transport())
+
+    def transport(self) -> httpx2.BaseTransport | None:
+        """How clients reach the server: None for a socket."""
+        return None
+
+
+# ----------------------------------------------------------------------- real processes
+
+
+@dataclass
+class LiveServer(Server):
+    """An ``aichats serve`` process on a free port."""
+
+    root: str
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None = None
 
 
 def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> LiveServer:
@@ -245,7 +239,7 @@ class _PortalTransport(httpx2.BaseTransport):
         return httpx2.Response(response.status_code, headers=response.headers, stream=httpx2.ByteStream(raw))
 
 
-class AppServer:
+class AppServer(Server):
     """The app in this process, lifespan run, called through ``httpx2.ASGITransport``.
 
     No socket and no process: it starts in milliseconds, so each test can have its own (on
@@ -258,10 +252,6 @@ class AppServer:
         self.database_url = database_url
         self.settings = Settings(database_url=database_url, workers=0, files_dir=str(files_dir), **settings)
         self._stack = ExitStack()
-
-    @property
-    def api(self) -> str:
-        return self.root + "/api/v1"
 
     def __enter__(self) -> AppServer:
         with ExitStack() as stack:
@@ -276,15 +266,5 @@ class AppServer:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_cli(self.database_url, *args, check=check)
-
-    def account(self, scopes: str | None = None) -> Account:
-        """A new user with a new key (all scopes unless ``scopes`` is given)."""
-        return make_account(self.database_url, scopes)
-
-    def client(self, account: Account | None = None) -> httpx2.Client:
-        """A client of the API, with ``account``'s key (none without it)."""
-        headers = account.headers if account else {}
-        transport = _PortalTransport(self.portal, self.app)
-        return httpx2.Client(base_url=self.api, headers=headers, transport=transport, timeout=10)
+    def transport(self) -> httpx2.BaseTransport:
+        return _PortalTransport(self.portal, self.app)

@@ -13,7 +13,7 @@ from aichats.api.models import ChatCreate, ChatUpdate
 from aichats.api.operations import FIRST_OR_LAST, IDEMPOTENCY_KEY, TRUE, Call, operation, paging, query
 from aichats.api.responses import json_response
 from aichats.errors import Invalid
-from aichats.services import chats, idempotency
+from aichats.services import chats, idempotency, messages
 from aichats.services.chats import (
     MAX_QUERY_LENGTH,
     AgentIdentifier,
@@ -45,7 +45,7 @@ async def create(call: Call) -> Response:
     data, principal = call.body.new_chat(), call.principal
 
     async def work(tx: Connection) -> idempotency.Answer:
-        chat = await chats.create_chat(tx, principal.user_id, data)
+        chat = await messages.create_chat(tx, principal.user_id, data)
         return idempotency.Answer(201, orjson.dumps(chat_json(chat)))
 
     key = call.request.headers.get("idempotency-key")

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from aichats.config import Settings
-from aichats.runs.delivery import deliver_forever
+from aichats.runs.delivery import webhook_sender
 from aichats.runs.housekeeping import housekeeping_forever
 from aichats.runs.supervisor import Service, Supervisor
 from aichats.runs.worker import Workers
@@ -36,7 +36,7 @@ async def background(
     services = pool.services()
     if workers:
         services.append(Service("scheduler", partial(schedule_forever, db, settings)))
-        services.append(Service("webhooks", partial(deliver_forever, db, settings)))
+        services.append(await webhook_sender(db, settings))
     if housekeeping:
         services.append(Service("housekeeping", partial(housekeeping_forever, db, settings)))
     supervisor = Supervisor(services)
@@ -44,5 +44,7 @@ async def background(
     try:
         yield supervisor
     finally:
-        await supervisor.stop()
-        await pool.close()
+        try:
+            await supervisor.stop()
+        finally:  # the models too when the stop is cut short (the caller cancelled) or raises
+            await pool.close()

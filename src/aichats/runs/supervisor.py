@@ -8,7 +8,6 @@ left silently dead; stopping cancels them all and waits for each to end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,13 +37,21 @@ class Supervisor:
         self._task = asyncio.create_task(self._run(), name="aichats-supervisor")
 
     async def stop(self) -> None:
-        """Cancel every service and wait until each has ended."""
-        if self._task is None:
+        """Cancel every service and wait until each has ended.
+
+        ``asyncio.wait``, not ``await`` on the task: a cancellation of the caller (the
+        lifespan's, the CLI's) reaches the caller instead of being taken for the
+        supervisor's own, and a failure of the supervisor (other than the cancellation
+        asked for here) is raised.
+        """
+        task = self._task
+        if task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        task.cancel()
+        await asyncio.wait([task])
         self._task = None
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -52,11 +59,30 @@ class Supervisor:
                 group.create_task(self._keep(service), name=f"aichats-{service.name}")
 
     async def _keep(self, service: Service) -> None:
-        """Run ``service``, again and again: a crash is logged, never the end of it."""
+        """Run ``service``, again and again: a crash is logged, never the end of it.
+
+        A service that ends cancelled when nobody cancelled it (a library raised
+        ``CancelledError``, a task it awaited was cancelled) is a crash too: a task group
+        takes a cancelled child for one that ended, so letting it through would leave the
+        service silently dead. Only the supervisor's own cancellation ends the loop.
+        """
         while True:
             try:
                 await service.run()
                 log.error("%s stopped by itself; starting it again", service.name)
+            except asyncio.CancelledError:
+                if _cancelling():
+                    raise
+                log.exception(
+                    "%s was cancelled from within; starting it again in %g s", service.name, self.restart_seconds
+                )
             except Exception:
                 log.exception("%s crashed; starting it again in %g s", service.name, self.restart_seconds)
             await asyncio.sleep(self.restart_seconds)
+
+
+def _cancelling() -> bool:
+    """Whether the current task has been asked to stop (``Task.cancel``), as opposed to
+    having met a ``CancelledError`` raised by something it awaited."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

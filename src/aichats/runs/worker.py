@@ -34,6 +34,9 @@ from aichats.storage.database import Database
 log = logging.getLogger("aichats.runs")
 
 POLL_SECONDS = 1.0  # without a notification, look for work (and lapsed leases) this often
+# After a renewal finds the run no longer running: how long a turn that just finished it
+# (its commit raced the renewal) has to end by itself before it is taken for lost.
+FINISHING_SECONDS = 0.1
 
 
 class Worker:
@@ -61,7 +64,11 @@ class Worker:
         """Claim and run one turn; False when there was none to claim.
 
         The turn runs in a child task while this one holds the lease. Cancelling the
-        worker cancels its turn too, and waits for it to end.
+        worker cancels its turn too, and waits for it to end. A turn that ended cancelled
+        while the worker was not (a library raised ``CancelledError``, a model load it
+        awaited was cancelled) is logged and the worker goes on: the run is left as it
+        is, its lease lapses, and a later claim tries it again (counted against
+        ``AICHATS_MAX_RUN_ATTEMPTS``, past which the reply fails).
         """
         run = await runs.claim(self.db, self.worker_id, self.lease_ms)
         if run is None:
@@ -73,15 +80,29 @@ class Worker:
             if not turn.done():  # this worker is being stopped: its turn stops with it
                 turn.cancel()
                 await asyncio.wait([turn])
-        if lost or (not turn.cancelled() and isinstance(turn.exception(), LostRun)):
-            log.warning("run %s was taken over by another worker", run.id)
-            return True
-        turn.result()  # what escaped the turn (it fails its reply on any error) is the worker's to log
+        # Retrieved in every case, so asyncio never reports it as "never retrieved".
+        error = None if turn.cancelled() else turn.exception()
+        if lost or isinstance(error, LostRun):
+            # Whatever else a lost turn raised on its way out (while being cancelled) goes with it.
+            shown = None if isinstance(error, LostRun) else error
+            log.warning("run %s was taken over by another worker", run.id, exc_info=shown)
+        elif turn.cancelled():
+            log.error(
+                "the turn of run %s was cancelled, not by its worker; it is tried again when its lease lapses", run.id
+            )
+        elif error is not None:
+            raise error  # what escaped the turn (it fails its reply on any error) is the worker's to log
         return True
 
     async def _hold(self, run: Claim, turn: asyncio.Task[None]) -> bool:
         """Renew the run's lease until its turn ends; True when the lease was lost, and
-        the turn cancelled (and ended) for it."""
+        the turn cancelled (and ended) for it.
+
+        A renewal also finds nothing when the turn's own last write (``runs.finish``)
+        committed just before it: the turn is then ending, not lost. So a turn that ends
+        within ``FINISHING_SECONDS`` of a failed renewal is left to end by itself (a
+        lost turn cannot write in that time either: every write it makes is fenced).
+        """
         while True:
             done, _ = await asyncio.wait([turn], timeout=self.lease_ms / 3000)
             if done:
@@ -92,6 +113,9 @@ class Worker:
                 log.exception("renewing the lease of run %s failed", run.id)
                 continue
             if not renewed:
+                done, _ = await asyncio.wait([turn], timeout=FINISHING_SECONDS)
+                if done:
+                    return False
                 turn.cancel()
                 await asyncio.wait([turn])
                 return True

@@ -1,7 +1,8 @@
 """One scheduling pass: fire every due schedule once, as of an instant.
 
-Any number of processes may tick at once (every ``aichats worker`` and ``serve`` does,
-about every second). Each due schedule is taken with ``FOR UPDATE SKIP LOCKED``, and its
+Any number of processes may tick at once (every process with agent workers does,
+``aichats worker`` and ``aichats serve`` unless ``AICHATS_WORKERS=0``, about every
+second). Each due schedule is taken with ``FOR UPDATE SKIP LOCKED``, and its
 ``next_run_at`` advanced with a compare-and-set in the same transaction as the turn it
 queues; a unique index on ``(chat, scheduled_for)`` backs that up. So each scheduled
 instant fires exactly once. Instants missed while nothing ran fire as one catch-up turn
@@ -34,11 +35,6 @@ class Tick:
 def latest_missed(row: Any, now: int) -> int:
     """The latest instant at or before ``now`` from the due one on (the catch-up fire)."""
     return schedules.latest_at_or_before(row, row["next_run_at"], now)
-
-
-async def next_due(db: Database) -> int | None:
-    """When the earliest active schedule is due next (None when none is active)."""
-    return await schedules.next_due(db)
 
 
 async def _quarantine(tx: Connection, row: schedules.DueRow, chat: Row | None, error: Exception) -> None:

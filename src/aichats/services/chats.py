@@ -1,8 +1,9 @@
-"""AI chats: create, read, update, list and soft-delete a user's conversations.
+"""AI chats: store, read, update, list and soft-delete a user's conversations.
 
 Every query is scoped by the owner's ``user_id``, so another user's chat is simply not
-found. Creating a chat stores its first user message and queues the agent's turn (a
-``runs`` row) in the same transaction: the reply is produced outside the request.
+found. A chat is created with its first user message and the agent's queued turn, in one
+transaction: :func:`aichats.services.messages.create_chat`, which stores the chat's row
+here (:func:`insert_chat`). So ``messages`` imports this module, never the other way.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from functools import cache
-from typing import Any, Literal, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 import sqlalchemy as sa
 
@@ -18,11 +19,13 @@ from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import NotFound
 from aichats.services.events import USERS_CHANNEL
-from aichats.services.messages import NewMessage, add_user_message
 from aichats.services.pagination import Keyset, Page, PageRequest, read_page
 from aichats.services.usage import decimal_tokens
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, notifications
+
+if TYPE_CHECKING:  # a type only: ``messages`` imports this module
+    from aichats.services.messages import NewMessage
 
 MAX_TITLE_LENGTH = 200
 MAX_REFERENCE_LENGTH = 64
@@ -240,9 +243,9 @@ def chat_json(row: Row) -> dict[str, Any]:
     }
 
 
-async def create_chat(tx: Connection, user_id: str, data: NewChat) -> dict[str, Any]:
-    """Store a chat, its first user message and the queued agent turn (inside ``tx``)."""
-    now = now_ms()
+async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> dict[str, Any]:
+    """Store the chat's row, with no message yet (inside ``tx``): its first message is
+    :func:`aichats.services.messages.create_chat`'s, in the same transaction."""
     chat: dict[str, Any] = {
         "id": ids.new_id(ids.CHAT),
         "user_id": user_id,
@@ -261,8 +264,6 @@ async def create_chat(tx: Connection, user_id: str, data: NewChat) -> dict[str, 
     row = await tx.fetch_one(_INSERT_CHAT, chat)
     assert row is not None
     chat["pk"] = row["pk"]
-    await add_user_message(tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data.message, now=now)
-    chat.update(message_count=1, last_message_at=now)
     return chat
 
 

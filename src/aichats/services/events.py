@@ -3,7 +3,9 @@
 Writers append rows inside their own transaction (so an event exists exactly when
 what it describes does) and notify ``aichats_events``; readers (the SSE stream) wait on
 an in-process :class:`EventHub`, woken by that notification from any process
-(PostgreSQL) or from this one (SQLite), then read the rows after the last id they sent.
+(PostgreSQL; on SQLite, from this one, and for another process's commit by the
+database's watcher, which tells ``None``: anything may have changed), then read the rows
+after the last id they sent.
 The same kind of hub, on ``aichats_users``, wakes a user's notifications stream.
 """
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from aichats.clock import now_ms
 from aichats.errors import Invalid
-from aichats.storage.database import Connection, Database, UniqueViolation
+from aichats.storage.database import Connection, Database, Row, UniqueViolation
 from aichats.storage.schema import idempotency_keys
 
 MAX_KEY_LENGTH = 255
@@ -53,10 +53,10 @@ def validate_key(key: str) -> str:
     return key
 
 
-def _replay(row: object, fingerprint: str) -> Answer:
-    if row["request_hash"] != fingerprint:  # type: ignore[index]
+def _replay(row: Row, fingerprint: str) -> Answer:
+    if row["request_hash"] != fingerprint:
         raise Invalid("this Idempotency-Key was already used with a different request; use a new key")
-    return Answer(row["status_code"], row["response_body"].encode(), replayed=True)  # type: ignore[index]
+    return Answer(row["status_code"], row["response_body"].encode(), replayed=True)
 
 
 async def run_once(

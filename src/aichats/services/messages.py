@@ -1,5 +1,11 @@
-"""Messages of a chat: the user's, stored at once with a queued agent turn, and the
-agent's, written by the run that produces it (``aichats.runs``)."""
+"""Messages of a chat: the user's, stored at once with a queued agent turn (a new chat's
+first one too: :func:`create_chat`), and the rows of the agent's reply, which
+:mod:`aichats.services.replies` writes for the run that produces it.
+
+A message counts on its chat (``message_count``, ``last_message_at``: the chat's own
+statements, in :mod:`aichats.services.chats`), so this module imports ``chats``; ``chats``
+imports nothing of this one but a type.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,9 @@ import orjson
 import sqlalchemy as sa
 
 from aichats import ids
-from aichats.clock import isoformat_ms, isoformat_ms_or_none
+from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import Conflict, NotFound
-from aichats.services import events, runs
+from aichats.services import chats, events, runs
 from aichats.services.files import file_json, owned_files
 from aichats.services.pagination import Keyset, Page, PageRequest, read_page
 from aichats.services.usage import decimal_tokens
@@ -129,16 +135,6 @@ _MESSAGE_STATE = sa.select(_m.role, _m.status).where(
 )
 
 
-async def count_message(tx: Connection, chat_pk: int, now: int) -> None:
-    """Count a message on its chat: ``message_count``, ``last_message_at``, activity (the
-    chat's own statement, :func:`aichats.services.chats.count_message`)."""
-    # Imported here: ``chats`` imports this module (a chat is created with its first
-    # message), so this one cannot import ``chats`` before it is defined.
-    from aichats.services import chats
-
-    await chats.count_message(tx, chat_pk, now)
-
-
 async def insert_message(tx: Connection, chat_pk: int, now: int, *, counted: bool = True, **fields: Any) -> MessageRow:
     """Insert a message; ``counted`` ones count on the chat at once (a pending reply counts
     when it starts)."""
@@ -146,7 +142,7 @@ async def insert_message(tx: Connection, chat_pk: int, now: int, *, counted: boo
     row = await tx.fetch_one(_INSERT, {"id": ids.new_id(ids.MESSAGE), "chat_pk": chat_pk, "created_at": now, **values})
     assert row is not None
     if counted:
-        await count_message(tx, chat_pk, now)
+        await chats.count_message(tx, chat_pk, now)
     return cast(MessageRow, row)
 
 
@@ -198,6 +194,20 @@ async def add_user_message(
     return message
 
 
+async def create_chat(tx: Connection, user_id: str, data: chats.NewChat) -> dict[str, Any]:
+    """Store a chat, its first user message and the queued agent turn (inside ``tx``): the
+    reply is produced outside the request.
+
+    Here rather than in ``chats``, which stores the row (:func:`chats.insert_chat`): a
+    message counts on its chat, so this module imports ``chats``, and not the reverse.
+    """
+    now = now_ms()
+    chat = await chats.insert_chat(tx, user_id, data, now)
+    await add_user_message(tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data.message, now=now)
+    chat.update(message_count=1, last_message_at=now)
+    return chat
+
+
 async def reset_failed_reply(tx: Connection, chat_pk: int, message_id: str, now: int) -> MessageRow:
     """A failed reply back to ``pending``, emptied and no longer counted (a pending reply
     counts when it starts), for a retry (:func:`aichats.services.replies.retry`).
@@ -214,8 +224,6 @@ async def reset_failed_reply(tx: Connection, chat_pk: int, message_id: str, now:
             raise Conflict("only the agent's replies can be retried; this is the user's message")
         raise Conflict(f"only a failed reply can be retried; this one is {state['status']}")
     # A pending reply is not counted (it counts when it starts): the retried one stops counting.
-    from aichats.services import chats  # as in count_message
-
     await chats.uncount_message(tx, chat_pk, now)
     return cast(MessageRow, reply)
 
@@ -277,7 +285,7 @@ async def history(db: Database, chat_pk: int, reply_pk: int, limit: int) -> list
 
 
 # ------------------------------------------------------------ a reply's rows
-# The agent's reply, written by its run (:mod:`aichats.services.replies`): started,
+# The agent's reply, written for its run by :mod:`aichats.services.replies`: started,
 # streamed into, finished.
 
 _REPLY_STATUS = sa.select(_m.status).where(_m.pk == sa.bindparam("message_pk"))
@@ -317,7 +325,7 @@ async def start_reply(tx: Connection, chat_pk: int, message_pk: int, *, model: s
     params = {"message_pk": message_pk, "model": model, "now": now}
     if previous["status"] == "pending":
         row = await tx.fetch_one(_START_REPLY, params)
-        await count_message(tx, chat_pk, now)
+        await chats.count_message(tx, chat_pk, now)
     else:
         row = await tx.fetch_one(_RESTART_REPLY, params)
     assert row is not None

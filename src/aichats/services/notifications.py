@@ -2,9 +2,12 @@
 
 A reply that lands in a chat whose ``notification_preference`` is ``all`` (scheduled or
 not) notifies its user and raises the chat's badge; a muted chat (``none``) gets
-neither. Reading a chat clears its badge and marks its notifications read. Each change
-notifies ``aichats_users`` (the user's id) in its own transaction, to wake the user's
-notifications stream.
+neither. A schedule turned off notifies its user too, unless muted, with no badge
+(:func:`schedule_deactivated`). Notifications are written in the transaction of what
+they tell of (:mod:`aichats.services.replies` for a finished reply, the scheduler for a
+schedule it cannot compute). Reading a chat clears its badge and marks its notifications
+read. Each change notifies ``aichats_users`` (the user's id) in its own transaction, to
+wake the user's notifications stream.
 """
 
 from __future__ import annotations
@@ -113,22 +116,6 @@ def notification_json(row: Row) -> dict[str, Any]:
         "created_at": isoformat_ms(row["created_at"]),
         "read_at": isoformat_ms_or_none(row["read_at"]),
     }
-
-
-async def schedule_deactivated(tx: Connection, chat: Row, *, body: str, details: dict[str, Any]) -> None:
-    """A chat's schedule was turned off: the ``ai_chat.schedule.deactivated`` webhook and
-    the owner's notification, always together, whichever part of the service turned it off
-    (the worker after repeated failures, the scheduler for a schedule it cannot compute)."""
-    subscribed = await webhooks.subscriptions(tx, chat["user_id"])
-    await schedule_deactivated_to(tx, chat, subscribed, body=body, details=details)
-
-
-async def notify(tx: Connection, chat: Row, *, kind: str, title: str, body: str, message_id: str | None = None) -> None:
-    """Notify the chat's user, unless the chat is muted; replies also raise its badge."""
-    if chat["notification_preference"] != "all":
-        return
-    subscribed = await webhooks.subscriptions(tx, chat["user_id"])
-    await notify_to(tx, chat, subscribed, kind=kind, title=title, body=body, message_id=message_id)
 
 
 async def list_notifications(db: Database, user_id: str, page: PageRequest) -> tuple[Page[NotificationRow], int]:
@@ -248,23 +235,29 @@ class LiveStates(EventHub[str]):
             return shared.version, shared.data
 
 
-# ------------------------------------------------------------ a reply's notifications
+# ------------------------------------------------------------ notifying
 
 
-async def notify_to(
+async def notify(
     tx: Connection,
     chat: Row,
-    subscribed: list[Row],
     *,
     kind: str,
     title: str,
     body: str,
     message_id: str | None = None,
+    subscribed: list[Row] | None = None,
 ) -> None:
-    """:func:`notify`, with the user's webhooks already read (:func:`webhooks.subscriptions`):
-    a reply that finishes reads them once for all its events."""
+    """Notify the chat's user (and their ``notification.created`` webhooks), unless the chat
+    is muted; replies also raise its badge.
+
+    ``subscribed``: the user's webhooks already read (:func:`webhooks.subscriptions`), by a
+    change that sends several events (a reply that finishes); else read here, if needed.
+    """
     if chat["notification_preference"] != "all":
         return
+    if subscribed is None:
+        subscribed = await webhooks.subscriptions(tx, chat["user_id"])
     now = now_ms()
     record = {
         "id": ids.new_id("ntf"),
@@ -281,14 +274,19 @@ async def notify_to(
         await chats.raise_badge(tx, chat["pk"])
     await tx.notify(USERS_CHANNEL, chat["user_id"])
     created = notification_json({**record, "chat_id": chat["id"], "read_at": None})
-    await webhooks.enqueue_to(tx, subscribed, "notification.created", created)
+    await webhooks.enqueue(tx, chat["user_id"], "notification.created", created, subscribed=subscribed)
 
 
-async def schedule_deactivated_to(
-    tx: Connection, chat: Row, subscribed: list[Row], *, body: str, details: dict[str, Any]
+async def schedule_deactivated(
+    tx: Connection, chat: Row, *, body: str, details: dict[str, Any], subscribed: list[Row] | None = None
 ) -> None:
-    """:func:`schedule_deactivated`, with the user's webhooks already read."""
+    """A chat's schedule was turned off: the ``ai_chat.schedule.deactivated`` webhook and
+    the owner's notification, always together, whichever part of the service turned it off
+    (:mod:`aichats.services.replies` after repeated failures of its scheduled turns, the
+    scheduler for a schedule it cannot compute). ``subscribed`` as for :func:`notify`."""
+    if subscribed is None:
+        subscribed = await webhooks.subscriptions(tx, chat["user_id"])
     event = {"ai_chat_id": chat["id"], **details}
-    await webhooks.enqueue_to(tx, subscribed, "ai_chat.schedule.deactivated", event)
+    await webhooks.enqueue(tx, chat["user_id"], "ai_chat.schedule.deactivated", event, subscribed=subscribed)
     title = chat["title"] or "AI chat"
-    await notify_to(tx, chat, subscribed, kind="ai_chat.schedule.deactivated", title=title, body=body)
+    await notify(tx, chat, kind="ai_chat.schedule.deactivated", title=title, body=body, subscribed=subscribed)

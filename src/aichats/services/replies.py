@@ -3,13 +3,13 @@
 An agent reply is a message (``messages``) written by a run (``runs``) in a chat
 (``ai_chats``). Queueing is :func:`aichats.services.runs.queue`, called in the transaction
 that stores the user's message and its pending reply (:func:`messages.add_user_message`,
-which chat creation uses too, so it sits below chats and this module) or, for a failed
-reply, by :func:`retry` here. A worker that claimed the run then calls :func:`start`,
-:meth:`Reply.append` for each piece of text, and :meth:`Reply.complete` or
-:meth:`Reply.fail`. Either of those ends in one "reply finished" step
-(:meth:`Reply._finished`), which reads the chat and the user's webhooks once and fans
-out: the notification and badge (the users channel's push), the webhooks, and a
-scheduled turn's outcome.
+which a new chat's first message goes through too, :func:`messages.create_chat`; so it
+sits in ``messages``, below this module) or, for a failed reply, by :func:`retry` here.
+A worker that claimed the run then calls :func:`start`, :meth:`Reply.append` for each
+piece of text, and :meth:`Reply.complete` or :meth:`Reply.fail`. Either of those ends in
+one "reply finished" step (:meth:`Reply._finished`), which reads the chat and the user's
+webhooks once and fans out: the notification and badge (the users channel's push), the
+webhooks, and a scheduled turn's outcome.
 
 Every write of a run is fenced by its attempt: when another worker took the run over
 (this one's lease lapsed), the write finds nothing and :class:`LostRun` is raised, and
@@ -201,14 +201,15 @@ class Reply:
         if succeeded:
             body = message["content"][:200]
             completed = {"ai_chat": chats.chat_json(chat), "message": message}
-            await webhooks.enqueue_to(tx, subscribed, "ai_chat.message.completed", completed)
+            await webhooks.enqueue(tx, chat["user_id"], "ai_chat.message.completed", completed, subscribed=subscribed)
         else:
             body = f"The reply failed: {message['error']}"
             failed = {"ai_chat_id": chat["id"], "run_id": self.run.id, "trigger": self.run.trigger}
-            await webhooks.enqueue_to(tx, subscribed, "ai_chat.run.failed", {**failed, "error": message["error"]})
+            failed["error"] = message["error"]
+            await webhooks.enqueue(tx, chat["user_id"], "ai_chat.run.failed", failed, subscribed=subscribed)
         title = chat["title"] or "AI chat"
-        await notifications.notify_to(
-            tx, chat, subscribed, kind="ai_chat.reply", title=title, body=body, message_id=message["id"]
+        await notifications.notify(
+            tx, chat, kind="ai_chat.reply", title=title, body=body, message_id=message["id"], subscribed=subscribed
         )
         if self.run.trigger != "schedule":
             return
@@ -217,4 +218,4 @@ class Reply:
             log.warning("the schedule of chat %s failed %d times in a row: deactivated", chat["id"], limit)
             body = f"The schedule failed {limit} times in a row and was turned off."
             details = {"consecutive_failures": limit}
-            await notifications.schedule_deactivated_to(tx, chat, subscribed, body=body, details=details)
+            await notifications.schedule_deactivated(tx, chat, body=body, details=details, subscribed=subscribed)

@@ -118,21 +118,26 @@ _ANSWERED = (
 )
 _SCHEDULED_IN_FLIGHT = sa.select(sa.func.count().label("n")).where(_r.trigger == "schedule", _active(_r))
 
-# The claim, one statement: the oldest run that is queued, or running under a lease that
-# lapsed (its worker died), of a chat with no older active run (one run at a time per
+# The claim, one write statement: the oldest run that is queued, or running under a lease
+# that lapsed (its worker died), of a chat with no older active run (one run at a time per
 # chat, in order). ``SKIP LOCKED`` (PostgreSQL) lets racing workers pass over the run
 # another is taking; SQLite has one writer, and there the lock clause compiles to nothing.
 _candidate = runs.alias("candidate")
 _older = runs.alias("older")
 _k = _candidate.c
 _o = _older.c
+_CLAIMABLE_WHERE = (
+    _active(_k),
+    sa.or_(_k.status == _QUEUED, _k.lease_expires_at < sa.bindparam("now")),
+    ~sa.exists().where(_o.chat_pk == _k.chat_pk, _o.pk < _k.pk, _active(_o)),
+)
+# The same question read-only, asked first: an idle poll (most of them: every worker,
+# every second) is then one read, not a write transaction (on SQLite, ``BEGIN IMMEDIATE``
+# under the one write lock, which API writes wait for).
+_PROBE = sa.select(_k.pk).where(*_CLAIMABLE_WHERE).order_by(_k.pk).limit(1)
 _CLAIMABLE = (
     sa.select(_k.pk)
-    .where(
-        _active(_k),
-        sa.or_(_k.status == _QUEUED, _k.lease_expires_at < sa.bindparam("now")),
-        ~sa.exists().where(_o.chat_pk == _k.chat_pk, _o.pk < _k.pk, _active(_o)),
-    )
+    .where(*_CLAIMABLE_WHERE)
     .order_by(_k.pk)
     .limit(1)
     .with_for_update(skip_locked=True)
@@ -226,8 +231,16 @@ async def scheduled_in_flight(db: Database) -> int:
 
 
 async def claim(db: Database, worker_id: str, lease_ms: int) -> Claim | None:
-    """Claim the oldest runnable run for ``lease_ms``, counting the attempt; None when none is."""
+    """Claim the oldest runnable run for ``lease_ms``, counting the attempt; None when none is.
+
+    A read finds whether there is anything to claim; only then does the claim's write
+    transaction run. The claiming ``UPDATE`` keeps its own whole condition, so a run taken
+    between the two (by another worker) is simply not claimed again: the claim gets the
+    next one, or nothing.
+    """
     now = now_ms()
+    if await db.fetch_one(_PROBE, {"now": now}) is None:
+        return None
     async with db.transaction() as tx:
         row = await tx.fetch_one(_CLAIM, {"now": now, "worker_id": worker_id, "lease_expires_at": now + lease_ms})
     if row is None:

@@ -3,8 +3,10 @@
 ``database.py`` binds one value per parameter and compiles each statement once, so
 SQLAlchemy's expanding ``IN`` (whose SQL changes with the list's length) is refused there.
 A JSON array is one value whatever its length: SQLite reads it with ``json_each``,
-PostgreSQL with ``json_array_elements`` (both name the element ``value``). The constructs
-below compile to the right one for each dialect, so a statement is still written once.
+PostgreSQL with ``json_array_elements`` (both name the element ``value``), and a field of
+an object with ``json_extract`` and ``->>`` (SQLite's ``->>`` is 3.38's; aichats runs on
+3.35, docs/configuration.md). The constructs below compile to the right one for each
+dialect, so a statement is still written once.
 """
 
 from __future__ import annotations
@@ -49,6 +51,27 @@ def _postgres_objects(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
     return f"json_array_elements(CAST({compiler.process(element.clauses, **kw)} AS json))"
 
 
+class _json_field(GenericFunction[str]):
+    """One field of a JSON object, as text: ``json_field(value, 'name')``."""
+
+    inherit_cache = True
+    name = "json_field"
+    type = sa.Text()
+
+
+@compiles(_json_field, "sqlite")
+def _sqlite_field(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    # ``json_extract``, not ``->>``: the operator is SQLite 3.38's, and Ubuntu 22.04 has 3.37.
+    value, field = element.clauses
+    return f"json_extract({compiler.process(value, **kw)}, '$.{field.value}')"
+
+
+@compiles(_json_field, "postgresql")
+def _postgres_field(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    value, field = element.clauses
+    return f"({compiler.process(value, **kw)} ->> '{field.value}')"
+
+
 def json_texts(name: str) -> sa.Select[tuple[str]]:
     """The strings of the JSON array bound as ``name``, for ``column.in_(json_texts("ids"))``.
 
@@ -59,7 +82,7 @@ def json_texts(name: str) -> sa.Select[tuple[str]]:
 
 def json_records(name: str, **fields: sa.types.TypeEngine[Any]) -> sa.Subquery:
     """One row per object of the JSON array bound as ``name``, with ``fields`` as its columns
-    (``->>`` reads a field on both databases: SQLite since 3.38)."""
+    (SQLite reads a field with ``json_extract``, PostgreSQL with ``->>``)."""
     elements = _json_array_objects(sa.bindparam(name, type_=sa.Text)).table_valued("value")
-    columns = [sa.cast(elements.c.value.op("->>")(sa.literal_column(f"'{f}'")), t).label(f) for f, t in fields.items()]
+    columns = [sa.cast(_json_field(elements.c.value, sa.literal(f)), t).label(f) for f, t in fields.items()]
     return sa.select(*columns).subquery()

@@ -1,7 +1,8 @@
 """Token usage as the API shows it: exact decimal text of stored millionths of a token.
 
-Its own module, below messages, chats and runs, which all show usage (and ``messages``
-calls ``runs``, so neither can hold it for the other).
+Its own module, below messages, chats and runs, which all show usage (``messages`` calls
+``chats`` and ``runs``, which call neither each other nor it, so none of them can hold it
+for the other two).
 """
 
 from __future__ import annotations

@@ -156,18 +156,25 @@ async def delete_webhook(db: Database, user_id: str, webhook_id: str) -> None:
         await tx.execute(_DELETE, {"pk": row["pk"], "now": now_ms()})
 
 
-async def enqueue(tx: Connection, user_id: str, event_type: str, data: dict[str, Any]) -> int:
-    """Write the event's deliveries into the outbox (inside the event's transaction): two
-    statements, however many webhooks the user has."""
-    hooks = await tx.fetch_all(_SUBSCRIBED, {"user_id": user_id})
-    return await _write_deliveries(tx, hooks, event_type, data)
+async def subscriptions(tx: Connection, user_id: str) -> list[Row]:
+    """The user's live webhooks, read once for the several events of one change: give them
+    to each :func:`enqueue`."""
+    return await tx.fetch_all(_SUBSCRIBED, {"user_id": user_id})
 
 
-async def _write_deliveries(tx: Connection, hooks: list[Row], event_type: str, data: dict[str, Any]) -> int:
-    """One delivery of the event per webhook of ``hooks`` subscribed to it, in one statement."""
+async def enqueue(
+    tx: Connection, user_id: str, event_type: str, data: dict[str, Any], *, subscribed: list[Row] | None = None
+) -> int:
+    """Write the event's deliveries into the outbox (inside the event's transaction), one
+    per webhook of the user subscribed to it, in one statement however many there are.
+
+    ``subscribed``: the user's webhooks already read (:func:`subscriptions`), by a change
+    that sends several events (a reply that finishes sends up to four); else read here.
+    """
+    hooks = await subscriptions(tx, user_id) if subscribed is None else subscribed
     now = now_ms()
-    subscribed = [hook["pk"] for hook in hooks if event_type in hook["events"].split(",")]
-    deliveries = [{"id": ids.new_id("msg"), "webhook_pk": pk} for pk in subscribed]
+    targets = [hook["pk"] for hook in hooks if event_type in hook["events"].split(",")]
+    deliveries = [{"id": ids.new_id("msg"), "webhook_pk": pk} for pk in targets]
     if not deliveries:
         return 0
     payload = orjson.dumps({"type": event_type, "timestamp": isoformat_ms(now), "data": data}).decode()
@@ -315,17 +322,3 @@ async def deliveries(db: Database, webhook_pk: int) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-# ------------------------------------------------------------ several events at once
-
-
-async def subscriptions(tx: Connection, user_id: str) -> list[Row]:
-    """The user's live webhooks, read once for the several events of one change (a reply
-    that finishes sends up to four): give them to :func:`enqueue_to`."""
-    return await tx.fetch_all(_SUBSCRIBED, {"user_id": user_id})
-
-
-async def enqueue_to(tx: Connection, subscribed: list[Row], event_type: str, data: dict[str, Any]) -> int:
-    """:func:`enqueue`, to the webhooks :func:`subscriptions` read."""
-    return await _write_deliveries(tx, subscribed, event_type, data)
