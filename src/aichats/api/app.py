@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,6 +73,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             # The agent workers, scheduler, webhook sender and housekeeping, supervised.
             async with background(db, settings, workers=settings.workers, housekeeping=True):
+                # What startup made (modules, models, the migrations' Mako) lives as long as the
+                # process: out of the collector's reach, a full collection under load scans only
+                # what requests made (measured: it removed 60 ms p99 stalls on PostgreSQL).
+                gc.freeze()
                 yield
         finally:
             await app.state.db.close()
