@@ -116,13 +116,20 @@ def start_server(database_url: str, log_path: Path, extra_env: dict[str, str] | 
     raise AssertionError(f"aichats serve did not become healthy:\n{log_path.read_text()}")
 
 
-def stop_server(server: LiveServer) -> None:
-    server.process.terminate()
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean stop), then SIGKILL if it has not ended within 10 s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
     try:
-        server.process.wait(10)
+        process.wait(10)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(10)
+        process.kill()
+        process.wait(10)
+
+
+def stop_server(server: LiveServer) -> None:
+    terminate(server.process)
 
 
 @contextmanager
@@ -156,13 +163,7 @@ class WorkerProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        terminate(self.process)
 
 
 def launch_worker(database_url: str, log_path: Path, env: dict[str, str], *args: str) -> WorkerProcess:

@@ -11,7 +11,7 @@ from aichats.api import schemas
 from aichats.api.inputs import page_request, query_bool, query_str
 from aichats.api.models import ChatCreate, ChatUpdate
 from aichats.api.operations import FIRST_OR_LAST, IDEMPOTENCY_KEY, TRUE, Call, operation, paging, query
-from aichats.api.responses import json_response
+from aichats.api.responses import json_response, page_json
 from aichats.errors import Invalid
 from aichats.services import chats, idempotency, messages
 from aichats.services.chats import (
@@ -77,7 +77,7 @@ async def create(call: Call) -> Response:
     errors=(404,),
 )
 async def retrieve(call: Call) -> Response:
-    return json_response(chat_json(await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))))
+    return json_response(chat_json(await call.chat()))
 
 
 @operation(
@@ -168,4 +168,4 @@ async def list_(call: Call) -> Response:
     )
     order = _enum(call, "order", ChatOrder) or ChatOrder.created_at
     result = await chats.list_chats(call.db, call.principal.user_id, page, order=order, flt=flt)
-    return json_response({"data": [chat_json(r) for r in result.items], "page_info": result.page_info.as_dict()})
+    return json_response(page_json(result, chat_json))

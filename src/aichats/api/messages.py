@@ -14,7 +14,7 @@ from aichats.api import schemas, sse
 from aichats.api.inputs import page_request, read_body
 from aichats.api.models import MessageInput
 from aichats.api.operations import FIRST_OR_LAST, Call, Stream, operation, paging, query
-from aichats.api.responses import json_response
+from aichats.api.responses import json_response, page_json
 from aichats.clock import now_ms
 from aichats.errors import BadRequest, Invalid
 from aichats.services import chats, events, files, replies
@@ -37,11 +37,9 @@ TAG = "Messages"
     exclusive=FIRST_OR_LAST,
 )
 async def list_(call: Call) -> Response:
-    chat = await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
+    chat = await call.chat()
     page = await list_messages(call.db, chat["pk"], page_request(call.request))
-    return json_response(
-        {"data": [message_json(r, chat["id"]) for r in page.items], "page_info": page.page_info.as_dict()}
-    )
+    return json_response(page_json(page, lambda row: message_json(row, chat["id"])))
 
 
 @operation(
@@ -58,7 +56,7 @@ async def list_(call: Call) -> Response:
     body=MessageInput,
 )
 async def create(call: Call) -> Response:
-    chat = await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
+    chat = await call.chat()
     async with call.db.transaction() as tx:
         message = await add_user_message(
             tx,
@@ -85,7 +83,7 @@ async def create(call: Call) -> Response:
     errors=(404, 409),
 )
 async def retry(call: Call) -> Response:
-    chat = await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
+    chat = await call.chat()
     async with call.db.transaction() as tx:
         reply = await replies.retry(
             tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=call.path("message_id"), now=now_ms()

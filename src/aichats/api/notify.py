@@ -12,8 +12,8 @@ from aichats.api import schemas, sse
 from aichats.api.inputs import page_request
 from aichats.api.models import ReadInput, WebhookInput
 from aichats.api.operations import TRUE, Call, Stream, operation, paging
-from aichats.api.responses import json_response
-from aichats.services import chats, notifications, webhooks
+from aichats.api.responses import json_response, page_json
+from aichats.services import notifications, webhooks
 
 NOTIFICATIONS = "Notifications"
 WEBHOOKS = "Webhooks"
@@ -31,7 +31,7 @@ WEBHOOKS = "Webhooks"
     errors=(404,),
 )
 async def read_chat(call: Call) -> Response:
-    chat = await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
+    chat = await call.chat()
     await notifications.read_chat(call.db, call.principal.user_id, chat["pk"])
     return json_response(True)
 
@@ -51,13 +51,7 @@ async def read_chat(call: Call) -> Response:
 )
 async def list_notifications(call: Call) -> Response:
     page, unread = await notifications.list_notifications(call.db, call.principal.user_id, page_request(call.request))
-    return json_response(
-        {
-            "data": [notifications.notification_json(r) for r in page.items],
-            "page_info": page.page_info.as_dict(),
-            "unread_count": unread,
-        }
-    )
+    return json_response({**page_json(page, notifications.notification_json), "unread_count": unread})
 
 
 @operation(

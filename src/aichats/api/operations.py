@@ -26,6 +26,8 @@ from starlette.routing import Route
 from aichats.api.auth import require
 from aichats.api.inputs import parse_object, read_body, read_json, validate
 from aichats.config import Settings
+from aichats.services import chats
+from aichats.services.chats import ChatRow
 from aichats.services.keys import Principal
 from aichats.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from aichats.storage.database import Database
@@ -49,6 +51,10 @@ class Call:
         """A path id (``chat_id``, ``message_id``, ``webhook_id``)."""
         value: str = self.request.path_params[name]
         return value
+
+    async def chat(self) -> ChatRow:
+        """The caller's chat named by the path's ``chat_id`` (404 if it is not theirs, or deleted)."""
+        return await chats.get_chat(self.db, self.principal.user_id, self.path("chat_id"))
 
 
 Handler = Callable[[Call], Awaitable[Response]]

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import Response
 
 from aichats.api import schemas
 from aichats.api.inputs import page_request
 from aichats.api.models import ScheduleInput, SchedulePreviewInput
 from aichats.api.operations import TRUE, Call, operation, paging
-from aichats.api.responses import json_response
+from aichats.api.responses import json_response, page_json
 from aichats.clock import now_ms
-from aichats.services import chats, runs, schedules
+from aichats.services import runs, schedules
 from aichats.services.messages import MessageSource, NewMessage, add_user_message
 
 TAG = "Schedules"
-
-
-async def _chat(call: Call) -> Any:
-    return await chats.get_chat(call.db, call.principal.user_id, call.path("chat_id"))
 
 
 @operation(
@@ -34,7 +28,7 @@ async def _chat(call: Call) -> Any:
     errors=(404,),
 )
 async def get(call: Call) -> Response:
-    chat = await _chat(call)
+    chat = await call.chat()
     row = await schedules.get_schedule(call.db, chat["pk"])
     return json_response(schedules.schedule_json(row, chat["id"]))
 
@@ -54,7 +48,7 @@ async def get(call: Call) -> Response:
     body=ScheduleInput,
 )
 async def put(call: Call) -> Response:
-    chat = await _chat(call)
+    chat = await call.chat()
     minimum = call.settings.schedule_min_interval_seconds
     row = await schedules.put_schedule(call.db, chat["pk"], call.body.spec(), min_interval_seconds=minimum)
     return json_response(schedules.schedule_json(row, chat["id"]))
@@ -72,7 +66,7 @@ async def put(call: Call) -> Response:
     errors=(404,),
 )
 async def delete(call: Call) -> Response:
-    chat = await _chat(call)
+    chat = await call.chat()
     await schedules.delete_schedule(call.db, chat["pk"])
     return json_response(True)
 
@@ -91,7 +85,7 @@ async def delete(call: Call) -> Response:
 )
 async def run_now(call: Call) -> Response:
     """Queue the schedule's prompt now (a `manual` run), whether it is active or not."""
-    chat = await _chat(call)
+    chat = await call.chat()
     db = call.db
     row = await schedules.get_schedule(db, chat["pk"])
     now = now_ms()
@@ -139,6 +133,6 @@ async def preview(call: Call) -> Response:
 )
 async def list_runs(call: Call) -> Response:
     """The chat's runs, newest first (``first``/``after``)."""
-    chat = await _chat(call)
+    chat = await call.chat()
     result = await runs.list_runs(call.db, chat["pk"], page_request(call.request))
-    return json_response({"data": [runs.run_json(r) for r in result.items], "page_info": result.page_info.as_dict()})
+    return json_response(page_json(result, runs.run_json))
