@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from operator import itemgetter
@@ -35,6 +35,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from aichats.storage.pool import Pool
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
@@ -313,10 +315,6 @@ class _PostgresConnection:
             self.pending.clear()
 
 
-async def _no_reset(connection: Any) -> None:
-    return None
-
-
 async def _translate(awaitable: Any) -> Any:
     try:
         return await awaitable
@@ -327,7 +325,7 @@ async def _translate(awaitable: Any) -> Any:
 class PostgresDatabase:
     dialect = "postgresql"
 
-    def __init__(self, url: str, pool: Any) -> None:
+    def __init__(self, url: str, pool: Pool) -> None:
         self.url = url
         self._pool = pool
         self._listeners: dict[str, list[Listener]] = {}
@@ -389,32 +387,33 @@ class PostgresDatabase:
 
     @classmethod
     async def connect(cls, url: str, pool_size: int) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(
-            asyncpg_dsn(url),
-            min_size=1,
-            max_size=pool_size,
-            statement_cache_size=512,
-            # Connections carry no session state (no SET, LISTEN or session locks), so
-            # the default reset query on every release would be a wasted round trip.
-            reset=_no_reset,
-            # Every statement is a keyset query on an index chosen by its shape, not its
-            # values: generic plans skip re-planning and never swap the per-user index
-            # for a scan of the primary key when one user owns most rows.
-            server_settings={"plan_cache_mode": "force_generic_plan"},
-        )
-        return cls(url, pool)
+        dsn = asyncpg_dsn(url)
+
+        def connect() -> Awaitable[asyncpg.Connection]:
+            # Connections carry no session state (no SET, LISTEN or session locks): the pool
+            # lends them on without a reset query.
+            return asyncpg.connect(
+                dsn,
+                statement_cache_size=512,
+                # Every statement is a keyset query on an index chosen by its shape, not its
+                # values: generic plans skip re-planning and never swap the per-user index
+                # for a scan of the primary key when one user owns most rows.
+                server_settings={"plan_cache_mode": "force_generic_plan"},
+            )
+
+        return cls(url, await Pool.open(connect, pool_size))
 
     async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
-        async with self._pool.acquire() as connection:
+        async with self._pool.connection() as connection:
             return await _PostgresConnection(connection).fetch_one(statement, params)
 
     async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
-        async with self._pool.acquire() as connection:
+        async with self._pool.connection() as connection:
             return await _PostgresConnection(connection).fetch_all(statement, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._pool.connection() as connection, connection.transaction():
             wrapped = _PostgresConnection(connection)
             yield wrapped
             await wrapped.send_pending()  # inside the transaction: delivered if, and when, it commits
