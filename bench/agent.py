@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
-import math
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -47,15 +45,19 @@ from common import (
     DEFAULT_POSTGRES,
     BenchError,
     aichats_command,
-    aichats_env,
     aichats_server,
     api_call,
     connect,
+    create_key,
     is_loopback,
     log_tail,
+    ms,
+    open_events,
+    percentile,
     postgres_database,
     postgres_execute,
     run_bench,
+    sse_events,
     start_process,
     stop,
     warn_if_busy,
@@ -140,34 +142,6 @@ def timed_turn(base: str, key: str, text: str) -> Turn:
             if time.monotonic() > deadline:
                 raise BenchError(f"a turn took over {TURN_SECONDS} s")
     raise BenchError("the event stream ended before message.completed")
-
-
-def open_events(connection: http.client.HTTPConnection, key: str, chat_id: str) -> http.client.HTTPResponse:
-    """``GET .../events`` without Last-Event-ID: every event of the chat, replayed, then live."""
-    headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
-    connection.request("GET", f"{CHATS}/{chat_id}/events", headers=headers)
-    response = connection.getresponse()
-    if response.status != 200:
-        raise BenchError(f"the event stream answered {response.status}: {response.read(300)!r}")
-    return response
-
-
-def sse_events(response: http.client.HTTPResponse) -> Iterator[tuple[str, str]]:
-    """(event, data) of each server-sent event, as soon as its closing blank line arrives."""
-    event, data = "message", []
-    while line := response.readline():
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif not line.startswith(b":"):  # ":" starts a comment (keep-alive pings)
-            name, _, value = line.decode().partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
 
 
 def timed_turns(url: str, key: str, workdir: Path, model: str, max_tokens: int, chats: int) -> tuple[Turn, list[Turn]]:
@@ -432,37 +406,6 @@ def check_alive(workers: list[tuple[subprocess.Popen, Path]]) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def create_key(url: str, workdir: Path) -> str:
-    """A new user's API key, made with the CLI (which migrates the database first)."""
-    user = run_cli(url, workdir, "users", "create")
-    return run_cli(url, workdir, "keys", "create", "--user", user)
-
-
-def run_cli(url: str, workdir: Path, *args: str) -> str:
-    """Run ``aichats ARGS`` against ``url``; the last line it printed."""
-    done = subprocess.run(
-        aichats_command(*args),
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-        env=aichats_env({"AICHATS_DATABASE_URL": url}),
-        timeout=120,
-    )
-    if done.returncode != 0 or not done.stdout.strip():
-        raise BenchError(f"aichats {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    return done.stdout.strip().splitlines()[-1]
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least p% of them at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000
 
 
 # ------------------------------------------------------------------ main

@@ -11,9 +11,29 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorToolServer(BaseModel):
+    """An MCP server the operator gives every user's agent (``AICHATS_TOOL_SERVERS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    url: str | None = None  # Streamable HTTP
+    headers: dict[str, str] = Field(default_factory=dict)
+    command: str | None = None  # stdio
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> OperatorToolServer:
+        if (self.url is None) == (self.command is None):
+            raise ValueError(f"tool server {self.name!r}: give either a url or a command")
+        return self
 
 
 class Settings(BaseSettings):
@@ -186,6 +206,57 @@ class Settings(BaseSettings):
     webhook_retry_seconds: list[float] = Field(
         [5, 300, 1800, 7200, 18000, 36000, 36000],
         description="JSON list: the wait before each retry of a failed webhook delivery (after the first try).",
+    )
+
+    tools_allow_private_urls: bool = Field(
+        False,
+        description=(
+            "Allow MCP tool servers and the `fetch_url` tool to reach non-public addresses (private, loopback, "
+            "link-local...); the URL's syntax is checked all the same. Operator servers (`AICHATS_TOOL_SERVERS`) "
+            "are trusted and never checked."
+        ),
+    )
+    tool_servers: list[OperatorToolServer] = Field(
+        default_factory=list,
+        description=(
+            "JSON list: MCP tool servers every user's agent has, set by the operator. Each is "
+            '`{"name": "files", "command": "uvx", "args": ["mcp-server-files"], "env": {...}}` (stdio: a '
+            'command the service starts) or `{"name": "crm", "url": "https://...", "headers": {...}}` '
+            "(Streamable HTTP)."
+        ),
+    )
+    local_tool_choice: Literal["none", "auto", "required"] = Field(
+        "none",
+        description=(
+            "Tools for `local:` models: `none` offers them none (the built-in 135M model never calls one on its "
+            "own, and each tool costs it about 180 prompt tokens); `auto` offers them; `required` also makes the "
+            "first model call of each turn call one (a small model that must fetch before it answers)."
+        ),
+    )
+    max_tool_steps: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description=(
+            "Model calls of one turn that may call tools; the next call is made without tools, so the "
+            "turn always ends with an answer."
+        ),
+    )
+    tool_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest a tool call may take (an MCP server's or a built-in's); past it, an error."
+    )
+    max_tool_result_chars: int = Field(
+        20_000, ge=100, description="Characters of a tool's result kept and given to the model; the rest is cut."
+    )
+    fetch_max_bytes: int = Field(
+        2_000_000, ge=1024, description="Largest page the built-in `fetch_url` tool reads (bytes, before decoding)."
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that encrypts tool servers' headers at rest (any string; a long random one). Unset: a key is "
+            "generated once into `<AICHATS_FILES_DIR>/secret.key`. Set it when several machines share a database."
+        ),
     )
 
     @field_validator("token_weights")

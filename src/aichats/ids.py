@@ -19,6 +19,8 @@ MESSAGE = "aimsg"
 RUN = "airun"
 API_KEY = "key"
 FILE = "file"
+TOOL_SERVER = "tsrv"
+TOOL_CALL = "tcall"
 
 
 def new_id(prefix: str, length: int = RANDOM_LENGTH) -> str:

@@ -167,11 +167,11 @@ def test_events_from_latest_send_only_what_follows(api: httpx2.Client) -> None:
     assert orjson.loads(data)["id"] == posted["id"]  # the first event is the new message, not the chat's first
 
 
-def test_only_failed_replies_can_be_retried(live_server: LiveServer, api: httpx2.Client) -> None:
+def test_only_failed_or_finished_replies_can_be_retried(live_server: LiveServer, api: httpx2.Client) -> None:
     chat = create(api)
     user, pending = api.get(f"/ai_chats/{chat['id']}/messages").json()["data"]
     path = f"/ai_chats/{chat['id']}/messages/{{}}/retry"
-    assert_error(api.post(path.format(pending["id"])), 409, "conflict", "only a failed reply")
+    assert_error(api.post(path.format(pending["id"])), 409, "conflict", "only a failed or finished reply")
     assert_error(api.post(path.format(user["id"])), 409, "conflict", "user's message")
     assert_error(api.post(path.format("aimsg_nothere")), 404, "not_found")
     with live_server.client(live_server.account()) as other:

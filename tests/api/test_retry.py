@@ -73,4 +73,6 @@ def test_a_failed_reply_completes_on_retry(flaky_server: LiveServer) -> None:
         flow = [k for k in kinds if k != "message.delta"]
         first_try = ["message.created", "message.created", "message.failed"]
         assert flow == [*first_try, "message.retried", "message.created", "message.completed", "chat.updated"]
-        assert_error(api.post(f"/ai_chats/{chat['id']}/messages/{failed['id']}/retry"), 409, "conflict", "completed")
+        # Completed, it can be written again only while it is the chat's last message.
+        assert api.post(f"/ai_chats/{chat['id']}/messages", json={"message_text": "And?"}).status_code == 201
+        assert_error(api.post(f"/ai_chats/{chat['id']}/messages/{failed['id']}/retry"), 409, "conflict", "last reply")

@@ -447,7 +447,8 @@ async def test_a_failed_reply_is_retried_in_place_and_counted_once(db: Database)
         ("message", "failed", user["pk"], reply["pk"]),
         ("retry", "completed", user["pk"], reply["pk"]),
     ]
-    with pytest.raises(Conflict, match="completed"):
+    await follow_up(db, chat, "and next?")  # a completed reply can be written again only while it is the last
+    with pytest.raises(Conflict, match="last reply"):
         async with db.transaction() as tx:
             await retry_reply(tx, **where, message_id=reply["id"], now=clock.now_ms())
     with pytest.raises(Conflict, match="user's message"):

@@ -108,7 +108,7 @@ async def test_a_renewal_that_meets_the_turns_own_finish_is_not_a_takeover(
     finished = asyncio.Event()
     ended: list[str] = []
 
-    async def finishing_turn(db: Database, settings: Settings, models: Models, run: Claim) -> None:
+    async def finishing_turn(db: Database, settings: Settings, models: Models, operator: object, run: Claim) -> None:
         async with db.transaction() as tx:
             assert await runs.finish(tx, run, status="completed")
         finished.set()
@@ -139,7 +139,7 @@ async def test_a_lost_turns_own_exception_is_retrieved_and_logged(
     an exception that was never retrieved."""
     await new_chat(db, "lost one")
 
-    async def stubborn_turn(db: Database, settings: Settings, models: Models, run: Claim) -> None:
+    async def stubborn_turn(db: Database, settings: Settings, models: Models, operator: object, run: Claim) -> None:
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:

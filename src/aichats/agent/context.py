@@ -42,10 +42,14 @@ def _with_attachments(
     return text
 
 
-async def build(db: Database, settings: Settings, model: Model, chat: Row, reply_pk: int) -> list[ChatMessage]:
-    """The prompt for the reply ``reply_pk``: everything completed before it in the chat."""
+async def build(
+    db: Database, settings: Settings, model: Model, chat: Row, reply_pk: int, *, reserved: int = 0
+) -> list[ChatMessage]:
+    """The prompt for the reply ``reply_pk``: everything completed before it in the chat,
+    in the window less ``reserved`` tokens (the tools offered with it)."""
     system = ChatMessage("system", system_prompt(settings, chat))
     budget = model.context_window - settings.max_output_tokens - await model.count_tokens(system.content) - 16
+    budget -= reserved
     history = await messages.history(db, chat["pk"], reply_pk, HISTORY_LIMIT)
     # Every attachment of the history, read in one query (not one per file).
     attached = [[attachment["id"] for attachment in orjson.loads(row["attachments"])] for row in history]

@@ -35,11 +35,14 @@ STDERR_LINES = 20  # the engine's last log lines, quoted when it fails to start
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
-    """How the engine runs a model: slots decoded at once, tokens of context per slot, threads."""
+    """How the engine runs a model: slots decoded at once, tokens of context per slot, threads,
+    and whether to use our ChatML template with tools instead of the model's own
+    (:data:`aichats.agent.engine_process.CHATML_TOOLS`)."""
 
     parallel: int = 4
     context_tokens: int = 4096
     threads: int | None = None
+    chatml_tools: bool = False
 
 
 def describe_exit(returncode: int) -> str:
@@ -119,6 +122,8 @@ class Engine:
         ]  # fmt: skip
         if options.threads:
             command += ["--threads", str(options.threads)]
+        if options.chatml_tools:
+            command.append("--chatml-tools")
         self._stderr.clear()
         try:
             process = await asyncio.create_subprocess_exec(

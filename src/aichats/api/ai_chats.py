@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from aichats.api import schemas
 from aichats.api.inputs import page_request, query_bool, query_str
-from aichats.api.models import ChatCreate, ChatUpdate
+from aichats.api.models import ChatCreate, ChatToolsInput, ChatUpdate
 from aichats.api.operations import FIRST_OR_LAST, IDEMPOTENCY_KEY, TRUE, Call, operation, paging, query
 from aichats.api.responses import json_response, page_json
 from aichats.errors import Invalid
@@ -95,6 +95,39 @@ async def retrieve(call: Call) -> Response:
 async def update(call: Call) -> Response:
     row = await chats.update_chat(call.db, call.principal.user_id, call.path("chat_id"), call.body.changes())
     return json_response(chat_json(row))
+
+
+@operation(
+    "GET",
+    "/ai_chats/{chat_id}/tools",
+    "getChatTools",
+    summary="The tools the chat's agent may use (null: every tool of the user). docs/tools.md.",
+    scope="ai_chat:read",
+    tag=TAG,
+    response=schemas.ChatTools,
+    response_description="The chat's tool choice.",
+    errors=(404,),
+)
+async def get_tools(call: Call) -> Response:
+    return json_response(chats.chat_tools_json(await call.chat()))
+
+
+@operation(
+    "PUT",
+    "/ai_chats/{chat_id}/tools",
+    "putChatTools",
+    summary="Choose the tools the chat's agent may use: `null` for every tool of the user, else names of tool "
+    "servers, tools (`server__tool`), `builtin` or built-in tools; `[]` for none.",
+    scope="ai_chat:update",
+    tag=TAG,
+    response=schemas.ChatTools,
+    response_description="The chat's tool choice.",
+    errors=(400, 404, 413, 422),
+    body=ChatToolsInput,
+)
+async def put_tools(call: Call) -> Response:
+    row = await chats.update_chat(call.db, call.principal.user_id, call.path("chat_id"), call.body.changes())
+    return json_response(chats.chat_tools_json(row))
 
 
 @operation(

@@ -17,8 +17,8 @@ from aichats.api.operations import FIRST_OR_LAST, Call, Stream, operation, pagin
 from aichats.api.responses import json_response, page_json
 from aichats.clock import now_ms
 from aichats.errors import BadRequest, Invalid
-from aichats.services import chats, events, files, replies
-from aichats.services.messages import add_user_message, list_messages, message_json
+from aichats.services import chats, events, files, replies, tool_calls
+from aichats.services.messages import add_user_message, calls_of_page, list_messages, message_json
 
 TAG = "Messages"
 
@@ -39,7 +39,8 @@ TAG = "Messages"
 async def list_(call: Call) -> Response:
     chat = await call.chat()
     page = await list_messages(call.db, chat["pk"], page_request(call.request))
-    return json_response(page_json(page, lambda row: message_json(row, chat["id"])))
+    calls = await calls_of_page(call.db, page)
+    return json_response(page_json(page, lambda row: message_json(row, chat["id"], calls.get(row["pk"]))))
 
 
 @operation(
@@ -73,9 +74,11 @@ async def create(call: Call) -> Response:
     "POST",
     "/ai_chats/{chat_id}/messages/{message_id}/retry",
     "retryMessage",
-    summary="Retry a failed reply: it goes back to `pending` (content, error and usage cleared) and the agent's "
-    "turn is queued again (a `retry` run). The chat's stream sends `message.retried`, then the usual events as "
-    "the reply streams. Only an assistant message whose status is `failed` can be retried (else 409).",
+    summary="Write a reply again: a failed reply anywhere in the chat (Retry), or the chat's last reply once it "
+    "ended (`completed` or `cancelled`: Regenerate). It goes back to `pending` (content, error, usage and tool "
+    "calls cleared; what it cost stays on the chat's usage) and the agent's turn is queued again (a `retry` "
+    "run). The chat's stream sends `message.retried`, then the usual events as the reply streams. Any other "
+    "message: 409.",
     scope="ai_chat:create",
     tag=TAG,
     response=schemas.Message,
@@ -89,6 +92,71 @@ async def retry(call: Call) -> Response:
             tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=call.path("message_id"), now=now_ms()
         )
     return json_response(message_json(reply, chat["id"]))
+
+
+@operation(
+    "POST",
+    "/ai_chats/{chat_id}/messages/{message_id}/cancel",
+    "cancelMessage",
+    summary="Stop a reply that is `pending`, `streaming` or `waiting`: it keeps what it wrote and ends "
+    "`cancelled`; its worker stops at once, its tool calls that have not run are denied, and what its finished "
+    "model calls used counts on the chat's usage. The stream sends `message.cancelled`. Any other message: 409.",
+    scope="ai_chat:update",
+    tag=TAG,
+    response=schemas.Message,
+    response_description="The reply, `cancelled`.",
+    errors=(404, 409),
+)
+async def cancel(call: Call) -> Response:
+    chat = await call.chat()
+    async with call.db.transaction() as tx:
+        reply = await replies.stop(
+            tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=call.path("message_id"),
+            blended_micros=call.settings.blended_micros,
+        )  # fmt: skip
+        calls = await tool_calls.of_messages(tx, [reply["pk"]])
+    return json_response(message_json(reply, chat["id"], calls.get(reply["pk"])))
+
+
+async def _decide(call: Call, approve: bool) -> Response:
+    chat = await call.chat()
+    async with call.db.transaction() as tx:
+        row = await replies.decide(
+            tx, chat_pk=chat["pk"], chat_id=chat["id"], tool_call_id=call.path("tool_call_id"), approve=approve
+        )
+    return json_response(tool_calls.tool_call_json(row))
+
+
+@operation(
+    "POST",
+    "/ai_chats/{chat_id}/tool_calls/{tool_call_id}/approve",
+    "approveToolCall",
+    summary="Approve a tool call that is `awaiting_approval` (it changes things): once no call of its reply "
+    "waits any more, the reply goes on and the call runs. Any other call: 409.",
+    scope="ai_chat:update",
+    tag=TAG,
+    response=schemas.ToolCall,
+    response_description="The tool call, `approved`.",
+    errors=(404, 409),
+)
+async def approve(call: Call) -> Response:
+    return await _decide(call, True)
+
+
+@operation(
+    "POST",
+    "/ai_chats/{chat_id}/tool_calls/{tool_call_id}/deny",
+    "denyToolCall",
+    summary="Deny a tool call that is `awaiting_approval`: it does not run, and the model is told so (an error "
+    "result) once no call of its reply waits any more. Any other call: 409.",
+    scope="ai_chat:update",
+    tag=TAG,
+    response=schemas.ToolCall,
+    response_description="The tool call, `denied`.",
+    errors=(404, 409),
+)
+async def deny(call: Call) -> Response:
+    return await _decide(call, False)
 
 
 async def _last_event_id(call: Call, chat_pk: int) -> int:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.config import JsonDict
 
-from aichats.services import notifications, webhooks
+from aichats.services import notifications, tool_servers, webhooks
 from aichats.services.chats import (
     MAX_REFERENCE_LENGTH,
     MAX_TITLE_LENGTH,
@@ -33,6 +33,17 @@ Reference = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_REFERENCE_LENGTH, pattern=r"^[A-Za-z0-9_\-]+$")
 ]
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_LENGTH)]
+ToolName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
+TOOLS_DESCRIPTION = (
+    "The tools the agent may use: `null` for every tool of the user (the default), else a list of names, each a "
+    "tool server's name (all its tools), a tool's name as the model sees it (`server__tool`), `builtin` (every "
+    "built-in tool) or a built-in tool's name; `[]`: no tools. Names that match nothing are kept (a server may "
+    "be added later). See docs/tools.md."
+)
+
+
+def _tool_names(tools: list[str] | None) -> tuple[str, ...] | None:
+    return None if tools is None else tuple(dict.fromkeys(tools))
 
 
 # ----------------------------------------------------------------------------------- messages
@@ -111,6 +122,11 @@ class ChatCreate(MessageInput):
         None, description="The company (or account) the chat is about; `current_account_id` is accepted too."
     )
     agent_identifier: AgentIdentifier = AgentIdentifier.support
+    tools: list[ToolName] | None = Field(
+        None,
+        max_length=100,
+        description=TOOLS_DESCRIPTION + " An aichats extension; read and change it at `/ai_chats/{id}/tools`.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +139,7 @@ class ChatCreate(MessageInput):
             title=self.title,
             current_company_id=self.current_company_id,
             agent_identifier=self.agent_identifier,
+            tools=_tool_names(self.tools),
         )
 
 
@@ -157,6 +174,17 @@ class ChatUpdate(BaseModel):
         )
 
 
+class ChatToolsInput(BaseModel):
+    """Body of ``PUT /ai_chats/{id}/tools``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tools: list[ToolName] | None = Field(max_length=100, description=TOOLS_DESCRIPTION)
+
+    def changes(self) -> ChatChanges:
+        return ChatChanges(tools=_tool_names(self.tools))
+
+
 # ---------------------------------------------------------------------------------- schedules
 
 # A schedule has exactly one kind: of `cron`, `interval_seconds` and `run_at`, one is sent and not null
@@ -187,6 +215,14 @@ class _ScheduleBody(BaseModel):
         None, description="One run at this ISO 8601 instant, in the future and at most 9999-12-31T23:59:59.999Z."
     )
     active: bool = True
+    tools: list[ToolName] | None = Field(
+        None, max_length=100, description="The tools its runs may use, as a chat's `tools`; `null`: the chat's."
+    )
+    allow_changes: bool = Field(
+        False,
+        description="Whether its runs may call tools that change things (nobody is there to approve them); "
+        "refused with an error the model sees otherwise.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -205,6 +241,8 @@ class _ScheduleBody(BaseModel):
             interval_seconds=self.interval_seconds,
             run_at=self.run_at,
             active=self.active,
+            tools=_tool_names(self.tools),
+            allow_changes=self.allow_changes,
         )
 
 
@@ -240,3 +278,34 @@ class WebhookInput(BaseModel):
 
     def new_webhook(self) -> NewWebhook:
         return NewWebhook(url=self.url, events=tuple(self.events))
+
+
+# ------------------------------------------------------------------------------- tool servers
+
+HeaderValue = Annotated[str, StringConstraints(max_length=tool_servers.MAX_HEADER_VALUE_LENGTH)]
+
+
+class ToolServerInput(BaseModel):
+    """Body of ``POST /tool_servers``: a user's MCP server, reached over Streamable HTTP."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(
+        pattern=tool_servers.NAME_PATTERN,
+        description="Unique among the user's servers; it prefixes its tools' names as the model sees them "
+        "(`name__tool`).",
+        examples=["revenue"],
+    )
+    url: str = Field(
+        max_length=tool_servers.MAX_URL_LENGTH,
+        description="The server's Streamable HTTP endpoint (http or https; no private address unless the operator "
+        "allows them).",
+    )
+    headers: dict[str, HeaderValue] | None = Field(
+        None,
+        max_length=tool_servers.MAX_HEADERS,
+        description="Sent with every request to the server (an `Authorization` header, say); stored encrypted and "
+        "never returned. ASCII values, no line breaks.",
+    )
+
+    def new_server(self) -> tool_servers.NewServer:
+        return tool_servers.NewServer(name=self.name, url=self.url, headers=dict(self.headers or {}))

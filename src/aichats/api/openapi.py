@@ -49,8 +49,10 @@ _DESCRIPTION = (
 
 _PATH_IDS = {
     "chat_id": "The AI chat's id (`aich_...`).",
-    "message_id": "The failed reply's id (`aimsg_...`).",
+    "message_id": "The message's id (`aimsg_...`).",
+    "tool_call_id": "The tool call's id (`tcall_...`).",
     "webhook_id": "The webhook's id (`wh_...`).",
+    "tool_server_id": "The tool server's id (`tsrv_...`).",
 }
 _PATH_ID = re.compile(r"\{(\w+)\}")
 

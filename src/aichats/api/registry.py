@@ -3,7 +3,7 @@ routes in order, and a path's route comes where its first operation does)."""
 
 from __future__ import annotations
 
-from aichats.api import ai_chats, messages, notify, schedules
+from aichats.api import ai_chats, messages, notify, schedules, tool_servers
 from aichats.api.operations import Operation
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -12,10 +12,15 @@ OPERATIONS: tuple[Operation, ...] = (
     ai_chats.create,
     ai_chats.update,
     ai_chats.delete,
+    ai_chats.get_tools,
+    ai_chats.put_tools,
     messages.list_,
     messages.create,
     messages.stream,
     messages.retry,
+    messages.cancel,
+    messages.approve,
+    messages.deny,
     messages.upload,
     schedules.get,
     schedules.put,
@@ -33,4 +38,10 @@ OPERATIONS: tuple[Operation, ...] = (
     notify.get_webhook,
     notify.delete_webhook,
     notify.list_deliveries,
+    tool_servers.list_,
+    tool_servers.create,
+    tool_servers.get,
+    tool_servers.delete,
+    tool_servers.refresh,
+    tool_servers.list_tools,
 )

@@ -43,6 +43,16 @@ class AiChat(Strict):
     user: UserRef
 
 
+class ChatTools(Strict):
+    """The tools a chat's agent may use (docs/tools.md)."""
+
+    ai_chat_id: str = Field(pattern=r"^aich_[A-Za-z0-9]+$")
+    tools: list[str] | None = Field(
+        description="Null: every tool of the user; else names of tool servers, tools (`server__tool`), "
+        "`builtin` or built-in tools; `[]`: none."
+    )
+
+
 class PageInfo(Strict):
     start_cursor: str | None
     end_cursor: str | None
@@ -61,14 +71,37 @@ class Usage(Strict):
     blended_tokens: str = Field(pattern=DECIMAL, description="Exact decimal: tokens weighted per model.")
 
 
+class ToolServerRef(Strict):
+    id: str | None = Field(description="The user's tool server (`tsrv_...`); null for an operator's server.")
+    name: str
+
+
+class ToolCall(Strict):
+    """A tool the agent called while writing a reply (docs/tools.md)."""
+
+    id: str = Field(pattern=r"^tcall_[A-Za-z0-9]+$")
+    name: str = Field(description="The tool's name as the model saw it (`server__tool`, or a built-in's).")
+    server: ToolServerRef | None = Field(description="Where the tool lives; null for a built-in tool.")
+    arguments: str = Field(description="The arguments, as the model wrote them (JSON text).")
+    status: Literal["requested", "awaiting_approval", "approved", "denied", "running", "completed", "failed"]
+    result: str | None = Field(description="What the tool gave back (or the error), as text; null until it ends.")
+    is_error: bool
+    needs_approval: bool = Field(description="Whether it changes things and so waited for the user's approval.")
+    created_at: str = Field(pattern=DATETIME)
+    started_at: str | None = Field(pattern=DATETIME)
+    finished_at: str | None = Field(pattern=DATETIME)
+    duration_ms: int | None = Field(ge=0)
+
+
 class Message(Strict):
-    """One message of a chat: the user's, or the agent's reply (streamed, then completed or failed)."""
+    """One message of a chat: the user's, or the agent's reply (streamed, then completed or failed;
+    ``waiting`` while a tool call awaits the user's approval, ``cancelled`` when stopped)."""
 
     id: str = Field(pattern=r"^aimsg_[A-Za-z0-9]+$")
     ai_chat_id: str = Field(pattern=r"^aich_[A-Za-z0-9]+$")
     role: Literal["user", "assistant"]
     content: str
-    status: Literal["pending", "streaming", "completed", "failed"]
+    status: Literal["pending", "streaming", "waiting", "completed", "failed", "cancelled"]
     error: str | None = Field(description="Why the reply failed; null otherwise.")
     source: str = Field(
         description="`manual`, `suggestion`, `link` or `schedule` for user messages; `agent` for replies."
@@ -78,6 +111,7 @@ class Message(Strict):
     usage: Usage
     created_at: str = Field(pattern=DATETIME)
     completed_at: str | None = Field(pattern=DATETIME)
+    tool_calls: list[ToolCall] = Field(description="The tools the reply called, in order (empty for most).")
 
 
 class MessageList(Strict):
@@ -111,6 +145,8 @@ class Schedule(Strict):
         description="Why the scheduler turned this schedule off because its times could not be computed "
         "(null otherwise; saving it again clears it)."
     )
+    tools: list[str] | None = Field(description="The tools its runs may use; null: the chat's.")
+    allow_changes: bool = Field(description="Whether its runs may call tools that change things.")
     created_at: str = Field(pattern=DATETIME)
     updated_at: str = Field(pattern=DATETIME)
 
@@ -235,3 +271,52 @@ class Delivery(Strict):
 
 class DeliveryList(Strict):
     data: list[Delivery]
+
+
+# ------------------------------------------------------------------------------- tool servers
+
+
+class ToolServerTool(Strict):
+    """A tool as its server lists it."""
+
+    name: str
+    description: str
+    read_only: bool = Field(description="MCP's `readOnlyHint`: it changes nothing.")
+    destructive: bool = Field(description="MCP's `destructiveHint` (when not said: true unless read-only).")
+
+
+class ToolServer(Strict):
+    """A user's MCP tool server, reached over Streamable HTTP (docs/tools.md). Its headers are never returned."""
+
+    id: str = Field(pattern=r"^tsrv_[A-Za-z0-9]+$", examples=["tsrv_3kTq9ZbW1xYv0pLm"])
+    name: str = Field(description="Prefixes its tools' names as the model sees them: `name__tool`.")
+    url: str
+    has_headers: bool = Field(description="Whether headers are sent with each request (stored encrypted).")
+    tools: list[ToolServerTool] = Field(description="Its tools, as last listed (on registering, or `refresh`).")
+    created_at: str = Field(pattern=DATETIME)
+    updated_at: str = Field(pattern=DATETIME)
+    refreshed_at: str = Field(pattern=DATETIME, description="When its tools were last listed.")
+
+
+class ToolServerList(Strict):
+    data: list[ToolServer]
+    page_info: PageInfo
+
+
+class AvailableTool(Strict):
+    """A tool the caller's agent can use, and where it comes from."""
+
+    name: str = Field(description="As the model is offered it: `server__tool` (cut to 64), or a built-in's own name.")
+    tool: str = Field(description="Its own name (on its server).")
+    description: str
+    server: ToolServerRef | None = Field(
+        description="Its server: the user's (with its id) or the operator's (id null); null for a built-in tool."
+    )
+    kind: Literal["builtin", "operator", "user"]
+    read_only: bool
+    destructive: bool
+    needs_approval: bool = Field(description="Whether a call in a chat waits for the user's approval.")
+
+
+class AvailableToolList(Strict):
+    data: list[AvailableTool]

@@ -9,7 +9,9 @@ run's lease every third of ``AICHATS_RUN_LEASE_SECONDS``. When a renewal finds t
 taken by another worker (this one's lease lapsed: it was too slow, or it stalled), the
 child is cancelled and nothing more is written for that run. A worker that dies stops
 renewing, and after the lease another worker claims the run again (up to
-``AICHATS_MAX_RUN_ATTEMPTS`` tries).
+``AICHATS_MAX_RUN_ATTEMPTS`` tries). When the user stops a reply, its run is cancelled in
+the database and a notification (``aichats_cancel``) reaches every process: the one
+running that turn cancels it at once (:class:`Running`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aichats.services.chats import AgentIdentifier
 from aichats.services.replies import LostRun
 from aichats.services.runs import Claim
 from aichats.storage.database import Database
+from aichats.tools.operator import OperatorServers
 
 log = logging.getLogger("aichats.runs")
 
@@ -39,11 +42,58 @@ POLL_SECONDS = 1.0  # without a notification, look for work (and lapsed leases) 
 FINISHING_SECONDS = 0.1
 
 
+class Running:
+    """The turns this process runs, by run pk, so that a stopped run's turn is cancelled at once.
+
+    A notification names the run; ``None`` (notifications may have been missed, or another
+    SQLite process committed something) makes each turn look its run up, and a run found
+    no longer running is cancelled too.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.turns: dict[int, asyncio.Task[None]] = {}
+        self.stopped: set[int] = set()
+        self._checks: set[asyncio.Task[None]] = set()
+
+    def heard(self, payload: str | None) -> None:
+        if payload is None:
+            for run_pk in list(self.turns):
+                check = asyncio.get_running_loop().create_task(self._check(run_pk))
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
+        elif payload.isdigit():
+            self.stop(int(payload))
+
+    def stop(self, run_pk: int) -> None:
+        turn = self.turns.get(run_pk)
+        if turn is not None and not turn.done():
+            self.stopped.add(run_pk)
+            turn.cancel()
+
+    async def _check(self, run_pk: int) -> None:
+        with contextlib.suppress(Exception):  # the next notification, or the lease, catches up
+            if await runs.status_of(self.db, run_pk) == "cancelled":
+                self.stop(run_pk)
+
+
 class Worker:
-    def __init__(self, db: Database, settings: Settings, models: Models, wake: asyncio.Event, name: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        models: Models,
+        wake: asyncio.Event,
+        name: str,
+        *,
+        operator: OperatorServers | None = None,
+        running: Running | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.models = models
+        self.operator = operator or OperatorServers(settings)
+        self.running = running or Running(db)
         self.wake = wake
         self.worker_id = name
         self.lease_ms = int(settings.run_lease_seconds * 1000)
@@ -73,16 +123,23 @@ class Worker:
         run = await runs.claim(self.db, self.worker_id, self.lease_ms)
         if run is None:
             return False
-        turn = asyncio.create_task(run_turn(self.db, self.settings, self.models, run), name=f"aichats-turn-{run.id}")
+        turn = asyncio.create_task(
+            run_turn(self.db, self.settings, self.models, self.operator, run), name=f"aichats-turn-{run.id}"
+        )
+        self.running.turns[run.pk] = turn
         try:
             lost = await self._hold(run, turn)
         finally:
+            del self.running.turns[run.pk]
             if not turn.done():  # this worker is being stopped: its turn stops with it
                 turn.cancel()
                 await asyncio.wait([turn])
         # Retrieved in every case, so asyncio never reports it as "never retrieved".
         error = None if turn.cancelled() else turn.exception()
-        if lost or isinstance(error, LostRun):
+        if run.pk in self.running.stopped:
+            self.running.stopped.discard(run.pk)
+            log.info("run %s was stopped by its user", run.id)
+        elif lost or isinstance(error, LostRun):
             # Whatever else a lost turn raised on its way out (while being cancelled) goes with it.
             shown = None if isinstance(error, LostRun) else error
             log.warning("run %s was taken over by another worker", run.id, exc_info=shown)
@@ -129,6 +186,8 @@ class Workers:
         self.settings = settings
         self.count = count
         self.models = Models(settings)
+        self.operator = OperatorServers(settings)
+        self.running = Running(db)
         self._wake = asyncio.Event()
 
     async def prepare(self) -> None:
@@ -141,11 +200,23 @@ class Workers:
                 except (ModelError, ValueError) as error:  # each reply will say so too
                     log.error("the %s agent's model cannot be used: %s", agent.value, error)
         await self.db.listen(runs.CHANNEL, lambda _payload: self._wake.set())
+        await self.db.listen(runs.CANCEL_CHANNEL, self.running.heard)
 
     def services(self) -> list[Service]:
         """One service per worker, for the supervisor; worker ids name host and process."""
         prefix = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('w', 6)}"
-        workers = [Worker(self.db, self.settings, self.models, self._wake, f"{prefix}:{n}") for n in range(self.count)]
+        workers = [
+            Worker(
+                self.db,
+                self.settings,
+                self.models,
+                self._wake,
+                f"{prefix}:{n}",
+                operator=self.operator,
+                running=self.running,
+            )
+            for n in range(self.count)
+        ]
         return [Service(f"worker-{n}", worker.run_forever) for n, worker in enumerate(workers)]
 
     async def close(self) -> None:

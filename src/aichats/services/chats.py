@@ -13,6 +13,7 @@ from enum import Enum, StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
+import orjson
 import sqlalchemy as sa
 
 from aichats import ids
@@ -50,6 +51,7 @@ class NewChat:
     title: str | None = None
     current_company_id: str | None = None
     agent_identifier: AgentIdentifier = AgentIdentifier.support
+    tools: tuple[str, ...] | None = None  # the tools its agent may use (None: all of the user's)
 
 
 class Unset(Enum):
@@ -68,15 +70,27 @@ class ChatChanges:
     title: str | Literal[Unset.UNSET] | None = UNSET
     notification_preference: NotificationPreference | Literal[Unset.UNSET] = UNSET
     current_company_id: str | Literal[Unset.UNSET] | None = UNSET
+    tools: tuple[str, ...] | Literal[Unset.UNSET] | None = UNSET
 
     def given(self) -> dict[str, Any]:
-        """The fields to change, by name."""
+        """The fields to change, by name, as the columns store them."""
         values = {
             "title": self.title,
             "notification_preference": self.notification_preference,
             "current_company_id": self.current_company_id,
+            "tools": self.tools if self.tools is UNSET else tools_column(self.tools),
         }
         return {name: value for name, value in values.items() if value is not UNSET}
+
+
+def tools_column(tools: tuple[str, ...] | None) -> str | None:
+    """A tool selection as its column stores it: a JSON list, or NULL for "every tool"."""
+    return None if tools is None else orjson.dumps(list(tools)).decode()
+
+
+def tools_of(column: str | None) -> list[str] | None:
+    """A stored tool selection: the names, or None for "every tool"."""
+    return None if column is None else list(orjson.loads(column))
 
 
 class ChatOrder(StrEnum):
@@ -116,6 +130,7 @@ CHAT_COLUMNS = (
     _c.updated_at,
     _c.last_message_at,
     _c.activity_at,
+    _c.tools,
 )
 
 
@@ -139,6 +154,7 @@ class ChatRow(TypedDict):
     updated_at: int
     last_message_at: int | None
     activity_at: int
+    tools: str | None  # JSON list of tool names, or NULL: every tool
 
 
 _OWNED_LIVE = (_c.id == sa.bindparam("chat_id"), _c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
@@ -163,6 +179,7 @@ _INSERT_CHAT = (
                 "updated_at",
                 "last_message_at",
                 "activity_at",
+                "tools",
             )
         }
     )
@@ -243,6 +260,12 @@ def chat_json(row: Row) -> dict[str, Any]:
     }
 
 
+def chat_tools_json(row: Row) -> dict[str, Any]:
+    """The tools a chat's agent may use (``GET/PUT /ai_chats/{id}/tools``): not a field of the
+    chat itself, whose fields are the published clients' contract."""
+    return {"ai_chat_id": row["id"], "tools": tools_of(row["tools"])}
+
+
 async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> dict[str, Any]:
     """Store the chat's row, with no message yet (inside ``tx``): its first message is
     :func:`aichats.services.messages.create_chat`'s, in the same transaction."""
@@ -260,6 +283,7 @@ async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> 
         "updated_at": now,
         "last_message_at": None,
         "activity_at": now,
+        "tools": tools_column(data.tools),
     }
     row = await tx.fetch_one(_INSERT_CHAT, chat)
     assert row is not None

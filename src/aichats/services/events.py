@@ -33,6 +33,11 @@ MESSAGE_DELTA = "message.delta"
 MESSAGE_COMPLETED = "message.completed"
 MESSAGE_FAILED = "message.failed"
 MESSAGE_RETRIED = "message.retried"
+MESSAGE_WAITING = "message.waiting"  # a reply waits for the user to approve a tool call
+MESSAGE_CANCELLED = "message.cancelled"  # the user stopped a reply
+TOOL_CALL_STARTED = "tool_call.started"
+TOOL_CALL_COMPLETED = "tool_call.completed"  # completed, failed or denied
+TOOL_CALL_APPROVAL_REQUIRED = "tool_call.approval_required"
 CHAT_UPDATED = "chat.updated"
 
 K = TypeVar("K", bound=Hashable)

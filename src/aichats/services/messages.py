@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import Conflict, NotFound
-from aichats.services import chats, events, runs
+from aichats.services import chats, events, runs, tool_calls
 from aichats.services.files import file_json, owned_files
 from aichats.services.pagination import Keyset, Page, PageRequest, read_page
 from aichats.services.usage import decimal_tokens
@@ -49,6 +49,13 @@ class NewMessage:
 
 
 _m = messages.c
+
+
+def _fixed(*values: str) -> list[sa.ColumnElement[str]]:
+    """Values written into the SQL (``database.py`` binds no expanding lists)."""
+    return [sa.literal_column(f"'{value}'", sa.String()) for value in values]
+
+
 MESSAGE_COLUMNS = (
     _m.pk,
     _m.id,
@@ -108,15 +115,23 @@ _INSERT = (
     )
     .returning(*MESSAGE_COLUMNS)
 )
-# A failed reply goes back to ``pending``, as if just queued (the conditional update is the
-# lock: of two concurrent retries, one finds it failed).
+# A failed reply, or the chat's last reply once it ended (Regenerate), goes back to
+# ``pending``, as if just queued (the conditional update is the lock: of two concurrent
+# retries, one finds it pending).
+_later = messages.alias("later")
 _RETRY_REPLY = (
     sa.update(messages)
     .where(
         _m.chat_pk == sa.bindparam("chat_pk"),
         _m.id == sa.bindparam("message_id"),
         _m.role == "assistant",
-        _m.status == "failed",
+        sa.or_(
+            _m.status == "failed",
+            sa.and_(
+                _m.status.in_(_fixed("completed", "cancelled")),
+                ~sa.exists().where(_later.c.chat_pk == _m.chat_pk, _later.c.pk > _m.pk),
+            ),
+        ),
     )
     .values(
         content="",
@@ -208,12 +223,14 @@ async def create_chat(tx: Connection, user_id: str, data: chats.NewChat) -> dict
     return chat
 
 
-async def reset_failed_reply(tx: Connection, chat_pk: int, message_id: str, now: int) -> MessageRow:
-    """A failed reply back to ``pending``, emptied and no longer counted (a pending reply
-    counts when it starts), for a retry (:func:`aichats.services.replies.retry`).
+async def reset_reply(tx: Connection, chat_pk: int, message_id: str, now: int) -> MessageRow:
+    """A failed reply, or the chat's last reply once it ended, back to ``pending``: emptied,
+    its tool calls and steps forgotten, no longer counted (a pending reply counts when it
+    starts), for a retry or a regeneration (:func:`aichats.services.replies.retry`). What it
+    cost stays on the chat's usage: those tokens were used.
 
-    The reply keeps its place after the message it answers. A message that is not a
-    failed reply of this chat is a NotFound or a Conflict that says what it is.
+    The reply keeps its place after the message it answers. A message that cannot be
+    written again is a NotFound or a Conflict that says why.
     """
     reply = await tx.fetch_one(_RETRY_REPLY, {"chat_pk": chat_pk, "message_id": message_id})
     if reply is None:
@@ -222,14 +239,71 @@ async def reset_failed_reply(tx: Connection, chat_pk: int, message_id: str, now:
             raise NotFound(f"no message {message_id} in this chat")
         if state["role"] != "assistant":
             raise Conflict("only the agent's replies can be retried; this is the user's message")
-        raise Conflict(f"only a failed reply can be retried; this one is {state['status']}")
+        if state["status"] in ("completed", "cancelled"):
+            raise Conflict("only the chat's last reply can be written again; a failed one can be retried anywhere")
+        raise Conflict(f"only a failed or finished reply can be retried; this one is {state['status']}")
+    await tool_calls.forget(tx, reply["pk"])
     # A pending reply is not counted (it counts when it starts): the retried one stops counting.
     await chats.uncount_message(tx, chat_pk, now)
     return cast(MessageRow, reply)
 
 
-def message_json(row: Row, chat_id: str) -> dict[str, Any]:
-    """A message as the API shows it."""
+_CANCEL_REPLY = (
+    sa.update(messages)
+    .where(
+        _m.chat_pk == sa.bindparam("chat_pk"),
+        _m.id == sa.bindparam("message_id"),
+        _m.role == "assistant",
+        _m.status.in_(_fixed("pending", "streaming", "waiting")),
+    )
+    .values(
+        status="cancelled",
+        input_tokens=sa.bindparam("input_tokens"),
+        output_tokens=sa.bindparam("output_tokens"),
+        blended_tokens_micros=sa.bindparam("blended_tokens_micros"),
+        completed_at=sa.bindparam("now"),
+    )
+    .returning(*MESSAGE_COLUMNS)
+)
+_REPLY_OF_ID = sa.select(_m.pk, _m.role, _m.status).where(
+    _m.chat_pk == sa.bindparam("chat_pk"), _m.id == sa.bindparam("message_id")
+)
+
+
+async def reply_to_cancel(tx: Connection, chat_pk: int, message_id: str) -> Row:
+    """The reply the user stops (pk, status): one that has not ended, else 404 or 409."""
+    row = await tx.fetch_one(_REPLY_OF_ID, {"chat_pk": chat_pk, "message_id": message_id})
+    if row is None:
+        raise NotFound(f"no message {message_id} in this chat")
+    if row["role"] != "assistant":
+        raise Conflict("only the agent's replies can be stopped; this is the user's message")
+    if row["status"] not in ("pending", "streaming", "waiting"):
+        raise Conflict(f"this reply is {row['status']}: there is nothing to stop")
+    return row
+
+
+async def cancel_reply(
+    tx: Connection, chat_pk: int, message_id: str, *, input_tokens: int, output_tokens: int,
+    blended_tokens_micros: int, now: int,
+) -> MessageRow:  # fmt: skip
+    """The reply ends ``cancelled``, keeping what it wrote and what it cost so far. A pending
+    reply, never counted, counts now: it is a message of the chat from here on."""
+    previous = await reply_to_cancel(tx, chat_pk, message_id)
+    row = await tx.fetch_one(
+        _CANCEL_REPLY,
+        {
+            "chat_pk": chat_pk, "message_id": message_id, "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "blended_tokens_micros": blended_tokens_micros, "now": now,
+        },
+    )  # fmt: skip
+    assert row is not None
+    if previous["status"] == "pending":
+        await chats.count_message(tx, chat_pk, now)
+    return cast(MessageRow, row)
+
+
+def message_json(row: Row, chat_id: str, calls: list[tool_calls.ToolCallRow] | None = None) -> dict[str, Any]:
+    """A message as the API shows it (with its tool calls, for a reply that made some)."""
     completed = row["completed_at"]
     return {
         "id": row["id"],
@@ -248,6 +322,7 @@ def message_json(row: Row, chat_id: str) -> dict[str, Any]:
         },
         "created_at": isoformat_ms(row["created_at"]),
         "completed_at": isoformat_ms_or_none(completed),
+        "tool_calls": [tool_calls.tool_call_json(call) for call in calls or ()],
     }
 
 
@@ -260,6 +335,11 @@ _LIST = Keyset(
 async def list_messages(db: Database, chat_pk: int, page: PageRequest) -> Page[MessageRow]:
     """A page of the chat's messages, oldest first (``last=N``: the newest N)."""
     return await read_page(db, _LIST, page, {"chat_pk": chat_pk})
+
+
+async def calls_of_page(db: Database, page: Page[MessageRow]) -> dict[int, list[tool_calls.ToolCallRow]]:
+    """The tool calls of a page's replies, by message pk (one query, whatever the page's length)."""
+    return await tool_calls.of_messages(db, [row["pk"] for row in page.items if row["role"] == "assistant"])
 
 
 class HistoryRow(TypedDict):
@@ -292,12 +372,25 @@ _REPLY_STATUS = sa.select(_m.status).where(_m.pk == sa.bindparam("message_pk"))
 _RESTART_REPLY = (
     sa.update(messages)
     .where(_m.pk == sa.bindparam("message_pk"))
-    .values(content="", status="streaming", error=None, completed_at=None, model=sa.bindparam("model"))
+    .values(
+        content=sa.bindparam("content"), status="streaming", error=None, completed_at=None, model=sa.bindparam("model")
+    )
     .returning(*MESSAGE_COLUMNS)
 )
 # A pending reply becomes a message when it starts: that is its creation for the reader.
 _START_REPLY = _RESTART_REPLY.values(created_at=sa.bindparam("now"))
-_WRITE_REPLY = sa.update(messages).where(_m.pk == sa.bindparam("message_pk")).values(content=sa.bindparam("content"))
+# Only while it streams: a reply the user stopped keeps the text it had then.
+_WRITE_REPLY = (
+    sa.update(messages)
+    .where(_m.pk == sa.bindparam("message_pk"), _m.status == "streaming")
+    .values(content=sa.bindparam("content"))
+)
+_SUSPEND_REPLY = (
+    sa.update(messages)
+    .where(_m.pk == sa.bindparam("message_pk"), _m.status == "streaming")
+    .values(content=sa.bindparam("content"), status="waiting")
+    .returning(*MESSAGE_COLUMNS)
+)
 _FINISH_REPLY = (
     sa.update(messages)
     .where(_m.pk == sa.bindparam("message_pk"))
@@ -317,12 +410,13 @@ _FIRST_USER_MESSAGE = (
 )
 
 
-async def start_reply(tx: Connection, chat_pk: int, message_pk: int, *, model: str, now: int) -> Row:
-    """The reply starts streaming, empty: a pending one is created (and counted) now; one
-    whose earlier attempt was lost with its worker starts over, keeping its place."""
+async def start_reply(tx: Connection, chat_pk: int, message_pk: int, *, model: str, now: int, text: str = "") -> Row:
+    """The reply starts streaming: a pending one is created (and counted) now; one whose
+    earlier attempt was lost with its worker, or that waited for an approval, goes on,
+    keeping its place, from ``text``, what its stored steps wrote."""
     previous = await tx.fetch_one(_REPLY_STATUS, {"message_pk": message_pk})
     assert previous is not None
-    params = {"message_pk": message_pk, "model": model, "now": now}
+    params = {"message_pk": message_pk, "model": model, "now": now, "content": text}
     if previous["status"] == "pending":
         row = await tx.fetch_one(_START_REPLY, params)
         await chats.count_message(tx, chat_pk, now)
@@ -332,9 +426,29 @@ async def start_reply(tx: Connection, chat_pk: int, message_pk: int, *, model: s
     return row
 
 
+_MODEL_AND_ID = sa.select(_m.id, _m.model).where(_m.pk == sa.bindparam("message_pk"))
+
+
+async def model_of(tx: Connection, message_pk: int) -> str | None:
+    """The model writing (or that wrote) the reply ``message_pk``."""
+    row = await tx.fetch_one(_MODEL_AND_ID, {"message_pk": message_pk})
+    return None if row is None else row["model"]
+
+
+async def id_of(tx: Connection, message_pk: int) -> str:
+    row = await tx.fetch_one(_MODEL_AND_ID, {"message_pk": message_pk})
+    assert row is not None
+    return str(row["id"])
+
+
 async def write_reply(tx: Connection, message_pk: int, content: str) -> None:
     """The streaming reply's text so far."""
     await tx.execute(_WRITE_REPLY, {"message_pk": message_pk, "content": content})
+
+
+async def suspend_reply(tx: Connection, message_pk: int, content: str) -> Row | None:
+    """The reply waits for the user to approve a tool call (None if it no longer streams)."""
+    return await tx.fetch_one(_SUSPEND_REPLY, {"message_pk": message_pk, "content": content})
 
 
 async def finish_reply(

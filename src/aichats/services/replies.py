@@ -21,12 +21,14 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aichats.clock import now_ms
 from aichats.errors import Conflict
-from aichats.services import chats, events, messages, notifications, runs, schedules, webhooks
+from aichats.services import chats, events, messages, notifications, runs, schedules, tool_calls, webhooks
 from aichats.services.runs import Claim
+from aichats.services.tool_calls import NewCall, ToolCallRow
 from aichats.storage.database import Connection, Database, Row
 
 log = logging.getLogger("aichats.runs")
@@ -54,7 +56,7 @@ async def retry(tx: Connection, *, chat_pk: int, chat_id: str, message_id: str, 
     The reply keeps its place after the message it answers. It goes back to being an
     uncounted pending reply, so the worker that starts it counts it once, as any other.
     """
-    reply = await messages.reset_failed_reply(tx, chat_pk, message_id, now)
+    reply = await messages.reset_reply(tx, chat_pk, message_id, now)
     answered = await runs.answered_by(tx, chat_pk, reply["pk"])
     if answered is None:
         raise Conflict("this reply answers no message, so it cannot be retried")
@@ -65,22 +67,74 @@ async def retry(tx: Connection, *, chat_pk: int, chat_id: str, message_id: str, 
     return reply
 
 
+async def stop(
+    tx: Connection, *, chat_pk: int, chat_id: str, message_id: str, blended_micros: Callable[[str, int, int], int]
+) -> Row:
+    """The user stops a reply that has not ended: its run is cancelled (its worker, in any
+    process, cancels the turn at once), its calls that have not run are denied, and it ends
+    ``cancelled`` with what it wrote and what its finished steps cost (added to the chat's
+    usage: those tokens were used). ``blended_micros``: the settings' weighting."""
+    now = now_ms()
+    target = await messages.reply_to_cancel(tx, chat_pk, message_id)
+    run_pk = await runs.cancel(tx, chat_pk, target["pk"], now)
+    input_tokens = output_tokens = blended = 0
+    denied: list[ToolCallRow] = []
+    if run_pk is not None:
+        input_tokens, output_tokens = await tool_calls.step_usage(tx, run_pk)
+        denied = await tool_calls.deny_unfinished(tx, run_pk)
+    model = await messages.model_of(tx, target["pk"])
+    if input_tokens or output_tokens:
+        blended = blended_micros(model or "", input_tokens, output_tokens)
+    reply = await messages.cancel_reply(
+        tx, chat_pk, message_id, input_tokens=input_tokens, output_tokens=output_tokens,
+        blended_tokens_micros=blended, now=now,
+    )  # fmt: skip
+    chat = await chats.add_usage(tx, chat_pk, blended, now)
+    for call in denied:
+        await events.append(tx, chat_pk, events.TOOL_CALL_COMPLETED, _call_event(message_id, call))
+    calls = (await tool_calls.of_messages(tx, [reply["pk"]])).get(reply["pk"])
+    await events.append(tx, chat_pk, events.MESSAGE_CANCELLED, messages.message_json(reply, chat_id, calls))
+    await events.append(tx, chat_pk, events.CHAT_UPDATED, chats.chat_json(chat))
+    return reply
+
+
+def _call_event(message_id: str, call: ToolCallRow) -> dict[str, Any]:
+    return {"message_id": message_id, "tool_call": tool_calls.tool_call_json(call)}
+
+
+async def decide(tx: Connection, *, chat_pk: int, chat_id: str, tool_call_id: str, approve: bool) -> ToolCallRow:
+    """The user approves or denies a call that waits: once no call of its run waits any
+    more, the run is queued again and its turn goes on (:func:`aichats.runs.turn.run_turn`)."""
+    call = await tool_calls.decide(tx, chat_pk, tool_call_id, approve=approve)
+    if call["status"] == tool_calls.DENIED:  # an approved call says so when it runs (tool_call.started)
+        message_id = await messages.id_of(tx, call["message_pk"])
+        await events.append(tx, chat_pk, events.TOOL_CALL_COMPLETED, _call_event(message_id, call))
+    if not await tool_calls.awaiting(tx, call["run_pk"]):
+        await runs.resume(tx, call["run_pk"])
+    return call
+
+
 async def cancel(db: Database, run: Claim, reason: str) -> None:
     """End a run that has nothing to answer (its chat was deleted)."""
     async with db.transaction() as tx:
         await runs.finish(tx, run, status="cancelled", error=reason)
 
 
-async def start(db: Database, run: Claim, chat: Row, *, model: str, schedule_max_failures: int) -> Reply:
+async def start(
+    db: Database, run: Claim, chat: Row, *, model: str, schedule_max_failures: int, text: str = ""
+) -> Reply:
     """The reply starts streaming: its pending message (counted now), or on a retry after a
-    lost worker the same message emptied; or, for a turn queued without one, a new message.
+    lost worker (or once a tool call it waited for was decided) the same message, from
+    ``text`` (what its stored steps wrote); or, for a turn queued without one, a new message.
 
     ``chat`` is the chat as the turn started (:func:`chats.chat_of_turn`).
     """
     now = now_ms()
     async with db.transaction() as tx:
         if run.assistant_message_pk is not None:
-            message = await messages.start_reply(tx, chat["pk"], run.assistant_message_pk, model=model, now=now)
+            message = await messages.start_reply(
+                tx, chat["pk"], run.assistant_message_pk, model=model, now=now, text=text
+            )
         else:
             message = await messages.insert_message(
                 tx, chat["pk"], now, role="assistant", content="", status="streaming", source="agent", model=model
@@ -91,7 +145,9 @@ async def start(db: Database, run: Claim, chat: Row, *, model: str, schedule_max
         started = await events.append(tx, chat["pk"], events.MESSAGE_CREATED, created)
         if run.attempt > 1:  # a lost attempt may have streamed: its deltas are stale now
             await events.compact_deltas(tx, chat["pk"], after=0)
-    return Reply(db, run, chat, message, started, model=model, schedule_max_failures=schedule_max_failures)
+    reply = Reply(db, run, chat, message, started, model=model, schedule_max_failures=schedule_max_failures)
+    reply.text = text
+    return reply
 
 
 class Reply:
@@ -118,8 +174,14 @@ class Reply:
         self.text = ""
         self.pending = ""
         self.last_write: float | None = None
+        self.calls: dict[int, ToolCallRow] = {}  # its tool calls, by pk, as they are now
+        self.new_step = False  # the next text starts a new model call's: set it apart
+        self.waiting = False  # set aside until the user decides on a tool call
 
     async def append(self, delta: str) -> None:
+        if self.new_step and self.text and delta:
+            delta = "\n\n" + delta.lstrip("\n")
+        self.new_step = self.new_step and not delta
         self.text += delta
         self.pending += delta
         now = time.monotonic()
@@ -155,27 +217,115 @@ class Reply:
             )  # fmt: skip
             chat = await chats.add_usage(tx, chat_pk, blended_tokens_micros, now)
             chat = await self._title(tx) or chat
-            completed = messages.message_json(done, self.chat["id"])
+            completed = messages.message_json(done, self.chat["id"], self._calls())
             await events.append(tx, chat_pk, events.MESSAGE_COMPLETED, completed)
             await events.append(tx, chat_pk, events.CHAT_UPDATED, chats.chat_json(chat))
             await events.compact_deltas(tx, chat_pk, after=self.started)
             await self._finished(tx, chat, completed)
 
-    async def fail(self, error: str) -> None:
-        """The reply failed: it keeps what streamed, with the error; its run fails too."""
+    async def fail(
+        self, error: str, *, input_tokens: int = 0, output_tokens: int = 0, blended_tokens_micros: int = 0
+    ) -> None:
+        """The reply failed: it keeps what streamed, with the error; its run fails too. The
+        model calls it finished before failing still count (their tokens were used)."""
         log.warning("run %s failed: %s", self.run.id, error)
         chat_pk = self.chat["pk"]
+        now = now_ms()
         async with self.db.transaction() as tx:
-            if not await runs.finish(tx, self.run, status="failed", error=error, model=self.model):
+            if not await runs.finish(
+                tx, self.run, status="failed", error=error, model=self.model, input_tokens=input_tokens,
+                output_tokens=output_tokens, blended_tokens_micros=blended_tokens_micros,
+            ):  # fmt: skip
                 raise LostRun(self.run.id)
             failed = await messages.finish_reply(
-                tx, self.message["pk"], content=self.text, status="failed", error=error, input_tokens=0,
-                output_tokens=0, blended_tokens_micros=0, now=now_ms(),
+                tx, self.message["pk"], content=self.text, status="failed", error=error, input_tokens=input_tokens,
+                output_tokens=output_tokens, blended_tokens_micros=blended_tokens_micros, now=now,
             )  # fmt: skip
-            failure = messages.message_json(failed, self.chat["id"])
+            if blended_tokens_micros:
+                await chats.add_usage(tx, chat_pk, blended_tokens_micros, now)
+            failure = messages.message_json(failed, self.chat["id"], self._calls())
             await events.append(tx, chat_pk, events.MESSAGE_FAILED, failure)
             await events.compact_deltas(tx, chat_pk, after=self.started)
             await self._finished(tx, await chats.current_chat(tx, chat_pk), failure)
+
+    # ------------------------------------------------------------------------- tool calls
+
+    def _calls(self) -> list[ToolCallRow]:
+        return sorted(self.calls.values(), key=lambda call: (call["step"], call["position"]))
+
+    def _event(self, call: ToolCallRow) -> dict[str, Any]:
+        self.calls[call["pk"]] = call
+        return _call_event(self.message["id"], call)
+
+    async def record_step(
+        self, step: int, text: str, *, input_tokens: int, output_tokens: int, calls: list[NewCall]
+    ) -> list[ToolCallRow]:
+        """A model call that asked for tools ended: it and its calls are stored (what a
+        resumed turn replays), with the text written so far."""
+        async with self.db.transaction() as tx:
+            if not await runs.hold(tx, self.run):
+                raise LostRun(self.run.id)
+            rows = await tool_calls.record_step(
+                tx, chat_pk=self.chat["pk"], run_pk=self.run.pk, message_pk=self.message["pk"], step=step, text=text,
+                input_tokens=input_tokens, output_tokens=output_tokens, calls=calls,
+            )  # fmt: skip
+            await messages.write_reply(tx, self.message["pk"], self.text)
+            await self._flush(tx)
+        for row in rows:
+            self.calls[row["pk"]] = row
+        self.new_step = True
+        return rows
+
+    def resumed(self, calls: list[ToolCallRow]) -> None:
+        """The calls its stored steps made (a resumed turn), so that its events list them."""
+        for call in calls:
+            self.calls[call["pk"]] = call
+        self.new_step = bool(self.text)
+
+    async def call_started(self, call: ToolCallRow) -> ToolCallRow | None:
+        """The call runs now (None: it can no longer run)."""
+        async with self.db.transaction() as tx:
+            started = await tool_calls.start(tx, call["pk"], now_ms())
+            if started is not None:
+                await events.append(tx, self.chat["pk"], events.TOOL_CALL_STARTED, self._event(started))
+        return started
+
+    async def call_finished(
+        self, call: ToolCallRow, *, status: str, result: str, is_error: bool, duration_ms: int | None
+    ) -> ToolCallRow:
+        async with self.db.transaction() as tx:
+            row = await tool_calls.finish(
+                tx, call["pk"], status=status, result=result, is_error=is_error, duration_ms=duration_ms, now=now_ms()
+            )
+            await events.append(tx, self.chat["pk"], events.TOOL_CALL_COMPLETED, self._event(row))
+        return row
+
+    async def wait_for_approval(self, calls: list[ToolCallRow]) -> None:
+        """Calls that change things wait for the user: the reply is ``waiting``, its run is
+        set aside (no worker holds it), and the user is asked (events, and a notification
+        unless the chat is muted)."""
+        chat_pk = self.chat["pk"]
+        async with self.db.transaction() as tx:
+            if not await runs.suspend(tx, self.run):
+                raise LostRun(self.run.id)
+            for call in calls:
+                if call["status"] == tool_calls.REQUESTED:
+                    call = await tool_calls.await_approval(tx, call["pk"])
+                await events.append(tx, chat_pk, events.TOOL_CALL_APPROVAL_REQUIRED, self._event(call))
+            waiting = await messages.suspend_reply(tx, self.message["pk"], self.text)
+            if waiting is None:
+                raise LostRun(self.run.id)
+            self.pending = ""
+            await events.append(
+                tx, chat_pk, events.MESSAGE_WAITING, messages.message_json(waiting, self.chat["id"], self._calls())
+            )
+            chat = await chats.current_chat(tx, chat_pk)
+            names = ", ".join(call["name"] for call in calls)
+            self.waiting = True
+            await notifications.notify(
+                tx, chat, kind="ai_chat.approval", title=chat["title"] or "AI chat",
+                body=f"The agent asks to run {names}: approve or deny it in the chat.", message_id=self.message["id"],
+            )  # fmt: skip
 
     async def _title(self, tx: Connection) -> Row | None:
         """A first reply titles a chat that has no title (unless the user cleared it)."""

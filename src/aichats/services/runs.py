@@ -88,17 +88,21 @@ async def run_of_message(tx: Connection, chat_pk: int, message_pk: int) -> RunRo
 
 # ------------------------------------------------------------------ the queue
 # Every statement on ``runs`` is here: queueing (a user message, a retry), claiming, the
-# lease, the fence, and the reads of the history above. A run moves forward only:
-# queued, running, then completed, failed or cancelled.
+# lease, the fence, and the reads of the history above. A run moves: queued, running, then
+# completed, failed or cancelled; a running run may wait for the user to approve a tool
+# call (``waiting``: no worker holds it) and is queued again once they decided.
 
 CHANNEL = "aichats_runs"  # NOTIFY'd when a run is queued: wakes the workers
+# NOTIFY'd with a run's pk when the user stops it: the worker running it cancels its turn.
+CANCEL_CHANNEL = "aichats_cancel"
 _QUEUED = sa.literal_column("'queued'", sa.String())
 _RUNNING = sa.literal_column("'running'", sa.String())
+_WAITING = sa.literal_column("'waiting'", sa.String())
 
 
 def _active(columns: Any) -> sa.ColumnElement[bool]:
-    """Queued or running, as a literal the partial index ``ix_runs_active_pk`` matches."""
-    return columns.status.in_((_QUEUED, _RUNNING))
+    """Queued, running or waiting, as a literal the partial index ``ix_runs_active_pk`` matches."""
+    return columns.status.in_((_QUEUED, _RUNNING, _WAITING))
 
 
 _INSERT = sa.insert(runs).values(
@@ -116,7 +120,9 @@ _ANSWERED = (
     .order_by(_r.pk.desc())
     .limit(1)
 )
-_SCHEDULED_IN_FLIGHT = sa.select(sa.func.count().label("n")).where(_r.trigger == "schedule", _active(_r))
+_SCHEDULED_IN_FLIGHT = sa.select(sa.func.count().label("n")).where(
+    _r.trigger == "schedule", _r.status.in_((_QUEUED, _RUNNING))
+)
 
 # The claim, one write statement: the oldest run that is queued, or running under a lease
 # that lapsed (its worker died), of a chat with no older active run (one run at a time per
@@ -153,10 +159,27 @@ _CLAIM = (
         attempts=_r.attempts + 1,
         started_at=sa.func.coalesce(_r.started_at, sa.bindparam("now")),
     )
-    .returning(_r.pk, _r.id, _r.chat_pk, _r.trigger, _r.user_message_pk, _r.assistant_message_pk, _r.attempts)
+    .returning(
+        _r.pk, _r.id, _r.chat_pk, _r.trigger, _r.user_message_pk, _r.assistant_message_pk, _r.attempts, _r.resumes
+    )
 )
 _MINE = (_r.pk == sa.bindparam("run_pk"), _r.attempts == sa.bindparam("attempt"), _r.status == "running")
 _RENEW = sa.update(runs).where(*_MINE).values(lease_expires_at=sa.bindparam("lease_expires_at"))
+_SUSPEND = sa.update(runs).where(*_MINE).values(status="waiting", lease_expires_at=None, worker_id=None)
+_RESUME = (
+    sa.update(runs)
+    .where(_r.pk == sa.bindparam("run_pk"), _r.status == "waiting")
+    .values(status="queued", resumes=_r.resumes + 1)
+    .returning(_r.chat_pk)
+)
+_CANCEL = (
+    sa.update(runs)
+    .where(_r.chat_pk == sa.bindparam("chat_pk"), _r.assistant_message_pk == sa.bindparam("message_pk"), _active(_r))
+    .values(status="cancelled", finished_at=sa.bindparam("now"), lease_expires_at=None, error="stopped by the user")
+    .returning(_r.pk)
+)
+_STATUS = sa.select(_r.status).where(_r.pk == sa.bindparam("run_pk"))
+_HOLD = sa.select(_r.pk).where(*_MINE).with_for_update()
 _SET_MESSAGE = sa.update(runs).where(*_MINE).values(assistant_message_pk=sa.bindparam("message_pk"))
 _FINISH = (
     sa.update(runs)
@@ -186,6 +209,7 @@ class Claim:
     user_message_pk: int | None
     assistant_message_pk: int | None
     attempt: int
+    resumes: int = 0  # claims that resumed it after an approval (not failures)
 
     @property
     def fence(self) -> dict[str, int]:
@@ -247,7 +271,7 @@ async def claim(db: Database, worker_id: str, lease_ms: int) -> Claim | None:
         return None
     return Claim(
         row["pk"], row["id"], row["chat_pk"], row["trigger"], row["user_message_pk"], row["assistant_message_pk"],
-        row["attempts"],
+        row["attempts"], row["resumes"],
     )  # fmt: skip
 
 
@@ -279,3 +303,39 @@ async def finish(
         "output_tokens": output_tokens, "blended_tokens_micros": blended_tokens_micros,
     }  # fmt: skip
     return await tx.execute(_FINISH, params) == 1
+
+
+async def suspend(tx: Connection, run: Claim) -> bool:
+    """The run waits for the user's decision on a tool call: no worker holds it meanwhile,
+    and it still holds its chat's later turns back. False if it was no longer ours."""
+    return await tx.execute(_SUSPEND, run.fence) == 1
+
+
+async def resume(tx: Connection, run_pk: int) -> bool:
+    """A waiting run goes back to the queue (the user decided); False if it was not waiting."""
+    row = await tx.fetch_one(_RESUME, {"run_pk": run_pk})
+    if row is None:
+        return False
+    await tx.notify(CHANNEL, str(row["chat_pk"]))
+    return True
+
+
+async def cancel(tx: Connection, chat_pk: int, message_pk: int, now: int) -> int | None:
+    """Stop the active run writing the reply ``message_pk`` (the pk of the run, or None if
+    none was active); its worker, in any process, is told to cancel the turn at once."""
+    row = await tx.fetch_one(_CANCEL, {"chat_pk": chat_pk, "message_pk": message_pk, "now": now})
+    if row is None:
+        return None
+    await tx.notify(CANCEL_CHANNEL, str(row["pk"]))
+    return int(row["pk"])
+
+
+async def status_of(db: Database, run_pk: int) -> str | None:
+    row = await db.fetch_one(_STATUS, {"run_pk": run_pk})
+    return None if row is None else str(row["status"])
+
+
+async def hold(tx: Connection, run: Claim) -> bool:
+    """Whether the run is still this claim's, locking it for the rest of ``tx`` (a write that
+    is not a fenced UPDATE of ``runs`` itself checks the fence this way)."""
+    return await tx.fetch_one(_HOLD, run.fence) is not None

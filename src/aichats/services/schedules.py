@@ -46,6 +46,8 @@ class ScheduleSpec:
     interval_seconds: int | None = None
     run_at: str | None = None
     active: bool = True
+    tools: tuple[str, ...] | None = None  # the tools its turns may use (None: the chat's)
+    allow_changes: bool = False  # whether its turns may call tools that change things
 
 
 def zone(name: str) -> ZoneInfo:
@@ -188,6 +190,8 @@ def schedule_json(row: Row, chat_id: str) -> dict[str, Any]:
         "last_run_at": isoformat_ms_or_none(row["last_run_at"]),
         "consecutive_failures": row["consecutive_failures"],
         "last_error": row["last_error"],
+        "tools": chats.tools_of(row["tools"]),
+        "allow_changes": bool(row["allow_changes"]),
         "created_at": isoformat_ms(row["created_at"]),
         "updated_at": isoformat_ms(row["updated_at"]),
     }
@@ -208,6 +212,8 @@ _COLUMNS = (
     _s.created_at,
     _s.updated_at,
     _s.last_error,
+    _s.tools,
+    _s.allow_changes,
 )
 
 
@@ -228,6 +234,8 @@ class ScheduleRow(TypedDict):
     created_at: int
     updated_at: int
     last_error: str | None
+    tools: str | None  # JSON list of tool names, or NULL: the chat's
+    allow_changes: bool
 
 
 _GET = sa.select(*_COLUMNS).where(_s.chat_pk == sa.bindparam("chat_pk"))
@@ -236,6 +244,7 @@ _DELETE = sa.delete(schedules).where(_s.chat_pk == sa.bindparam("chat_pk"))
 # (keeping the first save's made the runs after the next one drift back to the old phase).
 _REPLACED = (
     "prompt", "timezone", "cron", "interval_seconds", "run_at", "active", "next_run_at", "updated_at", "created_at",
+    "tools", "allow_changes",
 )  # fmt: skip
 _INSERT = postgresql.insert(schedules).values({c: sa.bindparam(c) for c in ("chat_pk", *_REPLACED)})
 # One statement, so simultaneous PUTs cannot both insert (a select-then-insert did, and
@@ -303,6 +312,8 @@ async def put_schedule(db: Database, chat_pk: int, data: ScheduleSpec, *, min_in
         **timing(data, now=now, min_interval_seconds=min_interval_seconds),
         "active": data.active,
         "updated_at": now,
+        "tools": chats.tools_column(data.tools),
+        "allow_changes": data.allow_changes,
     }
     upcoming = fires_after(values, now)
     values["next_run_at"] = upcoming[0] if upcoming else None
@@ -317,6 +328,32 @@ async def get_schedule(db: Database, chat_pk: int) -> ScheduleRow:
     row = await db.fetch_one(_GET, {"chat_pk": chat_pk})
     if row is None:
         raise NotFound("this chat has no schedule")
+    return cast(ScheduleRow, row)
+
+
+_SET_ACTIVE = (
+    sa.update(schedules)
+    .where(_s.chat_pk == sa.bindparam("chat_pk"))
+    .values(active=sa.bindparam("active"), next_run_at=sa.bindparam("next_run_at"), updated_at=sa.bindparam("now"))
+    .returning(*_COLUMNS)
+)
+
+
+async def set_active(db: Database, chat_pk: int, active: bool) -> ScheduleRow:
+    """Pause or resume the schedule (resumed, it next fires at its first time from now: what
+    it missed while paused does not fire)."""
+    now = now_ms()
+    async with db.transaction() as tx:
+        current = await tx.fetch_one(_GET, {"chat_pk": chat_pk})
+        if current is None:
+            raise NotFound("this chat has no schedule")
+        upcoming = fires_after(current, now) if active else []
+        if active and not upcoming:
+            raise Invalid("this schedule has no run left to resume (a single run in the past): set a new time")
+        params = {"chat_pk": chat_pk, "active": active, "next_run_at": upcoming[0] if upcoming else None, "now": now}
+        row = await tx.fetch_one(_SET_ACTIVE, params)
+        await set_flag(tx, chat_pk, active)
+    assert row is not None
     return cast(ScheduleRow, row)
 
 

@@ -33,6 +33,7 @@ metadata = sa.MetaData(
 )
 
 LIVE_CHAT = sa.text("deleted_at IS NULL")
+ACTIVE_RUN = sa.text("status IN ('queued', 'running', 'waiting')")
 
 users = sa.Table(
     "users",
@@ -79,6 +80,8 @@ ai_chats = sa.Table(
     sa.Column("unread_count", sa.Integer, nullable=False, server_default="0"),
     # True once the user chose the title (on create or update): generated titles never replace it.
     sa.Column("title_locked", sa.Boolean, nullable=False, server_default=sa.false()),
+    # JSON list of the tools and tool servers the chat's agent may use; NULL: all the user's (0007).
+    sa.Column("tools", sa.Text, nullable=True),
     sa.Column("deleted_at", sa.BigInteger, nullable=True),
     sa.Index(
         "ix_ai_chats_user_pk_live",
@@ -161,6 +164,9 @@ runs = sa.Table(
     sa.Column("input_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("blended_tokens_micros", sa.BigInteger, nullable=False, server_default="0"),
+    # Times the run went back to the queue after waiting for a tool's approval: not failures,
+    # so they do not count against AICHATS_MAX_RUN_ATTEMPTS (0007).
+    sa.Column("resumes", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_runs_chat_pk_pk", "chat_pk", "pk"),
     # Exactly once per scheduled instant: a second scheduler firing the same one fails here.
     sa.Index(
@@ -171,21 +177,82 @@ runs = sa.Table(
         sqlite_where=sa.text("trigger = 'schedule'"),
         postgresql_where=sa.text("trigger = 'schedule'"),
     ),
-    sa.Index(
-        "ix_runs_active_pk",
-        "pk",
-        sqlite_where=sa.text("status IN ('queued', 'running')"),
-        postgresql_where=sa.text("status IN ('queued', 'running')"),
-    ),
+    # Active runs: queued, running, or waiting for the user to approve a tool call (0007);
+    # a waiting run holds its chat's later turns back, as a running one does.
+    sa.Index("ix_runs_active_pk", "pk", sqlite_where=ACTIVE_RUN, postgresql_where=ACTIVE_RUN),
     # The claim's probe for an older active run of the same chat: one index entry, however
     # long the chat's history of finished runs.
-    sa.Index(
-        "ix_runs_active_chat_pk_pk",
-        "chat_pk",
-        "pk",
-        sqlite_where=sa.text("status IN ('queued', 'running')"),
-        postgresql_where=sa.text("status IN ('queued', 'running')"),
-    ),
+    sa.Index("ix_runs_active_chat_pk_pk", "chat_pk", "pk", sqlite_where=ACTIVE_RUN, postgresql_where=ACTIVE_RUN),
+)
+
+# A turn's calls of its model, each stored once it ends (0007): the text it wrote and the
+# tokens it used. A turn resumed after a crash, or after a tool's approval, replays these
+# (with their tool calls' results) instead of calling the model or the tools again, and the
+# reply's usage is their sum.
+reply_steps = sa.Table(
+    "reply_steps",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("run_pk", sa.BigInteger, sa.ForeignKey("runs.pk"), nullable=False),
+    sa.Column("message_pk", sa.BigInteger, sa.ForeignKey("messages.pk"), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("output_tokens", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("run_pk", "step"),
+    sa.Index("ix_reply_steps_message_pk", "message_pk"),
+)
+
+# Every tool call of a turn (0007): what was called, with what, and what came back.
+tool_calls = sa.Table(
+    "tool_calls",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("chat_pk", sa.BigInteger, sa.ForeignKey("ai_chats.pk"), nullable=False),
+    sa.Column("message_pk", sa.BigInteger, sa.ForeignKey("messages.pk"), nullable=False),
+    sa.Column("run_pk", sa.BigInteger, sa.ForeignKey("runs.pk"), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("call_id", sa.String(255), nullable=False),  # the provider's id of the call
+    sa.Column("name", sa.String(64), nullable=False),  # as the model was offered it
+    sa.Column("server_id", sa.String(64), nullable=True),  # a user's server (tsrv_...); NULL: built in, operator
+    sa.Column("server", sa.String(64), nullable=True),  # the server's name; NULL: built in
+    sa.Column("tool", sa.String(255), nullable=False),  # the tool's own name on its server
+    sa.Column("arguments", sa.Text, nullable=False),
+    # requested, awaiting_approval, approved, denied, running, completed, failed
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("needs_approval", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("is_error", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=True),
+    sa.Column("finished_at", sa.BigInteger, nullable=True),
+    sa.Column("duration_ms", sa.Integer, nullable=True),
+    sa.Column("decided_at", sa.BigInteger, nullable=True),
+    sa.UniqueConstraint("run_pk", "step", "position"),
+    sa.Index("ix_tool_calls_message_pk_pk", "message_pk", "pk"),
+)
+
+# A user's MCP tool servers (0007), reached over Streamable HTTP. ``headers`` (an
+# Authorization header, say) are encrypted at rest; ``tools`` is the server's tool list as
+# last fetched (JSON), so a turn knows what to offer without connecting.
+tool_servers = sa.Table(
+    "tool_servers",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("headers", sa.Text, nullable=True),  # encrypted JSON object, or NULL for none
+    sa.Column("tools", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("refreshed_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("user_id", "name"),
+    sa.Index("ix_tool_servers_user_id_pk", "user_id", "pk"),
 )
 
 # Everything that happens in a chat, in order: what the events stream replays from
@@ -247,6 +314,10 @@ schedules = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Column("last_error", sa.Text, nullable=True),  # why the scheduler quarantined it (0005)
+    # JSON list of the tools its turns may use (NULL: the chat's); tools that change things
+    # run in its turns only when ``allow_changes`` (0007).
+    sa.Column("tools", sa.Text, nullable=True),
+    sa.Column("allow_changes", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index(
         "ix_schedules_due",
         "next_run_at",

@@ -33,6 +33,16 @@ export interface AiChat {
   user: UserRef;
 }
 
+/** The tools a chat's agent may use (GET/PUT /ai_chats/{id}/tools); null: every tool of the user. */
+export interface ChatTools {
+  ai_chat_id: string;
+  tools: string[] | null;
+}
+
+export interface ChatToolsInput {
+  tools: string[] | null;
+}
+
 export interface AiChatList {
   data: AiChat[];
   page_info: PageInfo;
@@ -50,6 +60,7 @@ export interface ChatCreate {
   title?: string | null;
   current_company_id?: string | null;
   agent_identifier?: AgentIdentifier;
+  tools?: string[] | null;
 }
 
 export interface ChatUpdate {
@@ -83,14 +94,86 @@ export interface Message {
   ai_chat_id: string;
   role: "user" | "assistant";
   content: string;
-  status: "pending" | "streaming" | "completed" | "failed";
+  status: "pending" | "streaming" | "waiting" | "completed" | "failed" | "cancelled";
   error: string | null;
   source: string;
   attachments: File[];
   model: string | null;
   usage: Usage;
+  tool_calls: ToolCall[]; // a reply's tool calls, in order (none for user messages)
   created_at: string;
   completed_at: string | null;
+}
+
+export type ToolCallStatus = "requested" | "awaiting_approval" | "approved" | "denied" | "running" | "completed" | "failed";
+
+/** The MCP server of a tool (null for a built-in tool). */
+export interface ToolServerRef {
+  id: string | null; // tsrv_... for a user's server; null for an operator's
+  name: string;
+}
+
+export interface ToolCall {
+  id: string;
+  name: string; // as the model was offered it: `<server>__<tool>`, or a built-in's name
+  server: ToolServerRef | null;
+  arguments: string; // JSON text, as the model wrote it (it may not parse)
+  status: ToolCallStatus;
+  result: string | null; // untrusted text: shown as text, never as markup
+  is_error: boolean;
+  needs_approval: boolean;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  duration_ms: number | null;
+}
+
+/** A tool as its MCP server lists it. */
+export interface ToolServerTool {
+  name: string;
+  description: string;
+  read_only: boolean;
+  destructive: boolean;
+}
+
+export interface ToolServer {
+  id: string;
+  name: string;
+  url: string;
+  has_headers: boolean;
+  tools: ToolServerTool[];
+  created_at: string;
+  updated_at: string;
+  refreshed_at: string;
+}
+
+export interface ToolServerList {
+  data: ToolServer[];
+  page_info: PageInfo;
+}
+
+export interface ToolServerInput {
+  name: string;
+  url: string;
+  headers?: Record<string, string> | null;
+}
+
+export type ToolKind = "builtin" | "operator" | "user";
+
+/** A tool the caller's agent can use (GET /tools). */
+export interface AvailableTool {
+  name: string; // as the model is offered it: `server__tool`, or a built-in's own name
+  tool: string; // its own name on its server
+  description: string;
+  server: ToolServerRef | null; // null for a built-in tool
+  kind: ToolKind;
+  read_only: boolean;
+  destructive: boolean;
+  needs_approval: boolean;
+}
+
+export interface AvailableToolList {
+  data: AvailableTool[];
 }
 
 export interface MessageList {
@@ -136,6 +219,8 @@ export interface Schedule {
   last_run_at: string | null;
   consecutive_failures: number;
   last_error: string | null;
+  tools: string[] | null;
+  allow_changes: boolean;
   created_at: string;
   updated_at: string;
 }
@@ -147,6 +232,8 @@ export interface ScheduleInput {
   interval_seconds?: number | null;
   run_at?: string | null;
   active?: boolean;
+  tools?: string[] | null;
+  allow_changes?: boolean;
 }
 
 export interface SchedulePreviewInput {
@@ -156,6 +243,8 @@ export interface SchedulePreviewInput {
   interval_seconds?: number | null;
   run_at?: string | null;
   active?: boolean;
+  tools?: string[] | null;
+  allow_changes?: boolean;
 }
 
 export interface SchedulePreview {
@@ -198,6 +287,12 @@ export interface Session {
   user_id: string;
   key_id: string;
   scopes: string[];
+}
+
+/** The data of the `tool_call.started`, `tool_call.completed` and `tool_call.approval_required` events. */
+export interface ToolCallEvent {
+  message_id: string;
+  tool_call: ToolCall;
 }
 
 /** The data of a `message.delta` event: ``delta`` goes at ``offset`` (in code points) of the content. */

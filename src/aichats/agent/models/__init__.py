@@ -1,27 +1,66 @@
 """One small interface that every model provider implements.
 
 A model streams a reply to a list of chat messages: text deltas as they are
-generated, then exactly one :class:`Usage` taken from the provider's own report (or,
-for the local model, counted with its tokenizer). Providers raise :class:`ModelError`,
-saying whether trying again may help (``transient``), so that the run loop owns retries.
+generated, the tools it calls (each whole, once its arguments are complete), then
+exactly one :class:`Usage` taken from the provider's own report (or, for the local
+model, counted with its tokenizer). Providers raise :class:`ModelError`, saying whether
+trying again may help (``transient``), so that the run loop owns retries.
+
+Tools: the turn offers :class:`ToolSpec` s; a model that calls some yields a
+:class:`ToolCall` for each. The turn runs them and calls the model again with the
+conversation extended by an assistant message carrying those calls and one ``tool``
+message per call with its result (:mod:`aichats.runs.turn`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from aichats.config import Settings
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+# "auto": the model chooses; "required": it must call a tool; "none": it must not.
+ToolChoice = Literal["auto", "required", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool the model called: the provider's id for the call, the tool's name as it was
+    offered, and the arguments as the model wrote them (JSON text, not parsed here: a model
+    may write invalid JSON, and the tool's answer then says so)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as the model is told of it: a name (``^[a-zA-Z0-9_-]{1,64}$``, what every
+    provider accepts), what it does, and the JSON Schema (an object) of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
+    """One message of the conversation a model is sent.
+
+    An ``assistant`` message may carry the ``tool_calls`` it made (its ``content`` is then
+    what it wrote before them, often empty); a ``tool`` message is the result of the call
+    ``tool_call_id``, ``is_error`` when the tool failed (the model is told, and answers anyway).
+    """
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +93,15 @@ class Model(Protocol):
         """Tokens ``text`` takes in a prompt (exact where the provider's tokenizer is local)."""
         ...
 
-    def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
-        """Yield text deltas, then one :class:`Usage`."""
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_output_tokens: int,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: ToolChoice = "auto",
+    ) -> AsyncIterator[str | ToolCall | Usage]:
+        """Yield text deltas and whole :class:`ToolCall` s (only of ``tools``), then one :class:`Usage`."""
         ...
 
     async def close(self) -> None: ...

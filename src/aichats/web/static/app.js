@@ -1,6 +1,6 @@
 // @ts-check
-// The web app's entry: sign in and out, the router (#/, #/new, #/chats/<id>), and the
-// notification bell with its live badge stream (GET /notifications/events).
+// The web app's entry: sign in and out, the router (#/, #/new, #/chats/<id>, #/tools), and
+// the notification bell with its live badge stream (GET /notifications/events).
 
 import { API, ApiError, call, get, post, query, reason, whenSignedOut } from "./api.js";
 import { reset as resetChatList, startChatList } from "./chatlist.js";
@@ -8,6 +8,7 @@ import { showChat, showNewChat } from "./conversation.js";
 import { closeDialog } from "./dialog.js";
 import { byId as $, h, timeEl } from "./dom.js";
 import { emit, on, state } from "./state.js";
+import { showTools } from "./tools.js";
 
 /** @import { Badges, Notification, NotificationList, Session } from "../api-types" */
 
@@ -110,11 +111,16 @@ function route() {
   closeDialog();
   const match = location.hash.match(/^#\/chats\/([A-Za-z0-9_]+)$/);
   const main = $("main");
+  const tools = location.hash === "#/tools";
   state.currentChatId = match ? match[1] : null;
-  $("shell").dataset.view = match ? "chat" : location.hash === "#/new" ? "new" : "home";
+  $("shell").dataset.view = match ? "chat" : location.hash === "#/new" ? "new" : tools ? "tools" : "home";
+  if (tools) $("tools-link").setAttribute("aria-current", "page");
+  else $("tools-link").removeAttribute("aria-current");
   if (match) {
     closeView = showChat(main, match[1]);
     clearBadge(match[1]);
+  } else if (tools) {
+    closeView = showTools(main);
   } else {
     document.title = "aichats";
     closeView = showNewChat(main);

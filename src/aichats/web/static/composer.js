@@ -1,6 +1,7 @@
 // @ts-check
 // The message composer: Enter sends, Shift+Enter starts a new line; files are uploaded
-// as soon as they are chosen (POST /files) and sent as the message's attachments.
+// as soon as they are chosen (POST /files) and sent as the message's attachments. While the
+// agent writes a reply, a Stop button stands beside Send (``onStop``, ``setStoppable``).
 
 import { post, reason } from "./api.js";
 import { h } from "./dom.js";
@@ -10,14 +11,15 @@ import { h } from "./dom.js";
 let counter = 0;
 
 /**
- * A composer; ``onSend({text, attachments})`` returns a promise (its error is shown).
+ * A composer; ``onSend({text, attachments})`` and ``onStop()`` return promises (their errors are shown).
  * @param {{
  *   placeholder: string,
  *   onSend: (message: { text: string, attachments: Attachment[] }) => Promise<void>,
+ *   onStop?: () => Promise<void>,
  *   label?: string,
  * }} options
  */
-export function composer({ placeholder, onSend, label = "Message" }) {
+export function composer({ placeholder, onSend, onStop, label = "Message" }) {
   counter += 1;
   const ids = { text: `composer-text-${counter}`, file: `composer-file-${counter}` };
   /** @type {{ id: string, filename: string }[]} */
@@ -27,6 +29,24 @@ export function composer({ placeholder, onSend, label = "Message" }) {
   const error = h("p", { class: "error", role: "alert" });
   const text = h("textarea", { id: ids.text, rows: 2, placeholder, "aria-label": label });
   const send = h("button", { type: "submit", class: "primary" }, "Send");
+  const stop = h("button", {
+    type: "button",
+    class: "stop-button",
+    hidden: true,
+    title: "Stop the reply being written",
+    onclick: async () => {
+      if (!onStop) return;
+      stop.disabled = true;
+      error.textContent = "";
+      try {
+        await onStop();
+      } catch (failure) {
+        error.textContent = reason(failure);
+      } finally {
+        stop.disabled = false;
+      }
+    },
+  }, h("span", { "aria-hidden": "true" }, "■"), "Stop");
   const file = h("input", { id: ids.file, type: "file", multiple: true, class: "file-input" });
   const form = h(
     "form",
@@ -38,6 +58,7 @@ export function composer({ placeholder, onSend, label = "Message" }) {
       text,
       file,
       h("label", { for: ids.file, class: "button", title: "Attach files" }, "Attach"),
+      stop,
       send,
     ),
     error,
@@ -116,5 +137,17 @@ export function composer({ placeholder, onSend, label = "Message" }) {
       submit();
     }
   });
-  return { form, focus: () => text.focus() };
+  /**
+   * Show Stop (a reply is being written) or not; the focus on it moves to the text box when it goes.
+   * @param {boolean} stoppable
+   */
+  function setStoppable(stoppable) {
+    if (stop.hidden === !stoppable) return;
+    const hadFocus = document.activeElement === stop;
+    stop.hidden = !stoppable;
+    form.classList.toggle("stoppable", stoppable);
+    if (hadFocus && !stoppable) text.focus();
+  }
+
+  return { form, focus: () => text.focus(), setStoppable };
 }

@@ -1,17 +1,25 @@
 // @ts-check
-// A conversation: its messages, the agent's reply streaming in (server-sent events), the
-// composer, usage, and the chat's actions (rename, mute, schedule, delete).
+// A conversation: its messages, the agent's reply streaming in (server-sent events) as
+// Markdown, its tool calls (with their approvals), Stop and Regenerate, the composer, usage,
+// and the chat's actions (rename, mute, schedule, delete).
 
 import { API, ApiError, del, get, patch, post, reason } from "./api.js";
+import { openCalls, toolCallList } from "./calls.js";
 import { composer } from "./composer.js";
 import { openForm } from "./dialog.js";
 import { fill, h, timeEl, toast } from "./dom.js";
 import { counted, formatNumber } from "./format.js";
-import { applyDelta, messageClass, supersedes } from "./messages.js";
+import { renderMarkdown } from "./markdown.js";
+import {
+  activeReplies, applyDelta, isActive, messageClass, supersedes, upsertToolCall, withKnownCalls, writeAgain,
+} from "./messages.js";
 import { openSchedule } from "./schedule.js";
 import { emit, on } from "./state.js";
+import { throttle } from "./timing.js";
 
-/** @import { AiChat, AiChatList, Attachment, Message, MessageDelta, MessageList, PageInfo, Schedule } from "../api-types" */
+/**
+ * @import { AiChat, AiChatList, Attachment, Message, MessageDelta, MessageList, PageInfo, Schedule, ToolCall, ToolCallEvent } from "../api-types"
+ */
 
 const PAGE_SIZE = 50;
 // What a person should know about replies from the built-in local model.
@@ -19,7 +27,12 @@ const DEMO_NOTE =
   "This reply comes from the built-in demo model, a small local model (135M parameters): quick, offline, and often wrong. " +
   "An operator switches every agent to a real model with one setting: AICHATS_MODEL=openai:<model> " +
   "(OpenAI, Ollama, vLLM, llama.cpp's server) or AICHATS_MODEL=anthropic:<model>.";
-const EVENTS = ["message.created", "message.retried", "message.delta", "message.completed", "message.failed", "chat.updated"];
+const EVENTS = [
+  "message.created", "message.retried", "message.delta", "message.completed", "message.failed", "message.waiting",
+  "message.cancelled", "tool_call.started", "tool_call.completed", "tool_call.approval_required", "chat.updated",
+];
+// A streaming reply is drawn again (Markdown parsed and sanitised) at most this often.
+const RENDER_EVERY_MS = 80;
 
 /**
  * The "new chat" screen: the first message creates the chat.
@@ -88,6 +101,8 @@ class Conversation {
     this.messages = new Map(); // id -> message
     /** @type {Map<string, HTMLLIElement>} */
     this.items = new Map(); // id -> <li>
+    /** @type {Map<string, ReturnType<typeof throttle>>} */
+    this.bodyRenders = new Map(); // id -> the throttled redraw of a streaming reply's text
     /** @type {[string, any][]} */
     this.backlog = []; // events that arrived before the messages were loaded
     this.loaded = false;
@@ -108,6 +123,7 @@ class Conversation {
     this.box = composer({
       placeholder: "Reply…",
       onSend: ({ text, attachments }) => this.send(text, attachments),
+      onStop: () => this.stopReplies(),
     });
     /** @type {EventSource | null} */
     this.events = null;
@@ -179,6 +195,7 @@ class Conversation {
     this.closed = true;
     this.events?.close();
     this.stopListening();
+    for (const render of this.bodyRenders.values()) render.cancel();
   }
 
   async load() {
@@ -194,6 +211,7 @@ class Conversation {
       for (const message of page.data) this.upsert(message);
       this.setOlder(page.page_info);
       this.loaded = true;
+      this.refreshEnds();
       for (const [type, data] of this.backlog.splice(0)) this.receive(type, data);
       this.scrollToEnd();
       this.read();
@@ -220,8 +238,10 @@ class Conversation {
     const height = this.scroller.scrollHeight;
     for (const message of page.data) {
       if (this.messages.has(message.id)) continue;
-      this.messages.set(message.id, message);
-      const li = this.renderMessage(message);
+      const known = withKnownCalls(undefined, message);
+      this.messages.set(message.id, known);
+      const li = this.renderMessage(known);
+      this.items.set(message.id, li);
       this.list.insertBefore(li, first);
     }
     this.scroller.scrollTop += this.scroller.scrollHeight - height; // keep the reader's place
@@ -266,6 +286,8 @@ class Conversation {
     }
     if (type === "message.delta") {
       this.applyDelta(data);
+    } else if (type.startsWith("tool_call.")) {
+      this.upsertCall(data);
     } else {
       // A reply that notifies raises a badge; app.js reads the open chat when it does.
       this.upsert(data);
@@ -276,33 +298,135 @@ class Conversation {
   /** @param {MessageDelta} delta */
   applyDelta(delta) {
     const message = this.messages.get(delta.message_id);
+    const before = message?.status;
     if (!message || !applyDelta(message, delta)) return;
     const li = this.items.get(message.id);
     if (!li) return;
-    li.className = messageClass(message);
-    const body = li.querySelector(".msg-body");
-    if (body) body.textContent = message.content;
+    if (before !== message.status) {
+      li.className = messageClass(message);
+      li.dataset.status = message.status;
+      li.querySelector(".waiting-note")?.remove();
+    }
+    this.bodyRender(message.id)();
   }
 
-  /** @param {Message} message */
-  upsert(message) {
-    if (!supersedes(this.messages.get(message.id), message)) return;
+  /**
+   * The throttled redraw of a streaming reply's text: the first delta shows at once, the
+   * next ones at most every RENDER_EVERY_MS, and the last one always.
+   * @param {string} id
+   */
+  bodyRender(id) {
+    let render = this.bodyRenders.get(id);
+    if (!render) {
+      render = throttle(() => {
+        const message = this.messages.get(id);
+        const body = this.items.get(id)?.querySelector(".msg-body");
+        if (!message || !(body instanceof HTMLElement) || this.closed) return;
+        const atEnd = this.nearEnd();
+        renderMarkdown(body, message.content);
+        if (atEnd) this.scrollToEnd();
+      }, RENDER_EVERY_MS);
+      this.bodyRenders.set(id, render);
+    }
+    return render;
+  }
+
+  /** @param {Message} incoming */
+  upsert(incoming) {
+    const known = this.messages.get(incoming.id);
+    if (!supersedes(known, incoming)) return;
+    const message = withKnownCalls(known, incoming);
     this.messages.set(message.id, message);
-    const li = this.renderMessage(message);
+    // Drawn whole now: a redraw still waiting would draw the same text.
+    this.bodyRenders.get(message.id)?.cancel();
     const old = this.items.get(message.id);
+    const li = this.renderMessage(message, openCalls(old));
     this.items.set(message.id, li);
     if (old) old.replaceWith(li);
     else this.list.append(li);
+    this.refreshEnds();
   }
 
-  /** @param {Message} message */
-  renderMessage(message) {
+  /**
+   * A tool call of a reply, from a ``tool_call.*`` event or an answer: only its list is drawn
+   * again (the calls unfolded stay so).
+   * @param {ToolCallEvent} event
+   */
+  upsertCall({ message_id: id, tool_call: call }) {
+    const message = this.messages.get(id);
+    if (!message || !upsertToolCall(message, call)) return;
+    const li = this.items.get(id);
+    if (!li) return;
+    const old = li.querySelector(".tool-calls");
+    const list = this.callList(message, openCalls(old));
+    if (old && list) old.replaceWith(list);
+    else if (list) li.querySelector(".msg-head")?.after(list);
+  }
+
+  /**
+   * @param {Message} message
+   * @param {Set<string>} [open] the calls to show unfolded
+   */
+  callList(message, open) {
+    return toolCallList(message.tool_calls ?? [], {
+      open,
+      onDecide: (call, decision, button) => this.decide(message.id, call, decision, button),
+    });
+  }
+
+  /** The messages in the chat's order (the list's). */
+  ordered() {
+    /** @type {Message[]} */
+    const ordered = [];
+    for (const li of this.list.children) {
+      const message = this.messages.get(/** @type {HTMLElement} */ (li).dataset.id || "");
+      if (message) ordered.push(message);
+    }
+    return ordered;
+  }
+
+  /**
+   * What depends on the end of the conversation: Regenerate is on the last message only (Retry
+   * on any failed reply), and Stop shows while a reply is being written.
+   */
+  refreshEnds() {
+    const ordered = this.ordered();
+    const last = ordered.at(-1);
+    for (const actions of this.list.querySelectorAll(".msg-actions")) {
+      const message = this.messages.get(/** @type {HTMLElement} */ (actions.closest(".msg")).dataset.id || "");
+      if (!message) continue;
+      const label = writeAgain(message, last);
+      if ((actions.textContent || null) !== label) fill(actions, label && this.writeAgainButton(message, label));
+    }
+    this.box.setStoppable(ordered.some(isActive));
+  }
+
+  /**
+   * @param {Message} message
+   * @param {"Retry" | "Regenerate"} label
+   */
+  writeAgainButton(message, label) {
+    return h("button", {
+      type: "button",
+      title: label === "Retry" ? "Write this reply again" : "Write a new reply in place of this one",
+      onclick: (/** @type {MouseEvent} */ event) => this.retry(message, /** @type {HTMLButtonElement} */ (event.currentTarget)),
+    }, label);
+  }
+
+  /**
+   * @param {Message} message
+   * @param {Set<string>} [open] its tool calls to show unfolded
+   */
+  renderMessage(message, open) {
     const mine = message.role === "user";
     const who = mine ? (message.source === "schedule" ? "Scheduled prompt" : "You") : "Agent";
     const usage = message.usage;
+    // The user's text is shown as they wrote it; the agent's is Markdown.
+    const body = h("div", { class: mine ? "msg-body" : "msg-body markdown" }, mine ? message.content : null);
+    if (!mine) renderMarkdown(body, message.content);
     const li = h(
       "li",
-      { class: messageClass(message), id: `message-${message.id}`, "data-status": message.status, "aria-busy": message.status === "streaming" || message.status === "pending" ? "true" : null },
+      { class: messageClass(message), id: `message-${message.id}`, "data-id": message.id, "data-status": message.status, "aria-busy": isActive(message) ? "true" : null },
       h(
         "div",
         { class: "msg-head" },
@@ -313,20 +437,17 @@ class Conversation {
           : null,
         timeEl(message.created_at),
       ),
-      h("div", { class: "msg-body" }, message.content),
+      mine ? null : this.callList(message, open),
+      body,
       message.status === "pending" && !message.content ? h("span", { class: "sr-only" }, "Waiting for the agent…") : null,
+      message.status === "waiting" ? h("p", { class: "waiting-note", role: "status" }, "Waiting for your approval") : null,
       message.attachments && message.attachments.length
         ? h("ul", { class: "attachments", "aria-label": "Attachments" }, message.attachments.map((a) => h("li", {}, "📎 ", a.filename || a.id)))
         : null,
-      message.status === "failed"
-        ? h(
-          "div",
-          {},
-          h("p", { class: "msg-error" }, `The reply failed: ${message.error || "unknown error"}`),
-          h("button", { type: "button", onclick: (/** @type {MouseEvent} */ event) => this.retry(message, /** @type {HTMLButtonElement} */ (event.currentTarget)) }, "Retry"),
-        )
-        : null,
-      !mine && message.status === "completed"
+      message.status === "failed" ? h("p", { class: "msg-error" }, `The reply failed: ${message.error || "unknown error"}`) : null,
+      message.status === "cancelled" ? h("p", { class: "stopped-note", "data-testid": "stopped" }, "Stopped") : null,
+      // Usage once a reply ended: a stopped one counts only the model calls it finished.
+      !mine && (message.status === "completed" || (message.status === "cancelled" && Number(usage.blended_tokens) > 0))
         ? h(
           "div",
           { class: "msg-foot" },
@@ -335,6 +456,7 @@ class Conversation {
           this.demoNoteOn(message) ? h("p", { class: "hint", "data-testid": "demo-note" }, DEMO_NOTE) : null,
         )
         : null,
+      mine ? null : h("div", { class: "msg-actions" }), // filled by refreshEnds() on the last message
     );
     return li;
   }
@@ -364,18 +486,56 @@ class Conversation {
   }
 
   /**
-   * @param {Message} message a failed reply
-   * @param {HTMLButtonElement} button its Retry button
+   * Write a reply again (Retry on a failed one, Regenerate on a completed or stopped one).
+   * @param {Message} message a failed reply, or the chat's last message, a reply that ended
+   * @param {HTMLButtonElement} button its button
    */
   async retry(message, button) {
     button.disabled = true;
+    const before = this.messages.get(message.id);
     try {
       /** @type {Message} */
       const retried = await post(`ai_chats/${this.chatId}/messages/${message.id}/retry`);
-      // The stream may already have brought the retry's outcome: never step back from it.
-      if (this.messages.get(message.id)?.status === "failed") this.upsert(retried);
+      // The stream may already have brought the new reply, or even its end: never step back.
+      if (this.messages.get(message.id) === before) this.upsert(retried);
     } catch (error) {
       button.disabled = false;
+      toast(reason(error));
+    }
+  }
+
+  /**
+   * Stop every reply being written (newest first): each is answered as it stands, ``cancelled``.
+   * A reply that ended meanwhile (409) is left as it is.
+   */
+  async stopReplies() {
+    for (const message of activeReplies(this.ordered())) {
+      try {
+        /** @type {Message} */
+        const stopped = await post(`ai_chats/${this.chatId}/messages/${message.id}/cancel`);
+        if (stopped && stopped.id === message.id) this.upsert(stopped);
+      } catch (error) {
+        if (!(error instanceof ApiError && error.status === 409)) throw error;
+      }
+    }
+  }
+
+  /**
+   * Approve or deny a tool call that waits for the user.
+   * @param {string} messageId
+   * @param {ToolCall} call
+   * @param {"approve" | "deny"} decision
+   * @param {HTMLButtonElement} button
+   */
+  async decide(messageId, call, decision, button) {
+    const group = button.parentElement;
+    for (const each of group?.querySelectorAll("button") ?? []) each.disabled = true;
+    try {
+      /** @type {ToolCall} */
+      const decided = await post(`ai_chats/${this.chatId}/tool_calls/${call.id}/${decision}`);
+      if (decided && decided.id === call.id && decided.status) this.upsertCall({ message_id: messageId, tool_call: decided });
+    } catch (error) {
+      for (const each of group?.querySelectorAll("button") ?? []) each.disabled = false;
       toast(reason(error));
     }
   }

@@ -1,0 +1,155 @@
+"""The turn as a loop (docs/tools.md): tool calls run at once, each stored, a crash resumed
+without calling a finished tool again, failures given to the model, results cut.
+
+Workers run here, in-process, with ``test:tools`` (it calls the offered tools its user's text
+names, with the text's first JSON object as arguments, then answers ``<tool> said: <result>``)
+and the built-in tools; ``fetch_url`` reads a slow page served by the test. Both databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from aichats.services import runs, tool_calls
+from aichats.services.pagination import PageRequest
+from aichats.storage.database import Database
+from tests.runs.test_worker import drain, make_worker, messages_of, new_chat
+
+pytestmark = pytest.mark.anyio
+
+TOOLS = {"model": "test:tools", "tools_allow_private_urls": True}
+
+
+class _SlowPages(BaseHTTPRequestHandler):
+    """``/slow/<seconds>``: that long, then a page; ``/big``: 50,000 characters."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/slow/"):
+            time.sleep(float(self.path.rsplit("/", 1)[1]))
+            body = b"<html><title>Slow</title><body><p>Done waiting</p></body></html>"
+        else:
+            body = b"x" * 50_000
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def pages() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowPages)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def calls_of(db: Database, chat: dict[str, Any]) -> list[tool_calls.ToolCallRow]:
+    reply = (await messages_of(db, chat))[-1]
+    return (await tool_calls.of_messages(db, [reply["pk"]])).get(reply["pk"], [])
+
+
+async def test_independent_calls_run_at_once_and_the_model_answers_with_their_results(db: Database, pages: str) -> None:
+    chat = await new_chat(db, f'fetch_url current_time {{"url": "{pages}/slow/0.5"}}')
+    assert await drain(make_worker(db, **TOOLS)) == 1
+    reply = (await messages_of(db, chat))[-1]
+    assert reply["status"] == "completed"
+    assert "fetch_url said: 200" in reply["content"] and "Done waiting" in reply["content"]
+    assert "current_time said:" in reply["content"]
+    clock, fetch = await calls_of(db, chat)  # test:tools calls them in the order they are offered
+    assert (clock["name"], fetch["name"]) == ("current_time", "fetch_url")
+    assert fetch["status"] == clock["status"] == "completed"
+    # Both ran at once: the quick one started before the slow one ended, and ended first.
+    assert clock["started_at"] < fetch["finished_at"] and clock["finished_at"] <= fetch["finished_at"]
+
+    # Usage: the model's two calls, each once: the stored step, and the answer after it.
+    progress = await tool_calls.progress(db, (await run_of(db, chat))["pk"])
+    assert len(progress.steps) == 1
+    assert reply["input_tokens"] > progress.input_tokens and reply["output_tokens"] > progress.output_tokens
+
+
+async def run_of(db: Database, chat: dict[str, Any]) -> Any:
+    page = await runs.list_runs(db, chat["pk"], PageRequest(first=10))
+    return page.items[0]
+
+
+async def test_a_crash_mid_turn_resumes_without_calling_a_finished_tool_again(db: Database, pages: str) -> None:
+    chat = await new_chat(db, f'current_time fetch_url {{"url": "{pages}/slow/2"}}')
+    first = make_worker(db, "w1", run_lease_seconds=1, **TOOLS)
+    crashed = asyncio.create_task(first.run_one())
+    while True:  # until the quick call finished and the slow one runs
+        calls = await calls_of(db, chat)
+        if [call["status"] for call in calls] == ["completed", "running"]:
+            break
+        assert not crashed.done()
+        await asyncio.sleep(0.02)
+    done_before = calls[0]
+    crashed.cancel()  # the worker dies: the run keeps its lapsing lease, the slow call stays "running"
+    with pytest.raises(asyncio.CancelledError):
+        await crashed
+
+    await asyncio.sleep(1.1)  # the lease lapses
+    second = make_worker(db, "w2", **TOOLS)
+    assert await drain(second) == 1
+    reply = (await messages_of(db, chat))[-1]
+    assert reply["status"] == "completed", reply["error"]
+    clock, fetch = await calls_of(db, chat)
+    assert dict(clock) == dict(done_before)  # not called again: the very same row, untouched
+    assert fetch["status"] == "completed" and "Done waiting" in (fetch["result"] or "")
+    assert "current_time said:" in reply["content"] and "Done waiting" in reply["content"]
+    run = await run_of(db, chat)
+    assert run["status"] == "completed"
+    assert (run["input_tokens"], run["output_tokens"]) == (reply["input_tokens"], reply["output_tokens"])
+
+
+async def test_a_tools_failure_goes_back_to_the_model_which_answers_anyway(db: Database) -> None:
+    chat = await new_chat(db, 'fetch_url {"url": "http://10.0.0.1/internal"}')
+    assert await drain(make_worker(db, model="test:tools")) == 1  # private addresses are refused
+    reply = (await messages_of(db, chat))[-1]
+    assert reply["status"] == "completed"
+    [call] = await calls_of(db, chat)
+    assert call["status"] == "failed" and call["is_error"] and "AICHATS_TOOLS_ALLOW_PRIVATE_URLS" in call["result"]
+    assert "fetch_url failed:" in reply["content"]
+
+
+async def test_a_result_is_cut_to_the_limit_and_says_so(db: Database, pages: str) -> None:
+    chat = await new_chat(db, f'fetch_url {{"url": "{pages}/big"}}')
+    assert await drain(make_worker(db, max_tool_result_chars=1000, **TOOLS)) == 1
+    [call] = await calls_of(db, chat)
+    result = call["result"] or ""
+    assert result.startswith("200 ") and "[cut: " in result and len(result) <= 1000
+
+
+async def test_a_slow_tool_times_out_as_an_error(db: Database, pages: str) -> None:
+    chat = await new_chat(db, f'fetch_url {{"url": "{pages}/slow/5"}}')
+    assert await drain(make_worker(db, tool_timeout_seconds=0.5, **TOOLS)) == 1
+    [call] = await calls_of(db, chat)
+    assert call["status"] == "failed" and call["duration_ms"] is not None and call["duration_ms"] < 4000
+    assert (await messages_of(db, chat))[-1]["status"] == "completed"
+
+
+async def test_arguments_that_are_not_json_are_an_error_result(db: Database) -> None:
+    chat = await new_chat(db, 'current_time {"timezone": "Mars/Olympus"}')
+    assert await drain(make_worker(db, **TOOLS)) == 1
+    [call] = await calls_of(db, chat)
+    assert call["is_error"] and "IANA" in (call["result"] or "")
+
+
+async def test_tools_off_for_a_chat_offers_none(db: Database) -> None:
+    chat = await new_chat(db, "current_time", tools=())
+    assert await drain(make_worker(db, **TOOLS)) == 1
+    assert await calls_of(db, chat) == []
+    assert (await messages_of(db, chat))[-1]["content"] == "You said: current_time"
