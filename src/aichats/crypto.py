@@ -25,7 +25,7 @@ import base64
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,11 +40,21 @@ class UnsealError(Exception):
     """A token this key did not seal (the key changed since, or the token was altered)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Sealer:
-    """Sealing with one key: what a service is given (services do not read settings)."""
+    """Sealing with one key: what a service is given (services do not read settings).
 
-    fernet: Fernet
+    The key is read (or, from the key file, generated) on the first seal or unseal, not
+    before: a turn or a listing that meets no sealed header touches no key file."""
+
+    def __init__(self, key: Callable[[], str]) -> None:
+        self._key = key
+        self._fernet: Fernet | None = None
+
+    @property
+    def fernet(self) -> Fernet:
+        if self._fernet is None:
+            self._fernet = _fernet(self._key())
+        return self._fernet
 
     def seal(self, text: str) -> str:
         """``text`` encrypted and authenticated, as ASCII."""
@@ -62,7 +72,7 @@ class Sealer:
 
 def sealer(settings: Settings) -> Sealer:
     """The service's :class:`Sealer`: its key from ``AICHATS_SECRET_KEY``, else from the key file."""
-    return _sealer(_key_material(settings))
+    return Sealer(lambda: _key_material(settings))
 
 
 def seal(settings: Settings, text: str) -> str:
@@ -82,9 +92,9 @@ def _key_material(settings: Settings) -> str:
 
 
 @lru_cache(maxsize=16)
-def _sealer(material: str) -> Sealer:
-    """The sealer of a key material: its SHA-256 is the key, in the URL-safe base64 Fernet takes."""
-    return Sealer(Fernet(base64.urlsafe_b64encode(hashlib.sha256(material.encode()).digest())))
+def _fernet(material: str) -> Fernet:
+    """The Fernet of a key material: its SHA-256 is the key, in the URL-safe base64 Fernet takes."""
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(material.encode()).digest()))
 
 
 @lru_cache(maxsize=16)

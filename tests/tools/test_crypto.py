@@ -57,3 +57,13 @@ def test_processes_starting_at_once_share_one_key(tmp_path: Path) -> None:
     settings = Settings(files_dir=str(files))
     assert [crypto.unseal(settings, token) for token in tokens] == ["same"] * 8
     assert [p.name for p in files.iterdir()] == [crypto.KEY_FILE]
+
+
+def test_no_key_file_is_made_until_something_is_sealed(tmp_path: Path) -> None:
+    """A turn asks for the sealer whether or not any server has headers: that alone must not
+    write a key file (into the working directory, with the default AICHATS_FILES_DIR)."""
+    settings = Settings(files_dir=str(tmp_path / "files"))
+    sealer = crypto.sealer(settings)
+    assert not (tmp_path / "files").exists()
+    token = sealer.seal("secret")
+    assert (tmp_path / "files" / crypto.KEY_FILE).exists() and sealer.unseal(token) == "secret"
