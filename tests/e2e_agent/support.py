@@ -43,12 +43,12 @@ def words(text: str) -> int:
 
 
 @contextmanager
-def engine_server(log_path: Path) -> Iterator[str]:
+def engine_server(log_path: Path, *options: str, parallel: int = 2, context: int = 2048) -> Iterator[str]:
     """llama.cpp's own OpenAI-compatible server (the local engine's process, alone) on the
-    built-in GGUF; yields its /v1 URL."""
+    built-in GGUF, with the engine's ``options``; yields its /v1 URL."""
     command = [
         str(Path(AICHATS).with_name("python")), "-m", "aichats.agent.engine_process", "--model", gguf_path(),
-        "--parallel", "2", "--context", "2048", "--verbosity", "3",
+        "--parallel", str(parallel), "--context", str(context), "--verbosity", "3", *options,
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)

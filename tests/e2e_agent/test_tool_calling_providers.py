@@ -13,7 +13,7 @@ never stops writing it.
 from __future__ import annotations
 
 import json
-import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +26,7 @@ from aichats.agent.models import ChatMessage, Model, ToolCall, ToolChoice, ToolS
 from aichats.agent.models.local import LocalModel
 from aichats.agent.models.openai_compatible import OpenAIModel
 from aichats.config import Settings
-from tests.e2e_agent.support import gguf_path
-from tests.support.servers import AICHATS
+from tests.e2e_agent.support import engine_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -80,23 +79,9 @@ async def test_built_in_model_calls_a_required_tool_and_answers_its_result() -> 
 @contextmanager
 def engine(*flags: str) -> Iterator[str]:
     """The engine process alone on the built-in GGUF (one slot); yields its base URL."""
-    python = str(Path(AICHATS).with_name("python"))
-    command = [python, "-m", "aichats.agent.engine_process", "--model", gguf_path(), "--parallel", "1",
-               "--context", "1024", *flags]  # fmt: skip
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().decode()
-        assert line.startswith("READY "), f"the engine did not start: {line!r}"
-        yield line.split()[1]
-    finally:
-        assert process.stdin is not None
-        process.stdin.close()  # the engine exits when its standard input closes
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    with tempfile.TemporaryDirectory() as logs:
+        with engine_server(Path(logs) / "engine.log", *flags, parallel=1, context=1024) as v1:
+            yield v1.removesuffix("/v1")
 
 
 CONVERSATIONS = [

@@ -20,13 +20,16 @@ import sqlalchemy as sa
 from aichats.storage import database
 from tests.e2e_agent.support import chat_of, create_chat, messages_of, post_message
 from tests.support.accounts import Account
-from tests.support.mcp_server import McpProcess, serving_mcp
+from tests.support.mcp_server import ROOT, McpProcess, command, serving_mcp
 from tests.support.servers import LiveServer, log_of, serving
 from tests.support.sse import read_events
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
+STDIO = command("--transport", "stdio")
+# The operator's server, every user's: the same test server, over stdio.
+OPERATOR_SERVER = {"name": "ops", "command": STDIO[0], "args": STDIO[1:], "env": {"PYTHONPATH": str(ROOT)}}
 FIGURE = "48,210 EUR"  # what weekly_revenue answers for 2026-W49
 ASK_REVENUE = 'revenue__weekly_revenue {"week": "2026-W49"}'
 
@@ -45,6 +48,7 @@ def tools_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempP
         "AICHATS_TOOLS_ALLOW_PRIVATE_URLS": "true",  # the MCP server is on loopback
         "AICHATS_TOOL_TIMEOUT_SECONDS": "10",
         "AICHATS_RUN_LEASE_SECONDS": "3",
+        "AICHATS_TOOL_SERVERS": json.dumps([OPERATOR_SERVER]),
     }
     with serving(new_database(), tmp_path_factory.mktemp("tools-server"), env) as server:
         yield server
@@ -133,6 +137,16 @@ def test_another_user_neither_sees_the_server_nor_gets_its_tools(
         chat = create_chat(other, ASK_REVENUE)
         reply = last_reply(other, chat["id"], "completed", "failed")
     assert reply["tool_calls"] == [] and FIGURE not in reply["content"]
+
+
+def test_the_operators_stdio_server_serves_every_user(tools_server: LiveServer, api: httpx2.Client) -> None:
+    listed = {tool["name"]: tool for tool in api.get("/tools").json()["data"]}
+    assert listed["ops__weekly_revenue"]["kind"] == "operator"
+    assert listed["ops__weekly_revenue"]["server"] == {"id": None, "name": "ops"}
+    chat = create_chat(api, 'ops__weekly_revenue {"week": "2026-W49"}')
+    reply = last_reply(api, chat["id"], "completed", "failed")
+    assert FIGURE in reply["content"], (reply, log_of(tools_server))
+    assert reply["tool_calls"][0]["server"] == {"id": None, "name": "ops"}
 
 
 def test_a_chat_limited_to_other_tools_does_not_offer_the_server(api: httpx2.Client, mcp: McpProcess) -> None:

@@ -21,6 +21,7 @@ from aichats.services import runs, tool_calls
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
 from tests.runs.test_worker import drain, make_worker, messages_of, new_chat
+from tests.support.openai_server import Reply, ScriptedCall, openai_server
 
 pytestmark = pytest.mark.anyio
 
@@ -153,3 +154,24 @@ async def test_tools_off_for_a_chat_offers_none(db: Database) -> None:
     assert await drain(make_worker(db, **TOOLS)) == 1
     assert await calls_of(db, chat) == []
     assert (await messages_of(db, chat))[-1]["content"] == "You said: current_time"
+
+
+async def test_past_the_step_limit_the_model_is_told_to_answer(db: Database) -> None:
+    """A model that would call tools forever: after AICHATS_MAX_TOOL_STEPS calls with tools, the
+    next is made with ``tool_choice: none`` and the turn ends with its text; every call's
+    tokens are counted once."""
+    forever = Reply(calls=(ScriptedCall("current_time", "{}"),), input_tokens=10, output_tokens=2)
+    answer = Reply(text="Done.", input_tokens=50, output_tokens=3)
+    with openai_server([forever, forever, answer]) as server:
+        chat = await new_chat(db, "what time is it")
+        worker = make_worker(db, model="openai:scripted", openai_base_url=server.url, max_tool_steps=2)
+        try:
+            assert await drain(worker) == 1
+        finally:
+            await worker.models.close()  # its HTTP client, on this test's loop (not collected on another's)
+        choices = [request.get("tool_choice") for request in server.requests]
+    assert choices == ["auto", "auto", "none"]
+    reply = (await messages_of(db, chat))[-1]
+    assert reply["status"] == "completed" and reply["content"] == "Done."
+    assert [call["status"] for call in await calls_of(db, chat)] == ["completed", "completed"]
+    assert (reply["input_tokens"], reply["output_tokens"]) == (10 + 10 + 50, 2 + 2 + 3)

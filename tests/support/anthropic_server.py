@@ -23,10 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
 
 from tests.support.openai_server import (
     Reply,
@@ -37,7 +34,7 @@ from tests.support.openai_server import (
     answer_by_text,
     fragments,
     script_of,
-    serve,
+    serving_protocol,
     words,
 )
 
@@ -148,19 +145,6 @@ def anthropic_server(
     (what ``ANTHROPIC_BASE_URL`` takes). The arguments are :func:`openai_server`'s."""
     state = ScriptedServer(script=script_of(script), delay=delay, chunk_delay=chunk_delay,
                            calls_per_reply=calls_per_reply)  # fmt: skip
-
-    async def messages(request: Request) -> Response:
-        body = await request.json()
-        seen = anthropic_seen(body)
-        reply = state.reply_to(body, seen)
-        await state.wait(reply)
-        if reply.status != 200:
-            return anthropic_error(reply)
-        if not body.get("stream"):
-            return anthropic_error(Reply(status=400, text="this scripted server only streams"))
-        events = anthropic_events(state, body, reply, seen)
-        return StreamingResponse(state.paced(events), media_type="text/event-stream")
-
-    with serve(Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])) as root:
+    with serving_protocol(state, "/v1/messages", anthropic_seen, anthropic_error, anthropic_events) as root:
         state.url = root
         yield state

@@ -281,19 +281,34 @@ def openai_server(
     """
     state = ScriptedServer(script=script_of(script), delay=delay, chunk_delay=chunk_delay,
                            calls_per_reply=calls_per_reply)  # fmt: skip
+    with serving_protocol(state, "/v1/chat/completions", openai_seen, openai_error, openai_events) as root:
+        state.url = root + "/v1"
+        yield state
 
-    async def completions(request: Request) -> Response:
+
+Seer = Callable[[dict[str, Any]], Seen]
+Events = Callable[[ScriptedServer, dict[str, Any], Reply, Seen], Iterator[bytes]]
+
+
+@contextmanager
+def serving_protocol(
+    state: ScriptedServer, path: str, seen_in: Seer, error: Callable[[Reply], Response], events: Events
+) -> Iterator[str]:
+    """Serve one protocol's streaming endpoint at ``path`` for ``state``'s script; yields the root URL.
+
+    The protocol gives what differs: how a request's conversation is read (``seen_in``), its
+    error body, and its stream of events."""
+
+    async def endpoint(request: Request) -> Response:
         body = await request.json()
-        seen = openai_seen(body)
+        seen = seen_in(body)
         reply = state.reply_to(body, seen)
         await state.wait(reply)
         if reply.status != 200:
-            return openai_error(reply)
+            return error(reply)
         if not body.get("stream"):
-            return openai_error(Reply(status=400, text="this scripted server only streams"))
-        events = openai_events(state, body, reply, seen)
-        return StreamingResponse(state.paced(events), media_type="text/event-stream")
+            return error(Reply(status=400, text="this scripted server only streams"))
+        return StreamingResponse(state.paced(events(state, body, reply, seen)), media_type="text/event-stream")
 
-    with serve(Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])) as root:
-        state.url = root + "/v1"
-        yield state
+    with serve(Starlette(routes=[Route(path, endpoint, methods=["POST"])])) as root:
+        yield root
