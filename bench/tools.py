@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import statistics
 import sys
 import time
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
+import httpx2
 import mcp
 from common import (
     CHATS,
@@ -53,6 +55,7 @@ from common import (
     wait_until_listening,
     warn_if_busy,
 )
+from mcp.client.streamable_http import streamable_http_client
 
 KINDS = {
     "no tool": ("hello there", []),
@@ -86,11 +89,13 @@ def timed_turn(base: str, key: str, text: str, tools: list[str]) -> tuple[float,
     raise BenchError("the event stream ended before message.completed")
 
 
-async def raw_mcp_call(url: str) -> float:
-    """What a turn's first MCP call does, with the SDK alone: open a session, call, close."""
+async def raw_mcp_call(url: str, tls: ssl.SSLContext) -> float:
+    """What a turn's first MCP call does, with the SDK alone: open a session, call, close
+    (its HTTP client given a TLS context made once, as aichats' are)."""
     started = time.perf_counter()
-    async with mcp.Client(url) as client:
-        await client.call_tool("lookup_a", {"key": "k"})
+    async with httpx2.AsyncClient(verify=tls) as http:
+        async with mcp.Client(streamable_http_client(url, http_client=http)) as client:
+            await client.call_tool("lookup_a", {"key": "k"})
     return time.perf_counter() - started
 
 
@@ -115,7 +120,8 @@ def bench(turns: int, workdir: Path) -> None:
                 runs = [timed_turn(base, key, text, offered) for _ in range(turns)]
                 figures[kind] = [took for took, _ in runs]
                 durations[kind] = [d for _, calls in runs for d in calls]
-            ceiling = [asyncio.run(raw_mcp_call(mcp_url)) for _ in range(WARM_UP + turns)][WARM_UP:]
+            tls = httpx2.create_ssl_context()
+            ceiling = [asyncio.run(raw_mcp_call(mcp_url, tls)) for _ in range(WARM_UP + turns)][WARM_UP:]
     finally:
         stop(tools)
         if tools.returncode not in (0, -15):

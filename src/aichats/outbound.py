@@ -25,9 +25,12 @@ itself).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import os
 import re
 import socket
+import ssl
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -298,15 +301,27 @@ class _CheckedBackend(httpcore2.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
+def ssl_context() -> ssl.SSLContext:
+    """The TLS context of every outbound client, made once per process (and again only if
+    SSL_CERT_FILE or SSL_CERT_DIR change): loading the system's certificates takes about
+    20 ms (measured here), which each client, and so each MCP session of a turn, paid twice."""
+    return _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    return httpx2.create_ssl_context()  # reads those two variables itself
+
+
 class _CheckedTransport(httpx2.AsyncHTTPTransport):
     """httpx2's transport over a connection pool that uses :class:`_CheckedBackend`."""
 
     def __init__(self, policy: Policy) -> None:
-        super().__init__(trust_env=False)
+        super().__init__(verify=ssl_context(), trust_env=False)
         # httpx2 builds its pool without a way to pass a network backend: replace it, with
         # httpx2's default limits (httpx2 is pinned, so its private ``_pool`` stays put).
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),  # honours SSL_CERT_FILE / SSL_CERT_DIR
+            ssl_context=ssl_context(),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpcore2
 import httpx2
 import pytest
 
@@ -159,3 +160,20 @@ async def test_tls_names_and_verifies_the_url_host_not_the_address(tls_server: S
         assert tls_server.sni == ["pinned.test"] and tls_server.hosts == [f"pinned.test:{tls_server.port}"]
         with pytest.raises(httpx2.ConnectError, match="certificate"):  # same address, a name the cert lacks
             await http.get(f"https://other.test:{tls_server.port}/")
+
+
+def test_clients_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the system's certificates takes about 20 ms: every outbound client (each MCP
+    session of a turn, each webhook sender) used to load them twice."""
+    monkeypatch.setenv("SSL_CERT_DIR", "/nonexistent-so-this-test-gets-a-context-of-its-own")
+    made: list[ssl.SSLContext] = []
+    real = httpcore2.default_ssl_context
+
+    def counted(**kwargs: Any) -> ssl.SSLContext:
+        made.append(real(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(httpcore2, "default_ssl_context", counted)
+    clients = [outbound.async_client(ALLOW) for _ in range(3)]
+    assert len(made) == 1
+    assert all(client._transport._pool._ssl_context is made[0] for client in clients)  # type: ignore[attr-defined]

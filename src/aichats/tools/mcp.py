@@ -358,7 +358,7 @@ def _http_client(endpoint: Endpoint, policy: outbound.Policy) -> httpx2.AsyncCli
         "event_hooks": {"response": [_capped]},
     }
     if endpoint.trusted:
-        return httpx2.AsyncClient(trust_env=False, follow_redirects=False, **options)
+        return httpx2.AsyncClient(verify=outbound.ssl_context(), trust_env=False, follow_redirects=False, **options)
     outbound.parse_url(endpoint.url or "")
     return outbound.async_client(policy, **options)
 
