@@ -15,8 +15,9 @@ Usage (from the repository root)::
    of the local model, each alone and then all four at once; then the same on the local
    provider in this process, with nothing of aichats around the engine: the ceiling.
 4. **Runs per second** (PostgreSQL, ``aichats serve`` with no workers): 2,000 turns
-   queued through the API, then ``aichats worker`` processes (1 x 1, 2 x 1, 2 x 2)
-   complete them with ``test:echo``.
+   queued through the API, then 1, 2 and 4 ``aichats worker`` processes, each with its
+   default settings (up to ``AICHATS_WORKERS`` turns in flight), complete them with
+   ``test:echo``.
 
 See ``bench/README.md`` for what each figure means. Everything it starts or creates
 (servers, workers, the PostgreSQL database, temp files) is stopped or removed before
@@ -76,7 +77,7 @@ ECHO_WORDS = 200  # test:echo-200 in the time-to-first-token table
 OVERHEAD_WORDS = 2000  # test:echo-2000 for the per-token overhead
 QUEUE_MODEL = "test:echo"  # "You said: <message>", a handful of words
 QUEUE_CLIENTS = 8  # threads POSTing the queued turns
-LAYOUTS = ((1, 1), (2, 1), (2, 2))  # worker processes x runs each works on at once
+WORKER_PROCESSES = (1, 2, 4)  # each with its default settings (AICHATS_WORKERS turns in flight)
 TURN_SECONDS = 300  # one turn longer than this fails the run
 STALL_SECONDS = 60  # no run completing for this long fails the run
 POLL_SECONDS = 0.05  # how often the runs table is counted while workers drain it
@@ -289,19 +290,24 @@ async def engine_alone_and_together() -> tuple[list[Turn], list[Turn], float]:
 
 def bench_throughput(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> None:
     print(f"\n4. Runs completed per second: PostgreSQL, {QUEUE_MODEL}, {sizes.runs:,} turns queued through the API")
-    print("   (`aichats serve` with AICHATS_WORKERS=0 queues them; then `aichats worker` processes run them)")
+    print(
+        "   (`aichats serve` with AICHATS_WORKERS=0 queues them; then `aichats worker` processes,"
+        " on their default settings, run them)"
+    )
     warn_if_busy()
     with postgres_database(args.postgres, args.database) as url:
         key = create_key(url, workdir)
         settings = {"AICHATS_WORKERS": "0", "AICHATS_MODEL": QUEUE_MODEL}
         with aichats_server(url, workdir, settings, log_name="serve-api.log") as base:
-            print(f"  {'workers':>7} {'processes x concurrency':>24} {'queue s':>8} {'drain s':>8} {'runs/s':>8}")
-            for processes, concurrency in LAYOUTS:
+            print(f"  {'worker processes':>16} {'queue s':>8} {'drain s':>8} {'runs/s':>8} {'vs 1':>6}")
+            alone = None
+            for processes in WORKER_PROCESSES:
                 queued = queue_turns(url, base, key, sizes.runs)
-                seconds = asyncio.run(drain(url, processes, concurrency, sizes.runs, workdir))
+                seconds = asyncio.run(drain(url, processes, sizes.runs, workdir))
+                alone = alone or seconds
                 print(
-                    f"  {processes * concurrency:>7} {f'{processes} x {concurrency}':>24} {queued:>8.1f}"
-                    f" {seconds:>8.2f} {sizes.runs / seconds:>8,.0f}",
+                    f"  {processes:>16} {queued:>8.1f} {seconds:>8.2f} {sizes.runs / seconds:>8,.0f}"
+                    f" {alone / seconds:>5.2f}x",
                     flush=True,
                 )
 
@@ -337,8 +343,8 @@ def post_chats(base: str, key: str, total: int) -> None:
             stopping.set()  # on failure or Ctrl-C the other clients stop at their next POST
 
 
-async def drain(url: str, processes: int, concurrency: int, total: int, workdir: Path) -> float:
-    """Seconds for ``processes`` workers of ``concurrency`` each to complete ``total`` queued runs.
+async def drain(url: str, processes: int, total: int, workdir: Path) -> float:
+    """Seconds for ``processes`` worker processes to complete ``total`` queued runs.
 
     The runs table stays locked while the processes start, so that none gets a head
     start: the clock starts when the lock is released, once every process is ready."""
@@ -352,7 +358,7 @@ async def drain(url: str, processes: int, concurrency: int, total: int, workdir:
         await hold.start()
         await connection.execute("LOCK TABLE runs IN EXCLUSIVE MODE")  # claims wait; plain reads do not
         for n in range(processes):
-            workers.append(start_worker(url, concurrency, workdir / f"worker-{processes}x{concurrency}-{n}.log"))
+            workers.append(start_worker(url, workdir / f"worker-{processes}-{n}.log"))
         await wait_ready(workers)
         started = time.perf_counter()
         await hold.commit()
@@ -363,13 +369,13 @@ async def drain(url: str, processes: int, concurrency: int, total: int, workdir:
         stop(*(process for process, _ in workers))
 
 
-def start_worker(url: str, concurrency: int, log: Path) -> tuple[subprocess.Popen, Path]:
+def start_worker(url: str, log: Path) -> tuple[subprocess.Popen, Path]:
     settings = {"AICHATS_DATABASE_URL": url, "AICHATS_MODEL": QUEUE_MODEL}
-    return start_process(aichats_command("worker", "--concurrency", str(concurrency)), log, settings), log
+    return start_process(aichats_command("worker"), log, settings), log
 
 
 async def wait_ready(workers: list[tuple[subprocess.Popen, Path]], timeout: float = 60) -> None:
-    """Until every worker has printed ``aichats worker: N worker(s) on ...`` (its workers run)."""
+    """Until every worker has printed ``aichats worker: up to N turns at once on ...`` (it runs)."""
     deadline = time.monotonic() + timeout
     while not all("aichats worker:" in log.read_text(errors="replace") for _, log in workers):
         check_alive(workers)

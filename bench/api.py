@@ -6,10 +6,12 @@ Usage (from the repository root)::
 
 For each backend it creates a fresh database, bulk-loads 201,000 chats (1,000 users
 with 100 each, one heavy user with 100,000, one light user with 1,000), starts
-``aichats serve`` on loopback and drives each call with ``wrk`` (1 thread, 32
-connections). A bare ASGI app on the same server stack, answering with the bytes
-of a retrieve response, gives the ceiling every figure is compared with. See
-``bench/README.md`` for what each printed figure means.
+``aichats serve`` on loopback (with the rate limit on, at a limit no request reaches) and
+drives each call with ``wrk`` (1 thread, 32 connections); then retrieve again, in turns,
+on two fresh servers, one with the limit and one without: what the limit costs. A bare
+ASGI app on the same server stack, answering with the bytes of a retrieve response, gives
+the ceiling every figure is compared with. See ``bench/README.md`` for what each printed
+figure means.
 
 Everything it starts or creates (servers, the PostgreSQL database, temp files) is
 stopped or removed before it exits. Exit status: 0 when every target is met, 1
@@ -72,6 +74,11 @@ SERVE_FLAGS = dict(workers=1, loop="uvloop", http="httptools", access_log=False,
 
 TARGET_LIST_SCALING = 1.5  # heavy user's first-page p50 at most this times the light user's
 TARGET_RETRIEVE_SHARE = 0.25  # retrieve at least this share of bare requests/s
+# The API server runs with the rate limit on (AICHATS_RATE_LIMIT_PER_MINUTE), so high that no
+# request is refused: every request still goes through it (and its reservations).
+BENCH_RATE_LIMIT = 1_000_000_000
+TARGET_LIMIT_OVERHEAD = 0.10  # the limit costs retrieve at most this share of its requests/s
+LIMIT_ROUNDS = 3  # retrieve with and without the limit, alternately, this many times each
 
 
 # ------------------------------------------------------------------ seed data
@@ -428,6 +435,8 @@ DESCRIPTIONS = {
     "list deep page": f"heavy user, first=20 after {DEEP_WALK_PAGES * 100:,} chats",
     "list, light user": f"first=20, user with {LIGHT_CHATS:,} chats",
     "list, heavy user": f"first=20, user with {HEAVY_CHATS:,} chats",
+    "retrieve, limit on": f"retrieve on a fresh server, limit on (never reached), best of {LIMIT_ROUNDS} turns",
+    "retrieve, limit off": f"the same beside it, AICHATS_RATE_LIMIT_PER_MINUTE=0, best of {LIMIT_ROUNDS} turns",
 }
 
 
@@ -447,7 +456,13 @@ def print_result(result: Result, bare: Result | None = None) -> None:
 def check_targets(results: dict[str, Result], bare: Result) -> bool:
     """Print each target and whether it is met; True when all are."""
     light, heavy = results["list, light user"], results["list, heavy user"]
+    on, off = results["retrieve, limit on"], results["retrieve, limit off"]
     targets = [
+        (
+            f"the rate limit costs retrieve < {TARGET_LIMIT_OVERHEAD:.0%}",
+            f"{on.rps:,.0f} / {off.rps:,.0f} req/s = {1 - on.rps / off.rps:.1%} less",
+            on.rps >= (1 - TARGET_LIMIT_OVERHEAD) * off.rps,
+        ),
         (
             f"list p50 at {HEAVY_CHATS:,} chats within {TARGET_LIST_SCALING}x of {LIGHT_CHATS:,}",
             f"{heavy.p50_ms:.2f} / {light.p50_ms:.2f} ms = {heavy.p50_ms / light.p50_ms:.2f}x",
@@ -475,11 +490,33 @@ def bench_backend(backend: str, data: Dataset, workdir: Path, args: argparse.Nam
         print_header()
         bare = measure_bare(data, workdir, args)
         results = {}
-        with aichats_server(url, workdir, {"AICHATS_WORKERS": "0"}) as base:  # the API alone, no agent
+        limited = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": str(BENCH_RATE_LIMIT)}
+        with aichats_server(url, workdir, limited) as base:  # the API alone, no agent; the limit on
             for scenario in api_scenarios(base, data):
                 results[scenario.name] = measure(base, scenario, workdir, args)
                 print_result(results[scenario.name], bare)
+        results.update(measure_limit_overhead(url, data, workdir, args))
+        for name in ("retrieve, limit on", "retrieve, limit off"):
+            print_result(results[name], bare)
     return check_targets(results, bare)
+
+
+def measure_limit_overhead(url: str, data: Dataset, workdir: Path, args: argparse.Namespace) -> dict[str, Result]:
+    """Retrieve on two fresh servers side by side on the same database, one with the limit
+    and one without, measured in turns ``LIMIT_ROUNDS`` times each; the best round of each,
+    so that a burst of other load on the machine weighs on neither side alone."""
+    calls = [Call("GET", f"{CHATS}/{chat}", key) for key, chat in data.samples]
+    on = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": str(BENCH_RATE_LIMIT)}
+    off = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": "0"}
+    rounds: dict[str, list[Result]] = {"retrieve, limit on": [], "retrieve, limit off": []}
+    with (
+        aichats_server(url, workdir, on, log_name="aichats-limit-on.log") as limited,
+        aichats_server(url, workdir, off, log_name="aichats-limit-off.log") as unlimited,
+    ):
+        for _ in range(LIMIT_ROUNDS):
+            for name, base in (("retrieve, limit on", limited), ("retrieve, limit off", unlimited)):
+                rounds[name].append(measure(base, Scenario(name, calls), workdir, args))
+    return {name: max(results, key=lambda r: r.rps) for name, results in rounds.items()}
 
 
 def measure_bare(data: Dataset, workdir: Path, args: argparse.Namespace) -> Result:

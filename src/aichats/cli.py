@@ -8,6 +8,7 @@ so a fresh machine can create users and keys before the server has ever run.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,10 +16,11 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.engine import make_url
 
-from aichats.clock import isoformat_ms
+from aichats.clock import isoformat_ms, now_ms
 from aichats.config import Settings, get_settings
 from aichats.errors import ServiceError
-from aichats.services import keys, users
+from aichats.services import budgets, keys, users
+from aichats.services.usage import decimal_tokens
 from aichats.storage import database, migrate
 from aichats.storage.database import Database
 
@@ -76,7 +78,7 @@ def _renamed_workers(ctx: click.Context, param: click.Parameter, value: int | No
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Server (uvicorn) processes; each runs AICHATS_WORKERS agent workers.",
+    help="Server (uvicorn) processes; each runs up to AICHATS_WORKERS agent turns at once.",
 )
 @click.option("--workers", type=int, hidden=True, expose_value=False, callback=_renamed_workers)
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
@@ -87,26 +89,31 @@ def serve(ctx: click.Context, host: str | None, port: int | None, processes: int
 
     import uvicorn
 
+    from aichats.observability import logs, shared
+
     settings = _settings(ctx)
     host = host or settings.host
     port = settings.port if port is None else port
     if settings.migrate_on_start:
         migrate.upgrade(settings.database_url)
+    logs.configure(settings.log_format)  # uvicorn configures its processes the same way, later
     _startup_summary(settings, host, port, processes)
     # Worker processes rebuild settings from the environment: pass the URL along.
     os.environ["AICHATS_DATABASE_URL"] = settings.database_url
-    uvicorn.run(
-        "aichats.api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=processes,
-        loop="uvloop",
-        http="httptools",
-        access_log=access_log,
-        log_level="info",
-        server_header=False,
-    )
+    with shared.directory_for(processes):  # the processes' metrics, added up (observability/shared.py)
+        uvicorn.run(
+            "aichats.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=processes,
+            loop="uvloop",
+            http="httptools",
+            access_log=access_log,
+            log_level="info",
+            log_config=logs.logging_config(settings.log_format),
+            server_header=False,
+        )
 
 
 def _url(host: str, port: int) -> str:
@@ -143,6 +150,15 @@ def _has_users(settings: Settings) -> bool | None:
         return None
 
 
+def _say(settings: Settings, line: str) -> None:
+    """A line for the operator on stderr; with ``AICHATS_LOG_FORMAT=json``, a log event
+    (a log collector reads every line as one)."""
+    if settings.log_format == "json":
+        logging.getLogger("aichats.cli").info(line)
+    else:
+        click.echo(line, err=True)
+
+
 def _startup_summary(settings: Settings, host: str, port: int, processes: int) -> None:
     """A few lines for whoever just started ``aichats serve``: where, on what, what next."""
     from aichats.services.chats import AgentIdentifier
@@ -157,7 +173,7 @@ def _startup_summary(settings: Settings, host: str, port: int, processes: int) -
             where += f" (listening on {host})"
 
     def say(line: str) -> None:
-        click.echo(line, err=True)
+        _say(settings, line)
 
     say(where)
     say(f"  database: {_shown_database(settings.database_url)}")
@@ -185,29 +201,36 @@ def _startup_summary(settings: Settings, host: str, port: int, processes: int) -
 
 
 @main.command()
-@click.option("--concurrency", type=int, help="Runs this process works on at once (default AICHATS_WORKERS, min 1).")
+@click.option("--concurrency", type=int, help="Agent turns this process runs at once (default AICHATS_WORKERS, min 1).")
+@click.option("--metrics-port", type=int, help="Serve /metrics, /readyz and /healthz on this port (default: none).")
+@click.option("--metrics-host", help="Interface of --metrics-port (default AICHATS_HOST, 127.0.0.1).")
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None) -> None:
-    """Run agent workers alone (no HTTP), until interrupted. Any number may share one PostgreSQL."""
-    import logging
+def worker(ctx: click.Context, concurrency: int | None, metrics_port: int | None, metrics_host: str | None) -> None:
+    """Run agent workers alone (no API), until interrupted. Any number may share one PostgreSQL."""
     import signal
 
+    from aichats.observability import logs
+    from aichats.observability.routes import worker_endpoint
     from aichats.runs.background import background
 
     settings = _settings(ctx)
     migrate.upgrade(settings.database_url)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     count = max(1, concurrency or settings.workers)
 
     async def run() -> None:
-        db = await database.connect(settings.database_url, pool_size=max(2, (concurrency or settings.workers) + 1))
+        # Turns in flight wait for their models, not for connections: the usual pool serves them all.
+        db = await database.connect(settings.database_url, pool_size=settings.postgres_pool_size)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            async with background(db, settings, workers=count, housekeeping=False):
-                click.echo(f"aichats worker: {count} worker(s) on {db.dialect}", err=True)
+            async with (
+                background(db, settings, workers=count, housekeeping=False) as supervisor,
+                worker_endpoint(db, settings, supervisor, metrics_host or settings.host, metrics_port),
+            ):
+                _say(settings, f"aichats worker: up to {count} turns at once on {db.dialect}")
                 await stop.wait()
         finally:
             await db.close()
@@ -248,7 +271,13 @@ def scheduler_tick(ctx: click.Context, at: str | None, next_due: bool) -> None:
         at_ms = await schedules.next_due(db) if next_due else now
         if next_due and at_ms is None:
             return scheduler.Tick(0, skipped_for_limit=False), None, None
-        result = await scheduler.tick(db, max_in_flight=settings.schedule_max_in_flight, now=at_ms)
+        result = await scheduler.tick(
+            db,
+            max_in_flight=settings.schedule_max_in_flight,
+            now=at_ms,
+            batch_size=settings.scheduler_batch_size,
+            budget=settings.token_budget_per_day,
+        )
         return result, at_ms, (await schedules.next_due(db) if result.fired == 0 else None)
 
     result, as_of, following = _with_db(ctx, run)
@@ -298,6 +327,37 @@ def users_create(ctx: click.Context, user_id: str | None, with_key: bool, scopes
     click.echo(f"created user {new_id}")
     click.echo(f"sign in at {_url(settings.host, settings.port)} (once aichats serve runs) with the key below")
     _show_key(info, secret)
+
+
+@users_group.command("budget")
+@click.argument("user_id")
+@click.option("--tokens", type=click.IntRange(min=0), help="Blended tokens the user may use per UTC day.")
+@click.option("--unlimited", is_flag=True, help="No daily limit for this user, whatever the default.")
+@click.option("--default", "to_default", is_flag=True, help="Back to AICHATS_TOKEN_BUDGET_PER_DAY.")
+@click.pass_context
+def users_budget(ctx: click.Context, user_id: str, tokens: int | None, unlimited: bool, to_default: bool) -> None:
+    """Show or set a user's daily token budget; prints the budget and today's usage.
+
+    Every server process applies a change from its next request."""
+    if (tokens is not None) + unlimited + to_default > 1:
+        raise click.UsageError("give one of --tokens N, --unlimited or --default")
+    default = _settings(ctx).token_budget_per_day
+
+    async def run(db: Database) -> tuple[budgets.OwnBudget, budgets.Standing]:
+        if tokens is not None or unlimited:
+            await budgets.set_budget(db, user_id, tokens)
+        elif to_default:
+            await budgets.clear_budget(db, user_id)
+        own = await budgets.own_budget(db, user_id)
+        now = now_ms()
+        return own, (await budgets.standings(db, [user_id], now=now, default=default))[user_id]
+
+    own, standing = _with_db(ctx, run)
+    limit = "no limit" if standing.budget is None else f"{standing.budget} blended tokens a day"
+    source = "its own" if own.own else "the default, AICHATS_TOKEN_BUDGET_PER_DAY"
+    click.echo(f"{user_id}: {limit} ({source})")
+    over = " (over budget)" if standing.over else ""
+    click.echo(f"used today (UTC): {decimal_tokens(standing.used_micros)}{over}")
 
 
 def _scopes_option(scopes: str | None) -> tuple[str, ...]:

@@ -68,6 +68,28 @@ class Settings(BaseSettings):
         ge=60,
         description="How long a stored `Idempotency-Key` answer is replayed before the key may be reused.",
     )
+    rate_limit_per_minute: int = Field(
+        600,
+        ge=0,
+        description=(
+            "Requests each API key may make to each operation per minute (a fixed window from the start of each "
+            "UTC minute), shared by every server process on the database; past it, 429 `rate_limit_exceeded` with "
+            "`Retry-After` (0: no limit)."
+        ),
+    )
+    token_budget_per_day: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Blended tokens each user may use per UTC day (unset: no limit); `aichats users budget` sets one "
+            "user's own. Once reached, new turns answer 429 `token_budget_exceeded` and scheduled runs are skipped."
+        ),
+    )
+    max_schedules_per_user: int = Field(
+        100,
+        ge=0,
+        description="Active schedules a user may have; past it, saving or resuming one is a 409 (0: no limit).",
+    )
 
     model: str = Field(
         "local:smollm2-135m",
@@ -163,10 +185,20 @@ class Settings(BaseSettings):
         200000, ge=1, description="Tokens of history an `anthropic:` model is sent at most (its context window)."
     )
     workers: int = Field(
-        4,
+        256,
         ge=0,
         description=(
-            "Agent turns `aichats serve` runs at once, in each of its `--processes` (0: no workers, no scheduler)."
+            "Agent turns each process runs at once (turns in flight), all models together: each `aichats serve` "
+            "process (of its `--processes`) and each `aichats worker` (0: no workers, no scheduler). A local "
+            "model's turns are also limited by `AICHATS_LOCAL_PARALLEL`, a remote provider's by "
+            "`AICHATS_PROVIDER_TURNS_IN_FLIGHT`."
+        ),
+    )
+    provider_turns_in_flight: dict[Literal["openai", "anthropic", "test"], int] = Field(
+        default_factory=dict,
+        description=(
+            'JSON: the most turns of a remote provider each process runs at once, e.g. `{"anthropic": 20}` '
+            "(a provider's own rate limits); a provider not named: `AICHATS_WORKERS`."
         ),
     )
     run_lease_seconds: float = Field(
@@ -187,13 +219,31 @@ class Settings(BaseSettings):
         60, ge=1, description="Shortest `interval_seconds` a schedule may have (422 below it)."
     )
     schedule_max_in_flight: int = Field(
-        100, ge=1, description="Most scheduled turns queued or running at once; further fires wait for the next tick."
+        20_000,
+        ge=1,
+        description=(
+            "Most scheduled turns queued or running at once; further fires wait for the next tick (a bound on the "
+            "backlog when turns cannot keep up, not on a burst: 10,000 schedules due at once all fire)."
+        ),
     )
     schedule_max_failures: int = Field(
         3, ge=1, description="Consecutive failed scheduled turns after which a schedule deactivates itself."
     )
     scheduler_interval_seconds: float = Field(
-        1.0, gt=0, description="How often each worker process runs a scheduling pass (0 workers: none)."
+        1.0,
+        gt=0,
+        description=(
+            "How often each worker process runs a scheduling pass, on the clock's multiples of it (every whole "
+            "second by default, when cron instants fall; 0 workers: none)."
+        ),
+    )
+    scheduler_batch_size: int = Field(
+        250,
+        ge=1,
+        le=5000,
+        description=(
+            "Due schedules a scheduling pass fires per transaction (an API write to one of their chats waits for it)."
+        ),
     )
 
     webhooks_allow_private_urls: bool = Field(
@@ -258,6 +308,25 @@ class Settings(BaseSettings):
             "generated once into `<AICHATS_FILES_DIR>/secret.key`. Set it when several machines share a database."
         ),
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description=(
+            "Bearer token that `GET /metrics` requires from every client (at least 16 characters). Unset: "
+            "`/metrics` answers only clients on a loopback address."
+        ),
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text`: lines for people; `json`: one JSON object per line, with request and run ids.",
+    )
+
+    @field_validator("provider_turns_in_flight")
+    @classmethod
+    def _turns_in_flight(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(limit < 1 for limit in value.values()):
+            raise ValueError("each provider's limit is at least 1")
+        return value
 
     @field_validator("token_weights")
     @classmethod

@@ -11,9 +11,10 @@ class ServiceError(Exception):
     status = 500
     type = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers  # sent with the answer (a 429's Retry-After)
 
 
 class BadRequest(ServiceError):
@@ -41,6 +42,12 @@ class Conflict(ServiceError):
     type = "conflict"
 
 
+class ScheduleLimitExceeded(Conflict):
+    """The user has as many schedules as ``AICHATS_MAX_SCHEDULES_PER_USER`` allows."""
+
+    type = "schedule_limit_exceeded"
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     type = "payload_too_large"
@@ -49,3 +56,16 @@ class PayloadTooLarge(ServiceError):
 class Invalid(ServiceError):
     status = 422
     type = "invalid_request"
+
+
+class RateLimited(ServiceError):
+    """Too many requests: retry after ``Retry-After`` seconds (set in ``headers``)."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+
+
+class TokenBudgetExceeded(RateLimited):
+    """The user's blended tokens of the UTC day reached their budget: no new turn until it resets."""
+
+    type = "token_budget_exceeded"

@@ -132,7 +132,7 @@ def test_names_are_unique_per_user(server: Server, api: httpx2.Client, mcp_serve
     assert len(api.get("/tool_servers").json()["data"]) == 1
     with server.client(server.account()) as other:
         register(other, mcp_server.url)  # another user's names are theirs
-    for reserved in ("ops", "builtin"):  # the operator's server's name; every built-in tool's
+    for reserved in ("ops", "builtin", "fetch_url"):  # the operator's server, every built-in tool, one of them
         response = api.post("/tool_servers", json={"name": reserved, "url": mcp_server.url})
         assert_error(response, 409, "conflict", f"the name {reserved!r} is reserved")
 

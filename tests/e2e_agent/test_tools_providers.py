@@ -74,3 +74,27 @@ def test_the_local_engine_calls_a_tool_in_a_chat(new_database: Callable[[], str]
         calls = reply["tool_calls"]
         assert calls and {call["name"] for call in calls} == {"current_time"}, calls
         assert all(call["status"] in ("completed", "failed") and call["result"] for call in calls)
+
+
+def test_a_step_resumed_after_approval_shows_the_model_each_result_once(
+    new_database: Callable[[], str], tmp_path: Path, mcp: McpProcess
+) -> None:
+    """One step calls a read-only tool (it runs at once) and one that changes things (it
+    waits). Approved, the turn goes on: the model is sent both results, each once, in order."""
+    with openai_server() as provider:
+        env = {"AICHATS_MODEL": "openai:gpt-test", "OPENAI_BASE_URL": provider.url}
+        with _served(new_database, tmp_path, env) as server, server.client(server.account()) as api:
+            register(api, mcp)
+            ask = 'revenue__weekly_revenue revenue__delete_record {"week": "2026-W49", "record_id": "r-20"}'
+            chat = create_chat(api, ask)
+            waiting = last_reply(api, chat["id"], "waiting")
+            ran, asking = waiting["tool_calls"]
+            assert (ran["status"], asking["status"]) == ("completed", "awaiting_approval")
+            assert api.post(f"/ai_chats/{chat['id']}/tool_calls/{asking['id']}/approve").status_code == 200
+            reply = last_reply(api, chat["id"], "completed", "failed")
+            assert reply["status"] == "completed", (reply, log_of(server))
+        assert FIGURE in reply["content"] and "Deleted record r-20" in reply["content"]
+        resumed = provider.requests[-1]["messages"]
+        results = [message["tool_call_id"] for message in resumed if message["role"] == "tool"]
+        asked = [call["id"] for message in resumed if message.get("tool_calls") for call in message["tool_calls"]]
+        assert results == asked and len(results) == 2

@@ -17,10 +17,16 @@ from typing import Any
 
 import pytest
 
-from aichats.services import runs, tool_calls
+from aichats import crypto
+from aichats.agent.models import ToolCall, ToolSpec
+from aichats.config import Settings
+from aichats.errors import Conflict
+from aichats.services import chats, replies, runs, tool_calls, tool_servers
 from aichats.services.pagination import PageRequest
 from aichats.storage.database import Database
+from aichats.tools import ToolInfo, builtin, toolbox, url_policy
 from tests.runs.test_worker import drain, make_worker, messages_of, new_chat
+from tests.support.mcp_server import McpProcess, serving_mcp
 from tests.support.openai_server import Reply, ScriptedCall, openai_server
 
 pytestmark = pytest.mark.anyio
@@ -175,3 +181,129 @@ async def test_past_the_step_limit_the_model_is_told_to_answer(db: Database) -> 
     assert reply["status"] == "completed" and reply["content"] == "Done."
     assert [call["status"] for call in await calls_of(db, chat)] == ["completed", "completed"]
     assert (reply["input_tokens"], reply["output_tokens"]) == (10 + 10 + 50, 2 + 2 + 3)
+
+
+# ---------------------------------------------------------------- approvals, Stop, and their races
+
+
+@pytest.fixture(scope="module")
+def mcp() -> Iterator[McpProcess]:
+    with serving_mcp() as server:
+        yield server
+
+
+async def chat_with_server(db: Database, mcp: McpProcess, text: str) -> dict[str, Any]:
+    """A new user's chat asking ``text``, the user having the test MCP server as ``revenue``."""
+    chat = await new_chat(db, text)
+    access = tool_servers.Access(url_policy(allow_private=True), 10, crypto.sealer(Settings()))
+    await tool_servers.create_server(db, chat["user_id"], tool_servers.NewServer("revenue", mcp.url, {}), access)
+    return chat
+
+
+DELETE_TWO = 'revenue__delete_record {"record_id": "r-1"}'
+
+
+async def waiting_with_two_calls(db: Database, mcp: McpProcess) -> tuple[dict[str, Any], list[Any]]:
+    """A reply set aside with two calls awaiting approval (the model called the tool twice)."""
+    twice = Reply(calls=(ScriptedCall("revenue__delete_record", '{"record_id": "r-1"}'),) * 2)
+    with openai_server([twice]) as server:
+        chat = await chat_with_server(db, mcp, "delete it")
+        worker = make_worker(db, model="openai:scripted", openai_base_url=server.url, tools_allow_private_urls=True)
+        try:
+            assert await drain(worker) == 1
+        finally:
+            await worker.models.close()
+    calls = await calls_of(db, chat)
+    assert [call["status"] for call in calls] == ["awaiting_approval", "awaiting_approval"]
+    return chat, calls
+
+
+async def decide(db: Database, chat: dict[str, Any], call: Any, *, approve: bool) -> None:
+    async with db.transaction() as tx:
+        await replies.decide(tx, chat_pk=chat["pk"], chat_id=chat["id"], tool_call_id=call["id"], approve=approve)
+
+
+async def stop_reply(db: Database, chat: dict[str, Any], reply: Any = None) -> None:
+    """The user's Stop on ``reply`` (the chat's last message by default)."""
+    reply = reply or (await messages_of(db, chat))[-1]
+    async with db.transaction() as tx:
+        await replies.stop(tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=reply["id"], blended_micros=_none)
+
+
+def _none(*_: object) -> int:
+    return 0
+
+
+async def test_two_approvals_at_once_queue_the_run_exactly_once(db: Database, mcp: McpProcess) -> None:
+    """Each approval, in its own transaction, counts the calls still waiting: without locking the
+    run first, each saw the other's as waiting and neither queued the run (PostgreSQL)."""
+    for _ in range(5):  # a race: it lost 7 times out of 10 on PostgreSQL before the fix
+        chat, calls = await waiting_with_two_calls(db, mcp)
+        await asyncio.gather(*(decide(db, chat, call, approve=True) for call in calls))
+        run = await run_of(db, chat)
+        assert run["status"] == "queued", "the run must go back to the queue once both were decided"
+        await stop_reply(db, chat)  # not run again by the next round's worker
+
+
+async def test_approve_and_stop_at_once_never_deadlock(db: Database, mcp: McpProcess) -> None:
+    chat, calls = await waiting_with_two_calls(db, mcp)
+    reply = (await messages_of(db, chat))[-1]
+
+    outcomes = await asyncio.gather(
+        decide(db, chat, calls[0], approve=True), stop_reply(db, chat, reply), return_exceptions=True
+    )
+    assert all(outcome is None or isinstance(outcome, Conflict) for outcome in outcomes), outcomes
+    assert (await messages_of(db, chat))[-1]["status"] == "cancelled"
+    assert (await run_of(db, chat))["status"] == "cancelled"
+
+
+async def test_stop_while_a_call_runs_ends_it_and_the_turn_at_once(db: Database, mcp: McpProcess) -> None:
+    chat = await chat_with_server(db, mcp, 'revenue__slow {"seconds": 30}')
+    worker = make_worker(db, **TOOLS)
+    await db.listen(runs.CANCEL_CHANNEL, worker.running.heard)
+    turn = asyncio.create_task(worker.run_one())
+    while not [call for call in await calls_of(db, chat) if call["status"] == "running"]:
+        assert not turn.done()
+        await asyncio.sleep(0.02)
+    reply = (await messages_of(db, chat))[-1]
+    async with db.transaction() as tx:
+        await replies.stop(
+            tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=reply["id"], blended_micros=lambda *_: 0
+        )
+    assert await asyncio.wait_for(turn, 10) is True  # the worker let go long before the 30 s call ended
+    [call] = await calls_of(db, chat)
+    assert call["status"] == "failed" and call["result"] == tool_calls.STOPPED_TEXT
+    assert (await messages_of(db, chat))[-1]["status"] == "cancelled"
+
+
+async def test_a_run_stopped_before_its_turn_starts_stays_stopped(db: Database) -> None:
+    chat = await new_chat(db, "hello")
+    claim = await runs.claim(db, "w1", 30_000)
+    assert claim is not None
+    reply = (await messages_of(db, chat))[-1]
+    async with db.transaction() as tx:
+        await replies.stop(
+            tx, chat_pk=chat["pk"], chat_id=chat["id"], message_id=reply["id"], blended_micros=lambda *_: 0
+        )
+    row = await chats.chat_of_turn(db, chat["pk"])
+    with pytest.raises(replies.LostRun):
+        await replies.start(db, claim, row, model="test:echo", schedule_max_failures=3)
+    after = (await messages_of(db, chat))[-1]
+    assert after["status"] == "cancelled"
+    assert (await chats.get_chat(db, chat["user_id"], chat["id"]))["message_count"] == 2  # counted once
+
+
+async def test_a_long_tool_name_cut_to_a_real_tools_name_is_not_that_tool(db: Database, mcp: McpProcess) -> None:
+    """The model calls a name one character longer than an offered one, which stored cut would
+    name that tool: it is stored marked, so it names no tool and runs nothing, unapproved."""
+    long_tool = "revenue__" + "x" * 55  # 64 characters: as long as an offered name can be
+    chat = await new_chat(db, "hello")
+    context = builtin.Context(db, Settings(), chat["pk"], chat["id"])
+    info = ToolInfo("x" * 55, "deletes", {"type": "object"}, read_only=False, destructive=True)
+    tool = toolbox.Tool(ToolSpec(long_tool, "deletes", {"type": "object"}), info, "user", "tsrv_x", "revenue")
+    box = toolbox.Toolbox([tool], context)
+    stored = box.resolve(ToolCall("call_1", long_tool + "y", "{}"))
+    assert stored.name != long_tool and box.find(stored.name) is None and not stored.needs_approval
+    assert box.refusal({"name": stored.name}) is not None  # type: ignore[typeddict-item]
+    exact = box.resolve(ToolCall("call_2", long_tool, "{}"))
+    assert exact.name == long_tool and exact.needs_approval

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -86,6 +87,11 @@ async def test_a_worker_survives_a_turn_cancelled_from_within(db: Database, monk
     monkeypatch.setattr(worker.models, "get", cancelled_once)
     forever = asyncio.create_task(worker.run_forever())
     try:
+        # The next chat only once the first turn met its cancellation: with both queued, the
+        # worker would claim both at once, and either could be the one cancelled.
+        async with asyncio.timeout(5):
+            while calls == 0:
+                await asyncio.sleep(0.01)
         second = await new_chat(db, "second")
         async with asyncio.timeout(5):
             while (replies := (await messages_of(db, second))[1:]) == [] or replies[0]["status"] != "completed":
@@ -115,14 +121,14 @@ async def test_a_renewal_that_meets_the_turns_own_finish_is_not_a_takeover(
         await asyncio.sleep(0.02)  # after the commit: a pooled connection's release, a listener
         ended.append(run.id)
 
-    renew = runs.renew
+    renew_all = runs.renew_all
 
-    async def renew_after_the_finish(db: Database, run: Claim, lease_ms: int) -> bool:
+    async def renew_after_the_finish(db: Database, held: Sequence[Claim], lease_ms: int) -> set[tuple[int, int]]:
         await finished.wait()
-        return await renew(db, run, lease_ms)
+        return await renew_all(db, held, lease_ms)
 
     monkeypatch.setattr(worker_module, "run_turn", finishing_turn)
-    monkeypatch.setattr(runs, "renew", renew_after_the_finish)
+    monkeypatch.setattr(runs, "renew_all", renew_after_the_finish)
     worker = make_worker(db, run_lease_seconds=0.03)  # a renewal 10 ms in, while the turn is finishing
     with caplog.at_level(logging.WARNING, logger="aichats.runs"):
         assert await worker.run_one() is True
@@ -145,11 +151,11 @@ async def test_a_lost_turns_own_exception_is_retrieved_and_logged(
         except asyncio.CancelledError:
             raise RuntimeError("cleanup failed") from None
 
-    async def lost(db: Database, run: Claim, lease_ms: int) -> bool:
-        return False
+    async def lost(db: Database, held: Sequence[Claim], lease_ms: int) -> set[tuple[int, int]]:
+        return set()
 
     monkeypatch.setattr(worker_module, "run_turn", stubborn_turn)
-    monkeypatch.setattr(runs, "renew", lost)
+    monkeypatch.setattr(runs, "renew_all", lost)
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     previous = loop.get_exception_handler()

@@ -362,3 +362,33 @@ async def test_an_interval_saved_again_counts_from_the_new_save(db: Database) ->
     assert {b - a for a, b in itertools.pairwise(times)} == {3_600_000}  # and hourly from there
     await scheduler.tick(db, max_in_flight=100_000, now=times[0] + 1)
     assert (await schedules.get_schedule(db, chat["pk"]))["next_run_at"] == times[1]
+
+
+async def test_a_user_over_budget_has_scheduled_runs_skipped_and_is_told_once(db: Database) -> None:
+    from aichats.services import budgets
+
+    monday_9 = ms(2026, 11, 30, 9)
+    chat = await scheduled_chat(db, ms(2026, 11, 27, 12), cron="0 9 * * 1")
+    within = await scheduled_chat(db, ms(2026, 11, 27, 12), cron="0 9 * * 1")
+    clock.set_clock(lambda: monday_9)
+    async with db.transaction() as tx:  # the owner of `chat` used 1,000 tokens today
+        await budgets.add_usage(tx, chat["user_id"], 1_000 * budgets.MICROS, monday_9)
+    result = await scheduler.tick(db, max_in_flight=100, now=monday_9, budget=1_000)
+    assert result.fired == 1  # only the other user's schedule
+    assert await scheduled_runs(db, chat) == [] and len(await scheduled_runs(db, within)) == 1
+    row = await schedules.get_schedule(db, chat["pk"])
+    assert row["next_run_at"] == ms(2026, 12, 7, 9)  # the instant is spent, not retried
+    page, _ = await notifications.list_notifications(db, chat["user_id"], PageRequest(first=10))
+    assert [n["kind"] for n in page.items] == [notifications.SCHEDULE_SKIPPED]
+    assert "daily token budget is used up" in page.items[0]["body"]
+
+    # The next week, still over budget (their own, now): skipped again, told only once until read.
+    await budgets.set_budget(db, chat["user_id"], 500)
+    async with db.transaction() as tx:
+        await budgets.add_usage(tx, chat["user_id"], 600 * budgets.MICROS, ms(2026, 12, 7, 9))
+    clock.set_clock(lambda: ms(2026, 12, 7, 9))
+    await scheduler.tick(db, max_in_flight=100, now=ms(2026, 12, 7, 9), budget=None)
+    assert await scheduled_runs(db, chat) == []
+    page, _ = await notifications.list_notifications(db, chat["user_id"], PageRequest(first=10))
+    assert len(page.items) == 1
+    assert len(await scheduled_runs(db, within)) == 2  # no budget applies to the other user

@@ -149,8 +149,13 @@ def test_sign_in_chat_schedule_notify_delete(web_server: LiveServer, page: Page)
     assert api.get("/badges").json()["total"] == 0
 
     # The run history shows the scheduled run; "Run now" adds one; the schedule can be disabled.
+    # Saving it here keeps what only the API sets (its tools), and says whether its runs may use
+    # tools that change things (it once reset both).
+    limited = {**{k: schedule[k] for k in ("prompt", "cron", "timezone")}, "tools": ["builtin"], "allow_changes": True}
+    assert api.put(f"/ai_chats/{chat_id}/schedule", json=limited).status_code == 200
     page.get_by_role("button", name="Schedule").click()
     dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_label("Its runs may use tools that change things", exact=False)).to_be_checked()
     expect(dialog.locator("#schedule-runs li").first).to_contain_text("Scheduled")
     dialog.get_by_role("button", name="Run now").click()
     expect(dialog.locator("#schedule-runs li").first).to_contain_text("Run now")
@@ -166,7 +171,8 @@ def test_sign_in_chat_schedule_notify_delete(web_server: LiveServer, page: Page)
     expect(dialog.locator("#schedule-preview")).to_contain_text("Disabled")
     dialog.get_by_role("button", name="Save schedule").click()
     expect(page.get_by_test_id("chat-schedule")).to_have_text("Schedule disabled")
-    assert api.get(f"/ai_chats/{chat_id}/schedule").json()["active"] is False
+    saved = api.get(f"/ai_chats/{chat_id}/schedule").json()
+    assert (saved["active"], saved["tools"], saved["allow_changes"]) == (False, ["builtin"], True)
 
     # Delete asks first; cancelling keeps the chat.
     page.get_by_role("button", name="Delete").click()

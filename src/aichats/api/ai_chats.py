@@ -40,6 +40,7 @@ E = TypeVar("E", AgentIdentifier, ChatOrder)
     errors=(400, 404, 413, 422),
     body=ChatCreate,
     parameters=[IDEMPOTENCY_KEY],
+    turn=True,
 )
 async def create(call: Call) -> Response:
     data, principal = call.body.new_chat(), call.principal
@@ -48,8 +49,13 @@ async def create(call: Call) -> Response:
         chat = await messages.create_chat(tx, principal.user_id, data)
         return idempotency.Answer(201, orjson.dumps(chat_json(chat)))
 
+    async def checked_work(tx: Connection) -> idempotency.Answer:
+        await call.check_budget()  # only for a create that is not a replay: a replay answers as the first did
+        return await work(tx)
+
     key = call.request.headers.get("idempotency-key")
     if key is None:
+        await call.check_budget()
         async with call.db.transaction() as tx:
             answer = await work(tx)
     else:
@@ -59,7 +65,7 @@ async def create(call: Call) -> Response:
             key=idempotency.validate_key(key),
             fingerprint=idempotency.request_hash("POST", call.request.url.path, call.json),
             ttl_ms=call.settings.idempotency_ttl_seconds * 1000,
-            work=work,
+            work=checked_work,
         )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)

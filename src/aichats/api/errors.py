@@ -37,7 +37,7 @@ def error_response(status: int, type_: str, message: str, headers: dict[str, str
 
 async def service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    headers = {"WWW-Authenticate": 'Bearer realm="aichats"'} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": 'Bearer realm="aichats"'} if exc.status == 401 else exc.headers
     return error_response(exc.status, exc.type, exc.message, headers)
 
 

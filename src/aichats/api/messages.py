@@ -55,8 +55,10 @@ async def list_(call: Call) -> Response:
     response_description="The user's message.",
     errors=(400, 404, 413, 422),
     body=MessageInput,
+    turn=True,
 )
 async def create(call: Call) -> Response:
+    await call.check_budget()
     chat = await call.chat()
     async with call.db.transaction() as tx:
         message = await add_user_message(
@@ -84,8 +86,10 @@ async def create(call: Call) -> Response:
     response=schemas.Message,
     response_description="The reply, `pending` again.",
     errors=(404, 409),
+    turn=True,
 )
 async def retry(call: Call) -> Response:
+    await call.check_budget()
     chat = await call.chat()
     async with call.db.transaction() as tx:
         reply = await replies.retry(

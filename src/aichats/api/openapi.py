@@ -29,15 +29,35 @@ _ERRORS = {
     409: "The resource is not in a state that allows this (e.g. the message is not a failed reply).",
     413: "Request body too large.",
     422: "A field breaks the documented rules; nothing was changed.",
-    429: "Too many failed authentications from this client address: retry after `Retry-After` seconds.",
+    429: "Too many requests: the API key's rate limit for this operation (`rate_limit_exceeded`), or too many "
+    "failed authentications from this client address; retry after `Retry-After` seconds.",
 }
+# What the 429 of an operation that starts an agent turn may also say.
+_BUDGET = " Or the user's daily token budget is used up (`token_budget_exceeded`): retry after the next UTC midnight."
 
+_RATE_LIMIT = {
+    "RateLimit-Limit": {
+        "description": "Requests the API key may make to this operation per minute (`AICHATS_RATE_LIMIT_PER_MINUTE`; "
+        "absent when there is no limit).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left to the key for this operation in the current minute (as the answering server "
+        "process knows it).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the current minute ends and the count starts again.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 60},
+    },
+}
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
         "required": True,
         "schema": {"type": "integer", "minimum": 1},
-    }
+    },
+    **_RATE_LIMIT,
 }
 
 _DESCRIPTION = (
@@ -91,9 +111,12 @@ def _answer(op: Operation) -> dict[str, Any]:
 
 def _operation(op: Operation) -> dict[str, Any]:
     responses = {str(op.status): _answer(op)}
+    responses[str(op.status)]["headers"] = _RATE_LIMIT
     for code in (401, 403, 429, *op.errors):
         responses[str(code)] = _json(_ref(schemas.Error), _ERRORS[code])
     responses["429"]["headers"] = _RETRY_AFTER
+    if op.turn:
+        responses["429"]["description"] += _BUDGET
     document: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,

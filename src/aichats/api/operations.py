@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from aichats.api.auth import require
 from aichats.api.inputs import parse_object, read_body, read_json, validate
+from aichats.api.rate_limit import RateLimiter
 from aichats.config import Settings
 from aichats.services import chats
 from aichats.services.chats import ChatRow
@@ -55,6 +56,13 @@ class Call:
     async def chat(self) -> ChatRow:
         """The caller's chat named by the path's ``chat_id`` (404 if it is not theirs, or deleted)."""
         return await chats.get_chat(self.db, self.principal.user_id, self.path("chat_id"))
+
+    async def check_budget(self) -> None:
+        """Refuse a new agent turn (429 ``token_budget_exceeded``) while the caller is over their
+        daily token budget. Called by the handlers of ``turn`` operations, first; in the
+        handler rather than the endpoint so that a create repeated with its
+        ``Idempotency-Key`` still replays its first answer."""
+        await self.request.app.state.budgets.check(self.db, self.principal.user_id)
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -89,6 +97,9 @@ class Operation:
     form: dict[str, Any] | None = None  # a multipart body's schema; the handler reads that body itself
     parameters: tuple[dict[str, Any], ...] = ()  # query and header parameters, as OpenAPI writes them
     exclusive: tuple[tuple[str, ...], ...] = ()  # groups of parameters that exclude each other
+    # It starts an agent turn: its handler calls :meth:`Call.check_budget` first (429 while the
+    # user is over their daily token budget), and the OpenAPI document says so.
+    turn: bool = False
 
 
 def operation(
@@ -108,6 +119,7 @@ def operation(
     form: dict[str, Any] | None = None,
     parameters: Iterable[dict[str, Any]] = (),
     exclusive: tuple[tuple[str, ...], ...] = (),
+    turn: bool = False,
 ) -> Callable[[Handler], Operation]:
     """Declare the decorated handler's operation (the decorator returns the :class:`Operation`)."""
 
@@ -129,6 +141,7 @@ def operation(
             form=form,
             parameters=tuple(parameters),
             exclusive=exclusive,
+            turn=turn,
         )
 
     return declare
@@ -143,9 +156,11 @@ async def _optional_json(request: Request, settings: Settings) -> Any:
 def _endpoint(operations: dict[str, Operation]) -> Callable[[Request], Awaitable[Response]]:
     """One path's endpoint: the operation of the request's method, with its arguments.
 
-    Every operation answers in the same order: the key first (401/403/429), then the body
-    (400/413/422), then the handler (404 and the rest). A bodiless GET costs a dict lookup
-    and the :class:`Call`: no model, no extra await."""
+    Every operation answers in the same order: the key first (401/403/429), then the key's
+    rate limit (429, :mod:`aichats.api.rate_limit`), then the body (400/413/422), then the
+    handler (for an operation that starts a turn, the user's token budget first: 429; then
+    404 and the rest). A bodiless GET costs a dict lookup and the :class:`Call`: no model,
+    no extra await; the rate limit, a dict lookup too, as long as this process's block lasts."""
     if "GET" in operations:
         operations = {**operations, "HEAD": operations["GET"]}
 
@@ -154,11 +169,19 @@ def _endpoint(operations: dict[str, Operation]) -> Callable[[Request], Awaitable
         principal = await require(request, op.scope)
         state = request.app.state
         settings: Settings = state.settings
+        limiter: RateLimiter | None = state.rate_limiter
+        limited = None
+        if limiter is not None:
+            key_id, operation_id = principal.key_id, op.operation_id
+            limited = limiter.take(key_id, operation_id) or await limiter.admit(key_id, operation_id)
         body = parsed = None
         if op.body is not None:
             parsed = await read_json(request) if op.body_required else await _optional_json(request, settings)
             body = validate(op.body, parsed)
-        return await op.handler(Call(request, principal, state.db, settings, body, parsed))
+        response = await op.handler(Call(request, principal, state.db, settings, body, parsed))
+        if limited is not None:
+            response.raw_headers.extend(limited)
+        return response
 
     return endpoint
 

@@ -39,18 +39,21 @@ async def get(call: Call) -> Response:
     "putSchedule",
     summary="Set the chat's schedule (one per chat): `prompt`, `timezone` (IANA, required) and one of `cron` "
     "(5 fields), `interval_seconds` or `run_at`; `active` (default true). Daylight saving neither skips "
-    "nor doubles a run; missed runs fire once on recovery.",
+    "nor doubles a run; missed runs fire once on recovery. An active schedule counts against the user's "
+    "active schedules, at most `AICHATS_MAX_SCHEDULES_PER_USER` (409 `schedule_limit_exceeded` past it).",
     scope="ai_chat:update",
     tag=TAG,
     response=schemas.Schedule,
     response_description="The schedule.",
-    errors=(400, 404, 413, 422),
+    errors=(400, 404, 409, 413, 422),
     body=ScheduleInput,
 )
 async def put(call: Call) -> Response:
     chat = await call.chat()
-    minimum = call.settings.schedule_min_interval_seconds
-    row = await schedules.put_schedule(call.db, chat["pk"], call.body.spec(), min_interval_seconds=minimum)
+    minimum, cap = call.settings.schedule_min_interval_seconds, call.settings.max_schedules_per_user
+    row = await schedules.put_schedule(
+        call.db, chat["pk"], call.body.spec(), min_interval_seconds=minimum, max_per_user=cap
+    )
     return json_response(schedules.schedule_json(row, chat["id"]))
 
 
@@ -82,9 +85,11 @@ async def delete(call: Call) -> Response:
     response=schemas.Run,
     response_description="The queued run.",
     errors=(404,),
+    turn=True,
 )
 async def run_now(call: Call) -> Response:
     """Queue the schedule's prompt now (a `manual` run), whether it is active or not."""
+    await call.check_budget()
     chat = await call.chat()
     db = call.db
     row = await schedules.get_schedule(db, chat["pk"])

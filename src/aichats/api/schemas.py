@@ -320,3 +320,23 @@ class AvailableTool(Strict):
 
 class AvailableToolList(Strict):
     data: list[AvailableTool]
+
+
+class UsageSummary(Strict):
+    """The caller's usage and limits (``GET /usage``): blended tokens of the UTC day against the
+    daily token budget, active schedules against their cap, and the key's rate limit."""
+
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="The UTC day counted.")
+    blended_tokens: str = Field(pattern=DECIMAL, examples=["1234.5"], description="Blended tokens used today.")
+    token_budget: str | None = Field(
+        pattern=DECIMAL, description="Blended tokens the user may use per UTC day; null: no limit."
+    )
+    remaining_tokens: str | None = Field(
+        pattern=DECIMAL, description="What is left of the budget today (0 once it is used up); null: no limit."
+    )
+    resets_at: str = Field(pattern=DATETIME, description="The next UTC midnight, when the day's usage restarts at 0.")
+    active_schedules: int = Field(ge=0, description="The user's active schedules.")
+    max_active_schedules: int | None = Field(ge=1, description="The most the user may have; null: no cap.")
+    rate_limit_per_minute: int | None = Field(
+        ge=1, description="Requests the key may make to each operation per minute; null: no limit."
+    )

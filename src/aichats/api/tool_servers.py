@@ -14,7 +14,7 @@ from aichats.api.responses import json_response, page_json
 from aichats.config import Settings
 from aichats.services import tool_servers
 from aichats.services.tool_servers import server_json
-from aichats.tools import toolbox, url_policy
+from aichats.tools import builtin, toolbox, url_policy
 from aichats.tools.operator import OperatorServers
 
 TAG = "Tools"
@@ -25,7 +25,8 @@ def _access(settings: Settings) -> tool_servers.Access:
         policy=url_policy(allow_private=settings.tools_allow_private_urls),
         timeout=settings.tool_timeout_seconds,
         sealer=crypto.sealer(settings),
-        reserved_names=frozenset({"builtin", *(server.name for server in settings.tool_servers)}),
+        # A chat's ``tools`` names servers and built-in tools alike: no server may take a built-in's name.
+        reserved_names=frozenset({"builtin", *builtin.BUILTIN, *(server.name for server in settings.tool_servers)}),
     )
 
 

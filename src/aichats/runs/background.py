@@ -13,6 +13,7 @@ from functools import partial
 from aichats.config import Settings
 from aichats.runs.delivery import webhook_sender
 from aichats.runs.housekeeping import housekeeping_forever
+from aichats.runs.share import Share, turn_slots
 from aichats.runs.supervisor import Service, Supervisor
 from aichats.runs.worker import Workers
 from aichats.scheduling.loop import schedule_forever
@@ -21,17 +22,20 @@ from aichats.storage.database import Database
 
 @asynccontextmanager
 async def background(
-    db: Database, settings: Settings, *, workers: int, housekeeping: bool
+    db: Database, settings: Settings, *, workers: int, housekeeping: bool, api: bool = False
 ) -> AsyncIterator[Supervisor]:
     """The process's services, running while in the block (which gets their supervisor);
     stopped, and waited for, after it.
 
-    ``workers`` agent workers and, when there is any, the scheduler and the webhook sender
-    (a process without workers, an API-only ``serve``, leaves them to the worker
-    processes); ``housekeeping`` (``serve``) forgets expired idempotency answers hourly.
-    The agents' models are loaded before the block starts.
+    The agent worker, for ``workers`` turns at once, and, when there is one, the scheduler
+    and the webhook sender (a process without workers, an API-only ``serve``, leaves them
+    to the worker processes); ``housekeeping`` (``serve``) forgets expired idempotency
+    answers hourly. The agents' models are loaded before the block starts. In a process
+    that also serves the ``api``, the turns use at most half of ``db``'s connections at
+    once, the other half being the API's (:mod:`aichats.runs.share`).
     """
-    pool = Workers(db, settings, workers)
+    turns_db = Share(db, turn_slots(settings.postgres_pool_size)) if api else None
+    pool = Workers(db, settings, workers, turns_db=turns_db)
     await pool.prepare()
     services = pool.services()
     if workers:

@@ -32,9 +32,17 @@ class Supervisor:
         self.services = services
         self.restart_seconds = restart_seconds
         self._task: asyncio.Task[None] | None = None
+        self._restarting: set[str] = set()  # crashed, waiting to be started again
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="aichats-supervisor")
+
+    def not_running(self) -> list[str]:
+        """The services not running now (what ``/readyz`` reports): those waiting to be
+        started again after a crash; all of them when the supervisor is not running."""
+        if self._task is None or self._task.done():
+            return [service.name for service in self.services]
+        return sorted(self._restarting)
 
     async def stop(self) -> None:
         """Cancel every service and wait until each has ended.
@@ -78,7 +86,11 @@ class Supervisor:
                 )
             except Exception:
                 log.exception("%s crashed; starting it again in %g s", service.name, self.restart_seconds)
-            await asyncio.sleep(self.restart_seconds)
+            self._restarting.add(service.name)
+            try:
+                await asyncio.sleep(self.restart_seconds)
+            finally:
+                self._restarting.discard(service.name)
 
 
 def _cancelling() -> bool:

@@ -37,6 +37,7 @@ from aichats.agent.models import (
 )
 from aichats.config import Settings
 from aichats.errors import NotFound
+from aichats.observability import metrics
 from aichats.services import chats, replies, schedules, tool_calls
 from aichats.services.replies import LostRun
 from aichats.services.runs import Claim
@@ -185,14 +186,16 @@ async def _loop(
 ) -> Usage:
     """Model, tool calls, results, model... until the model answers without calling a tool
     (or the reply waits for an approval); the usage of every model call, summed."""
-    conversation = [*prompt, *_replayed(done)]
     step = len(done.steps)
     last = done.calls.get(step - 1, [])
-    if any(call["status"] not in tool_calls.FINAL for call in last):  # resumed mid-step
+    if any(call["status"] not in tool_calls.FINAL for call in last):  # resumed mid-step: finish it first
+        conversation = [*prompt, *_replayed(done, step - 1), _asked(done.steps[-1]["text"], last)]
         results = await _run_calls(toolbox, reply, last)
         if results is None:
             return used
         conversation += results
+    else:
+        conversation = [*prompt, *_replayed(done, step)]
     while True:
         choice: ToolChoice = (
             "none" if step >= settings.max_tool_steps else toolbox.first_choice if step == 0 else "auto"
@@ -205,7 +208,7 @@ async def _loop(
             step, text, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
             calls=[toolbox.resolve(call) for call in calls],
         )  # fmt: skip
-        conversation.append(ChatMessage("assistant", text, tool_calls=tuple(_call(row) for row in rows)))
+        conversation.append(_asked(text, rows))
         results = await _run_calls(toolbox, reply, rows)
         if results is None:
             return used
@@ -221,34 +224,37 @@ def _result(row: tool_calls.ToolCallRow) -> ChatMessage:
     return ChatMessage("tool", row["result"] or "", tool_call_id=row["call_id"], is_error=bool(row["is_error"]))
 
 
-def _replayed(done: tool_calls.Progress) -> list[ChatMessage]:
-    """The stored steps as the model saw them: each an assistant message with its calls,
-    then the results of those that ended (the last step's others run again first)."""
+def _asked(text: str, calls: list[tool_calls.ToolCallRow]) -> ChatMessage:
+    """A model call that asked for tools, as the model is shown it again: its text and calls."""
+    return ChatMessage("assistant", text, tool_calls=tuple(_call(row) for row in calls))
+
+
+def _replayed(done: tool_calls.Progress, steps: int) -> list[ChatMessage]:
+    """The first ``steps`` stored steps as the model saw them: each what it asked, then its
+    calls' results, in order (every call of those steps has ended)."""
     messages: list[ChatMessage] = []
-    for step in done.steps:
+    for step in done.steps[:steps]:
         calls = done.calls.get(step["step"], [])
-        messages.append(ChatMessage("assistant", step["text"], tool_calls=tuple(_call(row) for row in calls)))
-        messages += [_result(row) for row in calls if row["status"] in tool_calls.FINAL]
+        messages += [_asked(step["text"], calls), *(_result(row) for row in calls)]
     return messages
 
 
 async def _run_calls(
     toolbox: toolbox_.Toolbox, reply: replies.Reply, rows: list[tool_calls.ToolCallRow]
 ) -> list[ChatMessage] | None:
-    """Run a step's calls that have not ended, at once; their results, in order, for the
-    model. None when some wait for the user's approval (the reply then waits, its run set
-    aside; the calls that need no approval have run meanwhile)."""
+    """Run a step's calls that have not ended, at once; the results of all its calls, in
+    order, for the model. None when some wait for the user's approval (the reply then waits,
+    its run set aside; the calls that need no approval have run meanwhile).
+
+    Whether a call waits is decided here, from its tool as the turn finds it now, not from
+    what was stored when the model made it: a call can only skip the question by having
+    been approved."""
     asking: list[tool_calls.ToolCallRow] = []
     runnable: list[tool_calls.ToolCallRow] = []
     for row in rows:
         if row["status"] in tool_calls.FINAL:
             continue
-        if row["status"] == tool_calls.AWAITING_APPROVAL or (
-            row["status"] == tool_calls.REQUESTED and row["needs_approval"]
-        ):
-            asking.append(row)
-        else:
-            runnable.append(row)
+        (asking if toolbox.asks(row) else runnable).append(row)
     finished = {row["pk"]: row for row in rows}
     for row in await asyncio.gather(*(_run_call(toolbox, reply, row) for row in runnable)):
         finished[row["pk"]] = row
@@ -262,6 +268,13 @@ async def _run_call(
     toolbox: toolbox_.Toolbox, reply: replies.Reply, row: tool_calls.ToolCallRow
 ) -> tool_calls.ToolCallRow:
     refusal = toolbox.refusal(row)
+    if refusal is None and row["status"] == tool_calls.RUNNING and toolbox.changes_things(row):
+        # It was running when its turn was cut off: it may have done what it does. Again could
+        # do it twice; the model is told instead (a read-only call simply runs again).
+        refusal = (
+            f"{row['name']} was interrupted while it ran (the service restarted): whether it did what it "
+            "does is unknown. Check before calling it again."
+        )
     if refusal is not None:
         return await reply.call_finished(row, status=tool_calls.FAILED, result=refusal, is_error=True, duration_ms=None)
     started = await reply.call_started(row)
@@ -295,7 +308,8 @@ async def _model_call(
     text = ""
     calls: list[ToolCall] = []
     usage = None
-    async for item in _stream_with_retries(settings, model, conversation, toolbox.specs, choice):
+    stream = _stream_with_retries(settings, model, conversation, toolbox.specs, choice)
+    async for item in metrics.timed_stream(model.name, stream):  # time to first token, tokens/s
         if isinstance(item, Usage):
             usage = item
         elif isinstance(item, ToolCall):

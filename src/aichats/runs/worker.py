@@ -1,14 +1,23 @@
-"""Workers: claim runs, hold their leases, run each turn in a child task.
+"""Workers: claim runs, hold their leases, run many turns at once, each in a child task.
 
-A worker is a coroutine; ``aichats serve`` runs ``AICHATS_WORKERS`` of them beside the
-API (the embedded default) and ``aichats worker`` runs them alone, as many processes as
-wanted against one PostgreSQL, each under the process's supervisor
-(:mod:`aichats.runs.supervisor`). A worker claims a run (:func:`runs.claim`), runs its
-turn (:func:`aichats.runs.turn.run_turn`) in a child task, and meanwhile renews the
-run's lease every third of ``AICHATS_RUN_LEASE_SECONDS``. When a renewal finds the run
-taken by another worker (this one's lease lapsed: it was too slow, or it stalled), the
-child is cancelled and nothing more is written for that run. A worker that dies stops
-renewing, and after the lease another worker claims the run again (up to
+A process that runs agent turns (``aichats serve``, unless ``AICHATS_WORKERS=0``, and
+``aichats worker``) has one :class:`Worker`, under the process's supervisor
+(:mod:`aichats.runs.supervisor`). A turn spends nearly all its time waiting for its model
+(a remote one answers in seconds), so a worker does not hold one turn at a time: it keeps
+up to ``AICHATS_WORKERS`` turns in flight, each an asyncio task, and claims runs in
+batches (:func:`runs.claim_many`: one statement takes as many as there is room for).
+
+Room is counted per :class:`Lane`: the turns of one remote provider (``openai``,
+``anthropic``, ``test``), at most ``AICHATS_PROVIDER_TURNS_IN_FLIGHT`` for it (default: as
+many as the process runs), or of one local engine, at most its parallel slots
+(``AICHATS_LOCAL_PARALLEL``: more would only queue inside the engine). When the agents'
+models fall in different lanes, each lane claims only its agents' turns.
+
+Every third of ``AICHATS_RUN_LEASE_SECONDS`` one statement renews the leases of every run
+the worker holds (:func:`runs.renew_all`). A run missing from the renewal was taken by
+another worker (this one's lease lapsed: it stalled) and its turn alone is cancelled;
+nothing more is written for that run (every write is fenced by its attempt). A worker that
+dies stops renewing, and after the lease another worker claims its runs again (up to
 ``AICHATS_MAX_RUN_ATTEMPTS`` tries). When the user stops a reply, its run is cancelled in
 the database and a notification (``aichats_cancel``) reaches every process: the one
 running that turn cancels it at once (:class:`Running`).
@@ -21,10 +30,14 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
 
 from aichats import ids
-from aichats.agent.models import ModelError
+from aichats.agent.models import ModelError, parse_spec
 from aichats.config import Settings
+from aichats.observability import logs, metrics
 from aichats.runs.supervisor import Service
 from aichats.runs.turn import Models, run_turn
 from aichats.services import runs
@@ -37,7 +50,7 @@ from aichats.tools.operator import OperatorServers
 log = logging.getLogger("aichats.runs")
 
 POLL_SECONDS = 1.0  # without a notification, look for work (and lapsed leases) this often
-# After a renewal finds the run no longer running: how long a turn that just finished it
+# After a renewal finds a run no longer running: how long a turn that just finished it
 # (its commit raced the renewal) has to end by itself before it is taken for lost.
 FINISHING_SECONDS = 0.1
 
@@ -46,8 +59,8 @@ class Running:
     """The turns this process runs, by run pk, so that a stopped run's turn is cancelled at once.
 
     A notification names the run; ``None`` (notifications may have been missed, or another
-    SQLite process committed something) makes each turn look its run up, and a run found
-    no longer running is cancelled too.
+    SQLite process committed something) makes the worker look up every run it holds, in one
+    read, and a run found cancelled has its turn cancelled too.
     """
 
     def __init__(self, db: Database) -> None:
@@ -58,8 +71,8 @@ class Running:
 
     def heard(self, payload: str | None) -> None:
         if payload is None:
-            for run_pk in list(self.turns):
-                check = asyncio.get_running_loop().create_task(self._check(run_pk))
+            if self.turns:
+                check = asyncio.get_running_loop().create_task(self._check(list(self.turns)))
                 self._checks.add(check)
                 check.add_done_callback(self._checks.discard)
         elif payload.isdigit():
@@ -71,13 +84,61 @@ class Running:
             self.stopped.add(run_pk)
             turn.cancel()
 
-    async def _check(self, run_pk: int) -> None:
+    async def _check(self, run_pks: list[int]) -> None:
         with contextlib.suppress(Exception):  # the next notification, or the lease, catches up
-            if await runs.status_of(self.db, run_pk) == "cancelled":
+            for run_pk in await runs.cancelled_among(self.db, run_pks):
                 self.stop(run_pk)
 
 
+@dataclass(eq=False)
+class Lane:
+    """Turns of one remote provider, or of one local engine, in flight in this process."""
+
+    name: str
+    limit: int
+    agents: tuple[str, ...]
+    busy: int = 0
+
+
+def lanes_of(settings: Settings, capacity: int) -> list[Lane]:
+    """The lanes of this process's agents, each with its limit (never above ``capacity``,
+    the process's own): a local model's is its engine's parallel slots, a remote
+    provider's ``AICHATS_PROVIDER_TURNS_IN_FLIGHT`` (default: ``capacity``)."""
+    lanes: dict[str, Lane] = {}
+    limits = {str(provider): limit for provider, limit in settings.provider_turns_in_flight.items()}
+    for agent in AgentIdentifier:
+        spec = settings.model_for(agent.value)
+        try:
+            provider = parse_spec(spec)[0]
+        except ValueError:  # each of its replies fails at once, saying why
+            name, limit = spec, capacity
+        else:
+            if provider == "local":  # one engine per model file, each with its own slots
+                name, limit = spec, settings.local_parallel
+            else:
+                name, limit = provider, limits.get(provider, capacity)
+        lane = lanes.setdefault(name, Lane(name, min(limit, capacity), ()))
+        lane.agents += (agent.value,)
+    return list(lanes.values())
+
+
+@dataclass(eq=False)
+class _Held:
+    """A run this worker holds, and its turn."""
+
+    run: Claim
+    lane: Lane
+    turn: asyncio.Task[None]
+    lost: bool = False  # its lease was lost, and its turn cancelled for it
+
+
 class Worker:
+    """Claims runs while it has room, and runs their turns, up to ``capacity`` at once.
+
+    ``turns_db`` is what the turns read and write through (default ``db``); claims and
+    lease renewals always use ``db``.
+    """
+
     def __init__(
         self,
         db: Database,
@@ -88,8 +149,11 @@ class Worker:
         *,
         operator: OperatorServers | None = None,
         running: Running | None = None,
+        capacity: int | None = None,
+        turns_db: Database | None = None,
     ) -> None:
         self.db = db
+        self.turns_db = turns_db or db
         self.settings = settings
         self.models = models
         self.operator = operator or OperatorServers(settings)
@@ -97,92 +161,194 @@ class Worker:
         self.wake = wake
         self.worker_id = name
         self.lease_ms = int(settings.run_lease_seconds * 1000)
+        self.capacity = max(1, settings.workers if capacity is None else capacity)
+        self.lanes = lanes_of(settings, self.capacity)
+        self.held: dict[tuple[int, int], _Held] = {}  # by (run pk, attempt)
+        self._keeper: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ the process's loop
 
     async def run_forever(self) -> None:
-        while True:
-            self.wake.clear()  # before looking: a notification during the claim is kept
-            try:
-                worked = await self.run_one()
-            except Exception:
-                log.exception("worker %s failed to run a turn", self.worker_id)
-                worked = False
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+        """Claim runs whenever there is room and something to claim, until cancelled; then
+        cancel every turn in flight and wait for each to end (their runs' leases lapse, and
+        another worker takes them over)."""
+        self._stopping = False
+        try:
+            async with self._leases_kept():
+                while True:
+                    self.wake.clear()  # before looking: a notification during the claim is kept
+                    try:
+                        await self.claim_turns()
+                    except Exception:
+                        log.exception("worker %s failed to claim runs", self.worker_id)
+                    # A new run, a turn that ended (its room, or its chat's next run), or the poll.
+                    # ``asyncio.timeout``, not ``wait_for``: Python 3.11's ``wait_for`` swallows
+                    # a cancellation that arrives as the event is set (a turn ending as the
+                    # supervisor stops the worker), and the worker would never stop.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_SECONDS):
+                            await self.wake.wait()
+        finally:
+            await self._stop_turns()
+
+    async def claim_turns(self) -> int:
+        """Claim, for each lane with room, as many runs as it has room for (one statement
+        each), and start their turns; how many were started."""
+        started = 0
+        every_agent = len(self.lanes) == 1
+        for lane in self.lanes:
+            for agent in (None,) if every_agent else lane.agents:
+                room = min(lane.limit - lane.busy, self.capacity - len(self.held))
+                if room <= 0:
+                    break
+                claimed = await runs.claim_many(self.db, self.worker_id, self.lease_ms, room, agent_identifier=agent)
+                for run in claimed:
+                    self._start(run, lane, report=True)
+                started += len(claimed)
+        return started
 
     async def run_one(self) -> bool:
-        """Claim and run one turn; False when there was none to claim.
+        """Claim one run and run its turn to its end, holding its lease meanwhile; False
+        when there was none to claim (the process runs :meth:`run_forever`; this is the
+        same, one turn at a time, for tests and tools).
 
-        The turn runs in a child task while this one holds the lease. Cancelling the
-        worker cancels its turn too, and waits for it to end. A turn that ended cancelled
-        while the worker was not (a library raised ``CancelledError``, a model load it
-        awaited was cancelled) is logged and the worker goes on: the run is left as it
-        is, its lease lapses, and a later claim tries it again (counted against
+        Cancelling it cancels the turn too, and waits for it to end. A turn that ended
+        cancelled while the worker was not (a library raised ``CancelledError``, a model
+        load it awaited was cancelled) is logged and the worker goes on: the run is left
+        as it is, its lease lapses, and a later claim tries it again (counted against
         ``AICHATS_MAX_RUN_ATTEMPTS``, past which the reply fails).
         """
-        run = await runs.claim(self.db, self.worker_id, self.lease_ms)
-        if run is None:
+        claimed = await runs.claim_many(self.db, self.worker_id, self.lease_ms, 1)
+        if not claimed:
             return False
-        turn = asyncio.create_task(
-            run_turn(self.db, self.settings, self.models, self.operator, run), name=f"aichats-turn-{run.id}"
-        )
-        self.running.turns[run.pk] = turn
+        held = self._start(claimed[0], self.lanes[0], report=False)
         try:
-            lost = await self._hold(run, turn)
+            async with self._leases_kept():
+                await asyncio.wait([held.turn])
         finally:
-            del self.running.turns[run.pk]
-            if not turn.done():  # this worker is being stopped: its turn stops with it
-                turn.cancel()
-                await asyncio.wait([turn])
-        # Retrieved in every case, so asyncio never reports it as "never retrieved".
+            if not held.turn.done():  # this worker is being stopped: its turn stops with it
+                held.turn.cancel()
+                await asyncio.wait([held.turn])
+        error = self._outcome(held)
+        if error is not None:
+            raise error  # what escaped the turn (it fails its reply on any error) is the caller's to log
+        return True
+
+    # ------------------------------------------------------------------ turns
+
+    def _start(self, run: Claim, lane: Lane, *, report: bool) -> _Held:
+        metrics.run_claimed(run.queued_at, run.attempt)  # aichats_run_claim_latency_seconds
+        turn = asyncio.create_task(
+            run_turn(self.turns_db, self.settings, self.models, self.operator, run),
+            name=f"aichats-turn-{run.id}",
+            context=logs.run_context(run.id),  # every line the turn logs names its run
+        )
+        held = _Held(run, lane, turn)
+        self.held[(run.pk, run.attempt)] = held
+        lane.busy += 1
+        self.running.turns[run.pk] = turn
+        turn.add_done_callback(partial(self._ended, held, report))
+        return held
+
+    def _ended(self, held: _Held, report: bool, _turn: asyncio.Task[None]) -> None:
+        """A turn ended: its room is free, and its chat's next run may be claimable now."""
+        del self.held[(held.run.pk, held.run.attempt)]
+        held.lane.busy -= 1
+        if self.running.turns.get(held.run.pk) is held.turn:
+            del self.running.turns[held.run.pk]
+        self.wake.set()
+        if report:
+            error = self._outcome(held)
+            if error is not None:
+                log.error("the turn of run %s raised", held.run.id, exc_info=error)
+
+    def _outcome(self, held: _Held) -> BaseException | None:
+        """Log how a turn ended, when it did not end as turns do; what escaped it otherwise.
+
+        Its exception is retrieved in every case, so asyncio never reports it as "never
+        retrieved"."""
+        run, turn = held.run, held.turn
         error = None if turn.cancelled() else turn.exception()
         if run.pk in self.running.stopped:
             self.running.stopped.discard(run.pk)
             log.info("run %s was stopped by its user", run.id)
-        elif lost or isinstance(error, LostRun):
+        elif held.lost or isinstance(error, LostRun):
             # Whatever else a lost turn raised on its way out (while being cancelled) goes with it.
             shown = None if isinstance(error, LostRun) else error
             log.warning("run %s was taken over by another worker", run.id, exc_info=shown)
         elif turn.cancelled():
-            log.error(
-                "the turn of run %s was cancelled, not by its worker; it is tried again when its lease lapses", run.id
-            )
+            if not self._stopping:
+                log.error(
+                    "the turn of run %s was cancelled, not by its worker; it is tried again when its lease lapses",
+                    run.id,
+                )
         elif error is not None:
-            raise error  # what escaped the turn (it fails its reply on any error) is the worker's to log
-        return True
+            return error
+        return None
 
-    async def _hold(self, run: Claim, turn: asyncio.Task[None]) -> bool:
-        """Renew the run's lease until its turn ends; True when the lease was lost, and
-        the turn cancelled (and ended) for it.
+    async def _stop_turns(self) -> None:
+        self._stopping = True
+        turns = [held.turn for held in self.held.values()]
+        for turn in turns:
+            turn.cancel()
+        if turns:
+            await asyncio.wait(turns)
 
-        A renewal also finds nothing when the turn's own last write (``runs.finish``)
-        committed just before it: the turn is then ending, not lost. So a turn that ends
-        within ``FINISHING_SECONDS`` of a failed renewal is left to end by itself (a
-        lost turn cannot write in that time either: every write it makes is fenced).
-        """
+    # ------------------------------------------------------------------ leases
+
+    @contextlib.asynccontextmanager
+    async def _leases_kept(self) -> AsyncIterator[None]:
+        """The leases of every held run are renewed while in the block (by one task per
+        worker: a block within another's leaves it to the outer one)."""
+        if self._keeper is not None:
+            yield
+            return
+        self._keeper = asyncio.create_task(self._keep_leases(), name=f"aichats-leases-{self.worker_id}")
+        try:
+            yield
+        finally:
+            keeper, self._keeper = self._keeper, None
+            keeper.cancel()
+            await asyncio.wait([keeper])
+
+    async def _keep_leases(self) -> None:
         while True:
-            done, _ = await asyncio.wait([turn], timeout=self.lease_ms / 3000)
-            if done:
-                return False
+            await asyncio.sleep(self.lease_ms / 3000)
             try:
-                renewed = await runs.renew(self.db, run, self.lease_ms)
+                await self.renew_leases()
             except Exception:  # the database blinked: try again at the next third of the lease
-                log.exception("renewing the lease of run %s failed", run.id)
-                continue
-            if not renewed:
-                done, _ = await asyncio.wait([turn], timeout=FINISHING_SECONDS)
-                if done:
-                    return False
-                turn.cancel()
-                await asyncio.wait([turn])
-                return True
+                log.exception("renewing the leases of worker %s failed", self.worker_id)
+
+    async def renew_leases(self) -> None:
+        """Renew every held run's lease in one statement; cancel the turns of those lost.
+
+        A renewal also misses a run when the turn's own last write (``runs.finish``)
+        committed just before it: the turn is then ending, not lost. So a turn that ends
+        within ``FINISHING_SECONDS`` of the renewal is left to end by itself (a lost turn
+        cannot write in that time either: every write it makes is fenced).
+        """
+        held = [h for h in self.held.values() if not h.turn.done()]
+        if not held:
+            return
+        renewed = await runs.renew_all(self.db, [h.run for h in held], self.lease_ms)
+        missing = [h for h in held if (h.run.pk, h.run.attempt) not in renewed and not h.turn.done()]
+        if not missing:
+            return
+        await asyncio.wait([h.turn for h in missing], timeout=FINISHING_SECONDS)
+        for h in missing:
+            if not h.turn.done():
+                h.lost = True
+                h.turn.cancel()
 
 
 class Workers:
-    """This process's ``count`` workers: one model cache, one wake-up (``aichats_runs``)."""
+    """This process's worker, its model cache and its wake-up (``aichats_runs``), for
+    ``count`` turns at once (``AICHATS_WORKERS``; 0: none)."""
 
-    def __init__(self, db: Database, settings: Settings, count: int) -> None:
+    def __init__(self, db: Database, settings: Settings, count: int, *, turns_db: Database | None = None) -> None:
         self.db = db
+        self.turns_db = turns_db
         self.settings = settings
         self.count = count
         self.models = Models(settings)
@@ -203,21 +369,21 @@ class Workers:
         await self.db.listen(runs.CANCEL_CHANNEL, self.running.heard)
 
     def services(self) -> list[Service]:
-        """One service per worker, for the supervisor; worker ids name host and process."""
-        prefix = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('w', 6)}"
-        workers = [
-            Worker(
-                self.db,
-                self.settings,
-                self.models,
-                self._wake,
-                f"{prefix}:{n}",
-                operator=self.operator,
-                running=self.running,
-            )
-            for n in range(self.count)
-        ]
-        return [Service(f"worker-{n}", worker.run_forever) for n, worker in enumerate(workers)]
+        """The worker, for the supervisor (none for 0 turns); its id names host and process."""
+        if not self.count:
+            return []
+        worker = Worker(
+            self.db,
+            self.settings,
+            self.models,
+            self._wake,
+            f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('w', 6)}",
+            operator=self.operator,
+            running=self.running,
+            capacity=self.count,
+            turns_db=self.turns_db,
+        )
+        return [Service("worker", worker.run_forever)]
 
     async def close(self) -> None:
         await self.models.close()

@@ -8,6 +8,7 @@ here (:func:`insert_chat`). So ``messages`` imports this module, never the other
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from functools import cache
@@ -19,8 +20,10 @@ import sqlalchemy as sa
 from aichats import ids
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import NotFound
+from aichats.services import budgets
 from aichats.services.events import USERS_CHANNEL
 from aichats.services.pagination import Keyset, Page, PageRequest, read_page
+from aichats.services.sql import json_records
 from aichats.services.usage import decimal_tokens
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import ai_chats, notifications
@@ -384,6 +387,36 @@ async def count_message(tx: Connection, chat_pk: int, now: int) -> None:
     await tx.execute(_COUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
 
 
+_chat_pks = json_records("chats", pk=sa.BigInteger())
+_COUNT_MESSAGES = (
+    sa.update(ai_chats)
+    .where(_c.pk == _chat_pks.c.pk)
+    .values(
+        message_count=_c.message_count + 1,
+        last_message_at=sa.bindparam("now"),
+        activity_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+    )
+)
+_CLEAR_ACTIVE_CRONS = sa.update(ai_chats).where(_c.pk == _chat_pks.c.pk).values(has_active_cron=False)
+
+
+def _pks_param(chat_pks: Sequence[int]) -> dict[str, str]:
+    return {"chats": orjson.dumps([{"pk": pk} for pk in chat_pks]).decode()}
+
+
+async def count_messages(tx: Connection, chat_pks: Sequence[int], now: int) -> None:
+    """:func:`count_message` for many chats (each named once) in one statement."""
+    if chat_pks:
+        await tx.execute(_COUNT_MESSAGES, {**_pks_param(chat_pks), "now": now})
+
+
+async def clear_active_crons(tx: Connection, chat_pks: Sequence[int]) -> None:
+    """``has_active_cron`` off for many chats (their schedules ended) in one statement."""
+    if chat_pks:
+        await tx.execute(_CLEAR_ACTIVE_CRONS, _pks_param(chat_pks))
+
+
 async def uncount_message(tx: Connection, chat_pk: int, now: int) -> None:
     """A counted message stops counting (a failed reply going back to pending)."""
     await tx.execute(_UNCOUNT_MESSAGE, {"chat_pk": chat_pk, "now": now})
@@ -452,10 +485,12 @@ async def current_chat(tx: Connection, chat_pk: int) -> Row:
 
 
 async def add_usage(tx: Connection, chat_pk: int, blended_tokens_micros: int, now: int) -> Row:
-    """Add a reply's blended tokens to its chat; the chat as it is now."""
+    """Add a reply's blended tokens to its chat, and to its user's usage of the day (what the
+    daily token budget counts, :mod:`aichats.services.budgets`); the chat as it is now."""
     params = {"chat_pk": chat_pk, "blended_tokens_micros": blended_tokens_micros, "now": now}
     row = await tx.fetch_one(_ADD_USAGE, params)
     assert row is not None
+    await budgets.add_usage(tx, row["user_id"], blended_tokens_micros, now)
     return row
 
 

@@ -12,13 +12,14 @@ The same kind of hub, on ``aichats_users``, wakes a user's notifications stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypedDict, TypeVar, cast
 
 import orjson
 import sqlalchemy as sa
 
 from aichats.clock import now_ms
+from aichats.services.sql import json_records
 from aichats.storage.database import Connection, Database
 from aichats.storage.schema import chat_events
 
@@ -62,6 +63,48 @@ async def append(tx: Connection, chat_pk: int, type_: str, data: dict[str, Any])
     assert row is not None
     await tx.notify(CHANNEL, str(chat_pk))
     return int(row["pk"])
+
+
+# A notification may name several keys, joined by ``KEY_SEPARATOR`` (ids never contain it): a
+# change to many chats at once (a scheduling pass) is then one NOTIFY, not one per chat.
+KEY_SEPARATOR = ","
+# PostgreSQL refuses a payload of 8,000 bytes or more: longer lists are cut into several.
+MAX_PAYLOAD_BYTES = 7_900
+
+
+async def notify_keys(tx: Connection, channel: str, keys: Iterable[object]) -> None:
+    """Tell ``channel`` about many keys (chat pks, user ids) in as few notifications as the
+    payload limit allows: one for up to about 600 chats. :class:`EventHub` wakes each key's
+    readers, as for a notification of that key alone."""
+    payload: list[str] = []
+    size = 0
+    for key in dict.fromkeys(str(k) for k in keys):  # each once, in order
+        if payload and size + len(key) + 1 > MAX_PAYLOAD_BYTES:
+            await tx.notify(channel, KEY_SEPARATOR.join(payload))
+            payload, size = [], 0
+        payload.append(key)
+        size += len(key) + 1
+    if payload:
+        await tx.notify(channel, KEY_SEPARATOR.join(payload))
+
+
+_new = json_records("events", ord=sa.Integer(), chat_pk=sa.BigInteger(), type=sa.Text(), data=sa.Text())
+_APPEND_MANY = sa.insert(chat_events).from_select(
+    ["chat_pk", "type", "data", "created_at"],
+    sa.select(_new.c.chat_pk, _new.c.type, _new.c.data, sa.bindparam("now", type_=sa.BigInteger)).order_by(_new.c.ord),
+)
+
+
+async def append_many(tx: Connection, appended: Sequence[tuple[int, str, dict[str, Any]]], now: int) -> None:
+    """Append events to many chats, ``(chat_pk, type, data)`` each, in this order, in one
+    statement and one notification (:func:`notify_keys`), whatever their number."""
+    if not appended:
+        return
+    records = [
+        {"ord": n, "chat_pk": c, "type": t, "data": orjson.dumps(d).decode()} for n, (c, t, d) in enumerate(appended)
+    ]
+    await tx.execute(_APPEND_MANY, {"events": orjson.dumps(records).decode(), "now": now})
+    await notify_keys(tx, CHANNEL, (chat_pk for chat_pk, _, _ in appended))
 
 
 _COMPACT = sa.delete(chat_events).where(
@@ -131,8 +174,9 @@ class EventHub(Generic[K]):
     def _notified(self, payload: str | None) -> None:
         if payload is None:  # notifications may have been lost: wake everyone to re-read
             targets = [e for waiters in self._waiters.values() for e in waiters]
-        else:
-            targets = list(self._waiters.get(self._key(payload), ()))
+        else:  # one key, or several (:func:`notify_keys`)
+            keys = payload.split(KEY_SEPARATOR) if KEY_SEPARATOR in payload else (payload,)
+            targets = [e for key in keys for e in self._waiters.get(self._key(key), ())]
         for event in targets:
             event.set()
 

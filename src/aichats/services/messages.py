@@ -9,6 +9,7 @@ imports nothing of this one but a type.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, TypedDict, cast
@@ -22,6 +23,7 @@ from aichats.errors import Conflict, NotFound
 from aichats.services import chats, events, runs, tool_calls
 from aichats.services.files import file_json, owned_files
 from aichats.services.pagination import Keyset, Page, PageRequest, read_page
+from aichats.services.sql import json_records
 from aichats.services.usage import decimal_tokens
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import messages
@@ -209,6 +211,78 @@ async def add_user_message(
     return message
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A text-only user message of :func:`add_user_messages`, in its chat, with its turn."""
+
+    chat_pk: int
+    chat_id: str
+    text: str
+    source: MessageSource
+    trigger: str
+    scheduled_for: int | None = None
+
+
+_new_messages = json_records(
+    "messages", ord=sa.Integer(), id=sa.Text(), chat_pk=sa.BigInteger(), role=sa.Text(), content=sa.Text(),
+    status=sa.Text(), source=sa.Text(), completed_at=sa.BigInteger(),
+)  # fmt: skip
+_INSERT_MANY = (
+    sa.insert(messages)
+    .from_select(
+        ["id", "chat_pk", "role", "content", "status", "source", "attachments", "created_at", "completed_at"],
+        sa.select(
+            _new_messages.c.id, _new_messages.c.chat_pk, _new_messages.c.role, _new_messages.c.content,
+            _new_messages.c.status, _new_messages.c.source, sa.literal("[]"), sa.bindparam("now", type_=sa.BigInteger),
+            _new_messages.c.completed_at,
+        ).order_by(_new_messages.c.ord),  # pks follow it: each reply right after its message
+    )
+    .returning(_m.pk, _m.id)
+)  # fmt: skip
+
+
+async def add_user_messages(tx: Connection, batch: Sequence[QueuedMessage], *, now: int) -> list[MessageRow]:
+    """:func:`add_user_message` for many chats at once (one message per chat, text only), in
+    four statements whatever their number: the messages and their pending replies, the turns
+    (:func:`runs.queue_many`), the chats' counts (:func:`chats.count_messages`) and the
+    ``message.created`` events (:func:`events.append_many`), with one notification per
+    channel. Every row carries ``now``: when the batch is written. The messages, in order."""
+    if not batch:
+        return []
+    records: list[dict[str, Any]] = []
+    for item in batch:
+        records.append(
+            {"id": ids.new_id(ids.MESSAGE), "chat_pk": item.chat_pk, "role": "user", "content": item.text,
+             "status": "completed", "source": item.source.value, "completed_at": now}
+        )  # fmt: skip
+        records.append(
+            {"id": ids.new_id(ids.MESSAGE), "chat_pk": item.chat_pk, "role": "assistant", "content": "",
+             "status": "pending", "source": "agent", "completed_at": None}
+        )  # fmt: skip
+    for n, record in enumerate(records):
+        record["ord"] = n
+    inserted = await tx.fetch_all(_INSERT_MANY, {"messages": orjson.dumps(records).decode(), "now": now})
+    pks = {row["id"]: row["pk"] for row in inserted}
+    rows: list[MessageRow] = []
+    turns: list[runs.NewTurn] = []
+    for item, message, reply in zip(batch, records[::2], records[1::2], strict=True):
+        row = MessageRow(
+            pk=pks[message["id"]], id=message["id"], role="user", content=item.text, status="completed", error=None,
+            source=item.source.value, attachments="[]", model=None, input_tokens=0, output_tokens=0,
+            blended_tokens_micros=0, created_at=now, completed_at=now,
+        )  # fmt: skip
+        rows.append(row)
+        turns.append(runs.NewTurn(item.chat_pk, item.trigger, row["pk"], pks[reply["id"]], item.scheduled_for))
+    await runs.queue_many(tx, turns, now)
+    await chats.count_messages(tx, [item.chat_pk for item in batch], now)
+    created = [
+        (item.chat_pk, events.MESSAGE_CREATED, message_json(row, item.chat_id))
+        for item, row in zip(batch, rows, strict=True)
+    ]
+    await events.append_many(tx, created, now)
+    return rows
+
+
 async def create_chat(tx: Connection, user_id: str, data: chats.NewChat) -> dict[str, Any]:
     """Store a chat, its first user message and the queued agent turn (inside ``tx``): the
     reply is produced outside the request.
@@ -250,12 +324,7 @@ async def reset_reply(tx: Connection, chat_pk: int, message_id: str, now: int) -
 
 _CANCEL_REPLY = (
     sa.update(messages)
-    .where(
-        _m.chat_pk == sa.bindparam("chat_pk"),
-        _m.id == sa.bindparam("message_id"),
-        _m.role == "assistant",
-        _m.status.in_(_fixed("pending", "streaming", "waiting")),
-    )
+    .where(_m.pk == sa.bindparam("message_pk"), _m.status.in_(_fixed("pending", "streaming", "waiting")))
     .values(
         status="cancelled",
         input_tokens=sa.bindparam("input_tokens"),
@@ -283,21 +352,22 @@ async def reply_to_cancel(tx: Connection, chat_pk: int, message_id: str) -> Row:
 
 
 async def cancel_reply(
-    tx: Connection, chat_pk: int, message_id: str, *, input_tokens: int, output_tokens: int,
+    tx: Connection, chat_pk: int, target: Row, *, input_tokens: int, output_tokens: int,
     blended_tokens_micros: int, now: int,
-) -> MessageRow:  # fmt: skip
-    """The reply ends ``cancelled``, keeping what it wrote and what it cost so far. A pending
-    reply, never counted, counts now: it is a message of the chat from here on."""
-    previous = await reply_to_cancel(tx, chat_pk, message_id)
+) -> MessageRow | None:  # fmt: skip
+    """The reply ``target`` (:func:`reply_to_cancel`) ends ``cancelled``, keeping what it
+    wrote and what it cost so far; None if it ended meanwhile. A pending reply, never
+    counted, counts now: it is a message of the chat from here on."""
     row = await tx.fetch_one(
         _CANCEL_REPLY,
         {
-            "chat_pk": chat_pk, "message_id": message_id, "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "message_pk": target["pk"], "input_tokens": input_tokens, "output_tokens": output_tokens,
             "blended_tokens_micros": blended_tokens_micros, "now": now,
         },
     )  # fmt: skip
-    assert row is not None
-    if previous["status"] == "pending":
+    if row is None:
+        return None
+    if target["status"] == "pending":
         await chats.count_message(tx, chat_pk, now)
     return cast(MessageRow, row)
 
@@ -369,9 +439,10 @@ async def history(db: Database, chat_pk: int, reply_pk: int, limit: int) -> list
 # streamed into, finished.
 
 _REPLY_STATUS = sa.select(_m.status).where(_m.pk == sa.bindparam("message_pk"))
+# Only a reply that has not ended: the run's fence (checked first) keeps a stopped one stopped.
 _RESTART_REPLY = (
     sa.update(messages)
-    .where(_m.pk == sa.bindparam("message_pk"))
+    .where(_m.pk == sa.bindparam("message_pk"), _m.status.in_(_fixed("pending", "streaming", "waiting")))
     .values(
         content=sa.bindparam("content"), status="streaming", error=None, completed_at=None, model=sa.bindparam("model")
     )

@@ -103,6 +103,17 @@ _READ_CHAT = (
     .values(read_at=sa.bindparam("now"))
 )
 _LATEST = sa.select(_n.id).where(_n.user_id == sa.bindparam("user_id"), _LIVE_CHAT).order_by(_n.pk.desc()).limit(1)
+# Whether the chat has an unread notification of a kind (one entry of ``ix_notifications_unread``).
+_UNREAD_OF_KIND = (
+    sa.select(_n.pk)
+    .where(
+        _n.user_id == sa.bindparam("user_id"),
+        _n.chat_pk == sa.bindparam("chat_pk"),
+        _n.read_at.is_(None),
+        _n.kind == sa.bindparam("kind"),
+    )
+    .limit(1)
+)
 
 
 def notification_json(row: Row) -> dict[str, Any]:
@@ -290,3 +301,18 @@ async def schedule_deactivated(
     await webhooks.enqueue(tx, chat["user_id"], "ai_chat.schedule.deactivated", event, subscribed=subscribed)
     title = chat["title"] or "AI chat"
     await notify(tx, chat, kind="ai_chat.schedule.deactivated", title=title, body=body, subscribed=subscribed)
+
+
+SCHEDULE_SKIPPED = "ai_chat.schedule.skipped"
+
+
+async def schedule_skipped(tx: Connection, chat: Row, *, body: str) -> bool:
+    """A scheduled run was skipped (its user's daily token budget is used up): the owner is
+    told, unless the chat is muted, once until they read it (a schedule every minute must not
+    bury everything else). True when a notification was written."""
+    params = {"user_id": chat["user_id"], "chat_pk": chat["pk"], "kind": SCHEDULE_SKIPPED}
+    if await tx.fetch_one(_UNREAD_OF_KIND, params) is not None:
+        return False
+    title = chat["title"] or "AI chat"
+    await notify(tx, chat, kind=SCHEDULE_SKIPPED, title=title, body=body)
+    return chat["notification_preference"] == "all"

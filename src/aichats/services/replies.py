@@ -76,21 +76,25 @@ async def stop(
     usage: those tokens were used). ``blended_micros``: the settings' weighting."""
     now = now_ms()
     target = await messages.reply_to_cancel(tx, chat_pk, message_id)
+    # The run first (its row locked until commit), as a decision on a tool call does: the
+    # two, racing, then wait for each other instead of deadlocking.
     run_pk = await runs.cancel(tx, chat_pk, target["pk"], now)
     input_tokens = output_tokens = blended = 0
-    denied: list[ToolCallRow] = []
+    ended: list[ToolCallRow] = []
     if run_pk is not None:
         input_tokens, output_tokens = await tool_calls.step_usage(tx, run_pk)
-        denied = await tool_calls.deny_unfinished(tx, run_pk)
+        ended = await tool_calls.stop_unfinished(tx, run_pk)
     model = await messages.model_of(tx, target["pk"])
     if input_tokens or output_tokens:
         blended = blended_micros(model or "", input_tokens, output_tokens)
     reply = await messages.cancel_reply(
-        tx, chat_pk, message_id, input_tokens=input_tokens, output_tokens=output_tokens,
-        blended_tokens_micros=blended, now=now,
+        tx, chat_pk, target, input_tokens=input_tokens, output_tokens=output_tokens, blended_tokens_micros=blended,
+        now=now,
     )  # fmt: skip
+    if reply is None:  # stopped by another request meanwhile
+        raise Conflict("this reply was stopped already: there is nothing to stop")
     chat = await chats.add_usage(tx, chat_pk, blended, now)
-    for call in denied:
+    for call in ended:
         await events.append(tx, chat_pk, events.TOOL_CALL_COMPLETED, _call_event(message_id, call))
     calls = (await tool_calls.of_messages(tx, [reply["pk"]])).get(reply["pk"])
     await events.append(tx, chat_pk, events.MESSAGE_CANCELLED, messages.message_json(reply, chat_id, calls))
@@ -105,7 +109,11 @@ def _call_event(message_id: str, call: ToolCallRow) -> dict[str, Any]:
 async def decide(tx: Connection, *, chat_pk: int, chat_id: str, tool_call_id: str, approve: bool) -> ToolCallRow:
     """The user approves or denies a call that waits: once no call of its run waits any
     more, the run is queued again and its turn goes on (:func:`aichats.runs.turn.run_turn`)."""
-    call = await tool_calls.decide(tx, chat_pk, tool_call_id, approve=approve)
+    found = await tool_calls.find(tx, chat_pk, tool_call_id)
+    # The run's row first, locked until commit: two decisions on one step, or a decision and
+    # a Stop, take turns, so the last decision sees the others' and queues the run once.
+    await runs.lock(tx, found["run_pk"])
+    call = await tool_calls.decide(tx, found, approve=approve)
     if call["status"] == tool_calls.DENIED:  # an approved call says so when it runs (tool_call.started)
         message_id = await messages.id_of(tx, call["message_pk"])
         await events.append(tx, chat_pk, events.TOOL_CALL_COMPLETED, _call_event(message_id, call))
@@ -131,6 +139,8 @@ async def start(
     """
     now = now_ms()
     async with db.transaction() as tx:
+        if not await runs.hold(tx, run):  # stopped (or taken over) since it was claimed
+            raise LostRun(run.id)
         if run.assistant_message_pk is not None:
             message = await messages.start_reply(
                 tx, chat["pk"], run.assistant_message_pk, model=model, now=now, text=text
@@ -283,8 +293,10 @@ class Reply:
         self.new_step = bool(self.text)
 
     async def call_started(self, call: ToolCallRow) -> ToolCallRow | None:
-        """The call runs now (None: it can no longer run)."""
+        """The call runs now (None: it can no longer run); fenced, as every write of the run."""
         async with self.db.transaction() as tx:
+            if not await runs.hold(tx, self.run):
+                raise LostRun(self.run.id)
             started = await tool_calls.start(tx, call["pk"], now_ms())
             if started is not None:
                 await events.append(tx, self.chat["pk"], events.TOOL_CALL_STARTED, self._event(started))

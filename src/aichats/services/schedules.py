@@ -7,21 +7,24 @@ twice runs once), so 09:00 stays 09:00 local all year.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypedDict, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import orjson
 import sqlalchemy as sa
 from cronsim import CronSim, CronSimError
 from sqlalchemy.dialects import postgresql
 
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms, parse_iso
-from aichats.errors import Invalid, NotFound
+from aichats.errors import Invalid, NotFound, ScheduleLimitExceeded
 from aichats.services import chats
+from aichats.services.sql import json_records
 from aichats.storage.database import Connection, Database, Row
-from aichats.storage.schema import schedules
+from aichats.storage.schema import ai_chats, schedules, users
 
 MAX_PROMPT_LENGTH = 32_000
 MAX_INTERVAL_SECONDS = 366 * 24 * 3600  # a (leap) year; longer waits are a `run_at`
@@ -160,11 +163,19 @@ def describe(row: Any) -> str:
 
 
 def render(prompt: str, timezone: str, at_ms: int) -> str:
-    local = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(timezone))
-    values = {"date": local.strftime("%Y-%m-%d"), "time": local.strftime("%H:%M"), "weekday": local.strftime("%A")}
-    for name, value in values.items():
+    if "{{" not in prompt:
+        return prompt
+    for name, value in _local_values(timezone, at_ms):
         prompt = prompt.replace("{{" + name + "}}", value).replace("{{ " + name + " }}", value)
     return prompt
+
+
+@lru_cache(maxsize=1024)
+def _local_values(timezone: str, at_ms: int) -> tuple[tuple[str, str], ...]:
+    """The date, time and weekday of an instant in a zone: computed once for a burst of
+    schedules due at the same instant in the same zone."""
+    local = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(timezone))
+    return ("date", local.strftime("%Y-%m-%d")), ("time", local.strftime("%H:%M")), ("weekday", local.strftime("%A"))
 
 
 def schedule_json(row: Row, chat_id: str) -> dict[str, Any]:
@@ -304,7 +315,53 @@ def preview(data: ScheduleSpec, *, min_interval_seconds: int) -> dict[str, Any]:
     }
 
 
-async def put_schedule(db: Database, chat_pk: int, data: ScheduleSpec, *, min_interval_seconds: int) -> ScheduleRow:
+# The cap on a user's active schedules (AICHATS_MAX_SCHEDULES_PER_USER). A schedule that
+# becomes active first locks its owner's row, so that two of the user's schedules cannot
+# both see room for one: ``FOR NO KEY UPDATE``, which queues such transactions one behind
+# the other but leaves the row's foreign keys (a reply's notification, its usage) unblocked.
+# SQLite writes one transaction at a time anyway. The count reads ``has_active_cron``, kept
+# in step with each schedule, on its index: at most the cap's entries.
+_LOCK_OWNER = (
+    sa.select(users.c.id)
+    .join_from(users, ai_chats, ai_chats.c.user_id == users.c.id)
+    .where(ai_chats.c.pk == sa.bindparam("chat_pk"))
+    .with_for_update(of=users, key_share=True)
+)
+_OTHER_ACTIVE = sa.select(sa.func.count().label("n")).where(
+    ai_chats.c.user_id == sa.bindparam("user_id"),
+    ai_chats.c.has_active_cron == sa.true(),
+    ai_chats.c.deleted_at.is_(None),
+    ai_chats.c.pk != sa.bindparam("chat_pk"),
+)
+
+
+async def active_count(db: Database, user_id: str) -> int:
+    """The user's active schedules, as the cap counts them (``GET /usage``)."""
+    row = await db.fetch_one(_OTHER_ACTIVE, {"user_id": user_id, "chat_pk": 0})  # no chat's pk is 0
+    return int(row["n"]) if row is not None else 0
+
+
+async def _check_cap(tx: Connection, chat_pk: int, max_per_user: int) -> None:
+    """Refuse (409) to make the chat's schedule active if its owner's other active schedules
+    already reach ``max_per_user`` (0: no cap). Replacing an active schedule adds none."""
+    if not max_per_user:
+        return
+    owner = await tx.fetch_one(_LOCK_OWNER, {"chat_pk": chat_pk})
+    if owner is None:
+        return
+    others = await tx.fetch_one(_OTHER_ACTIVE, {"user_id": owner["id"], "chat_pk": chat_pk})
+    if others is not None and others["n"] >= max_per_user:
+        raise ScheduleLimitExceeded(
+            f"you already have {others['n']} active schedules, the most this service allows "
+            f"({max_per_user}): pause or delete one first"
+        )
+
+
+async def put_schedule(
+    db: Database, chat_pk: int, data: ScheduleSpec, *, min_interval_seconds: int, max_per_user: int = 0
+) -> ScheduleRow:
+    """Save the chat's schedule (one per chat); an active one counts against the owner's
+    ``max_per_user`` active schedules (0: no cap), a 409 past it with nothing stored."""
     now = now_ms()
     values = {
         "chat_pk": chat_pk,
@@ -318,6 +375,8 @@ async def put_schedule(db: Database, chat_pk: int, data: ScheduleSpec, *, min_in
     upcoming = fires_after(values, now)
     values["next_run_at"] = upcoming[0] if upcoming else None
     async with db.transaction() as tx:
+        if data.active:
+            await _check_cap(tx, chat_pk, max_per_user)
         row = await tx.fetch_one(_UPSERT, values)
         await set_flag(tx, chat_pk, data.active)
     assert row is not None
@@ -339,14 +398,17 @@ _SET_ACTIVE = (
 )
 
 
-async def set_active(db: Database, chat_pk: int, active: bool) -> ScheduleRow:
+async def set_active(db: Database, chat_pk: int, active: bool, *, max_per_user: int = 0) -> ScheduleRow:
     """Pause or resume the schedule (resumed, it next fires at its first time from now: what
-    it missed while paused does not fire)."""
+    it missed while paused does not fire; it counts against ``max_per_user`` as in
+    :func:`put_schedule`)."""
     now = now_ms()
     async with db.transaction() as tx:
         current = await tx.fetch_one(_GET, {"chat_pk": chat_pk})
         if current is None:
             raise NotFound("this chat has no schedule")
+        if active:
+            await _check_cap(tx, chat_pk, max_per_user)
         upcoming = fires_after(current, now) if active else []
         if active and not upcoming:
             raise Invalid("this schedule has no run left to resume (a single run in the past): set a new time")
@@ -365,13 +427,13 @@ async def delete_schedule(db: Database, chat_pk: int) -> None:
 
 
 # ------------------------------------------------------------ the scheduler's statements
-# What a scheduling pass (:mod:`aichats.scheduling.scheduler`) reads and writes: the most
-# overdue schedule, taken with ``SKIP LOCKED``, and its ``next_run_at`` advanced with a
-# compare-and-set on the instant it was due, so each instant fires once.
+# What a scheduling pass (:mod:`aichats.scheduling.scheduler`) reads and writes: a batch of
+# the most overdue schedules, taken with ``SKIP LOCKED``, and their ``next_run_at`` advanced
+# with a compare-and-set on the instant each was due, so each instant fires once.
 
 
 class DueRow(TypedDict):
-    """A due schedule, as a scheduling pass fires it (typed, not copied: see ``chats.ChatRow``)."""
+    """A due schedule, with what a pass needs of its chat (typed, not copied: see ``chats.ChatRow``)."""
 
     pk: int
     chat_pk: int
@@ -382,38 +444,66 @@ class DueRow(TypedDict):
     run_at: int | None
     next_run_at: int
     created_at: int
+    chat_id: str
+    user_id: str
+    chat_deleted_at: int | None
 
 
+_c = ai_chats.c
+# The schedules and their chats are locked together, skipping any either of which another
+# transaction holds: a pass then never waits for a lock, so it cannot deadlock with a reply
+# that holds its chat and waits for the schedule (it records the scheduled turn's outcome);
+# that schedule fires on the next pass. ``NO KEY UPDATE``: what the pass's own UPDATEs take,
+# which leaves the chat's new messages and events (foreign keys: ``KEY SHARE``) unblocked.
 _DUE = (
-    sa.select(_s.pk, _s.chat_pk, _s.prompt, _s.timezone, _s.cron, _s.interval_seconds, _s.run_at, _s.next_run_at,
-              _s.created_at)
+    sa.select(
+        _s.pk, _s.chat_pk, _s.prompt, _s.timezone, _s.cron, _s.interval_seconds, _s.run_at, _s.next_run_at,
+        _s.created_at, _c.id.label("chat_id"), _c.user_id, _c.deleted_at.label("chat_deleted_at"),
+    )
+    .join_from(schedules, ai_chats, _c.pk == _s.chat_pk)
     .where(sa.text("active"), _s.next_run_at <= sa.bindparam("now"))
     .order_by(_s.next_run_at)
-    .limit(1)
-    .with_for_update(skip_locked=True)
+    .limit(sa.bindparam("limit"))
+    .with_for_update(of=(schedules, ai_chats), key_share=True, skip_locked=True)
 )  # fmt: skip
-_STILL_DUE = (_s.pk == sa.bindparam("pk"), _s.next_run_at == sa.bindparam("due"), _s.active == sa.true())
+_moves = json_records("moves", pk=sa.BigInteger(), due=sa.BigInteger(), next=sa.BigInteger(), fired=sa.BigInteger())
 _ADVANCE = (
     sa.update(schedules)
-    .where(*_STILL_DUE)
-    .values(next_run_at=sa.bindparam("next"), last_run_at=sa.bindparam("fired"), active=sa.bindparam("active"))
+    .where(_s.pk == _moves.c.pk, _s.next_run_at == _moves.c.due, _s.active == sa.true())
+    .values(next_run_at=_moves.c.next, last_run_at=_moves.c.fired, active=_moves.c.next.is_not(None))
+    .returning(_s.pk)
 )
+_STILL_DUE = (_s.pk == sa.bindparam("pk"), _s.next_run_at == sa.bindparam("due"), _s.active == sa.true())
 _QUARANTINE = (
     sa.update(schedules).where(*_STILL_DUE).values(active=False, next_run_at=None, last_error=sa.bindparam("error"))
 )
 _NEXT_DUE = sa.select(sa.func.min(_s.next_run_at).label("at")).where(sa.text("active"), _s.next_run_at <= MAX_INSTANT)
 
 
-async def take_due(tx: Connection, now: int) -> DueRow | None:
-    """The most overdue active schedule as of ``now``, locked for ``tx`` (other passes skip it)."""
-    return cast("DueRow | None", await tx.fetch_one(_DUE, {"now": now}))
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A due schedule moved on: it fired ``fired`` and is next due at ``following`` (None:
+    it is done, and inactive)."""
+
+    row: DueRow
+    fired: int
+    following: int | None
 
 
-async def advance(tx: Connection, row: DueRow, *, fired: int, following: int | None) -> bool:
-    """Move a due schedule on to ``following`` (None: it is done, and inactive) having fired
-    ``fired``; False if another pass already moved it."""
-    params = {"pk": row["pk"], "due": row["next_run_at"], "next": following, "fired": fired}
-    return bool(await tx.execute(_ADVANCE, {**params, "active": following is not None}))
+async def take_due(tx: Connection, now: int, limit: int) -> list[DueRow]:
+    """Up to ``limit`` active schedules due as of ``now``, most overdue first, locked for
+    ``tx`` with their chats (other passes skip them)."""
+    return cast(list[DueRow], await tx.fetch_all(_DUE, {"now": now, "limit": limit}))
+
+
+async def advance(tx: Connection, moves: Sequence[Move]) -> set[int]:
+    """Move due schedules on, in one statement; the pks of those moved (one another pass
+    already moved is not)."""
+    if not moves:
+        return set()
+    records = [{"pk": m.row["pk"], "due": m.row["next_run_at"], "next": m.following, "fired": m.fired} for m in moves]
+    rows = await tx.fetch_all(_ADVANCE, {"moves": orjson.dumps(records).decode()})
+    return {row["pk"] for row in rows}
 
 
 async def quarantine(tx: Connection, row: DueRow, error: str) -> bool:

@@ -226,10 +226,18 @@ async def start(tx: Connection, pk: int, now: int) -> ToolCallRow | None:
     return cast("ToolCallRow | None", row)
 
 
+_AWAIT_APPROVAL = (
+    sa.update(tool_calls)
+    .where(_c.pk == sa.bindparam("pk"), _c.status.in_(json_texts("from")))
+    .values(status=AWAITING_APPROVAL, needs_approval=True)
+    .returning(*_CALL_COLUMNS)
+)
+
+
 async def await_approval(tx: Connection, pk: int) -> ToolCallRow:
-    row = await tx.fetch_one(
-        _SET_STATUS, {"pk": pk, "status": AWAITING_APPROVAL, "started_at": None, "from": _texts(REQUESTED)}
-    )
+    """The call waits for the user (from ``requested``; or ``running`` when a resumed turn
+    finds its tool now needs approval)."""
+    row = await tx.fetch_one(_AWAIT_APPROVAL, {"pk": pk, "from": _texts(REQUESTED, RUNNING)})
     assert row is not None
     return cast(ToolCallRow, row)
 
@@ -264,22 +272,34 @@ _DECIDE = (
 _STILL_AWAITING = sa.select(sa.func.count().label("n")).where(
     _c.run_pk == sa.bindparam("run_pk"), _c.status == AWAITING_APPROVAL
 )
-_DENY_ALL = (
+STOPPED_TEXT = "The reply was stopped while this call ran: whether it did what it does is unknown."
+_running = _c.status == RUNNING
+_STOP_ALL = (
     sa.update(tool_calls)
     .where(_c.run_pk == sa.bindparam("run_pk"), _c.status.in_(json_texts("from")))
-    .values(status=DENIED, decided_at=sa.bindparam("now"), finished_at=sa.bindparam("now"), result=DENIED_TEXT,
-            is_error=True)
+    .values(
+        status=sa.case((_running, FAILED), else_=DENIED),
+        result=sa.case((_running, STOPPED_TEXT), else_=DENIED_TEXT),
+        decided_at=sa.case((_running, _c.decided_at), else_=sa.bindparam("now")),
+        finished_at=sa.bindparam("now"),
+        is_error=True,
+    )
     .returning(*_CALL_COLUMNS)
-)  # fmt: skip
+)
 
 
-async def decide(tx: Connection, chat_pk: int, tool_call_id: str, *, approve: bool) -> ToolCallRow:
-    """Approve or deny a call that awaits approval (404 if not this chat's, 409 if not awaiting)."""
+async def find(tx: Connection, chat_pk: int, tool_call_id: str) -> ToolCallRow:
+    """The chat's tool call ``tool_call_id`` (404 if it is not this chat's)."""
     row = await tx.fetch_one(_BY_ID, {"chat_pk": chat_pk, "id": tool_call_id})
     if row is None:
         raise NotFound(f"no tool call {tool_call_id} in this chat")
+    return cast(ToolCallRow, row)
+
+
+async def decide(tx: Connection, row: ToolCallRow, *, approve: bool) -> ToolCallRow:
+    """Approve or deny the call ``row`` (:func:`find`), which must await approval (else 409)."""
     now = now_ms()
-    params = {"pk": row["pk"], "now": now}
+    params: dict[str, object] = {"pk": row["pk"], "now": now}
     if approve:
         params |= {"status": APPROVED, "result": None, "is_error": False, "finished_at": None}
     else:
@@ -296,11 +316,11 @@ async def awaiting(tx: Connection, run_pk: int) -> int:
     return 0 if row is None else int(row["n"])
 
 
-async def deny_unfinished(tx: Connection, run_pk: int) -> list[ToolCallRow]:
-    """Deny every call of the run that has not run (its reply was stopped)."""
-    rows = await tx.fetch_all(
-        _DENY_ALL, {"run_pk": run_pk, "now": now_ms(), "from": _texts(REQUESTED, AWAITING_APPROVAL, APPROVED)}
-    )
+async def stop_unfinished(tx: Connection, run_pk: int) -> list[ToolCallRow]:
+    """End every call of the run that has not ended (its reply was stopped): those that had
+    not run are denied; one running fails, saying its outcome is unknown."""
+    unfinished = _texts(REQUESTED, AWAITING_APPROVAL, APPROVED, RUNNING)
+    rows = await tx.fetch_all(_STOP_ALL, {"run_pk": run_pk, "now": now_ms(), "from": unfinished})
     return cast(list[ToolCallRow], rows)
 
 

@@ -167,7 +167,10 @@ async def create_server(db: Database, user_id: str, data: NewServer, access: Acc
         raise Invalid(f"`url` is longer than {MAX_URL_LENGTH} characters")
     await outbound.check_url(data.url, access.policy)
     if name in access.reserved_names:
-        raise Conflict(f"the name {name!r} is reserved (`builtin`, or a tool server of the operator's): choose another")
+        raise Conflict(
+            f"the name {name!r} is reserved (`builtin`, a built-in tool's, or a tool server of the operator's): "
+            "choose another"
+        )
     if await db.fetch_one(_NAMED, {"user_id": user_id, "name": name}) is not None:
         raise Conflict(_taken(name))
     tools = await _listed(Endpoint(name, url=data.url, headers=headers), access, "nothing was saved")

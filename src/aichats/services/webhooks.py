@@ -29,6 +29,7 @@ from standardwebhooks import Webhook
 from aichats import ids, outbound
 from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
 from aichats.errors import Invalid, NotFound
+from aichats.observability import metrics
 from aichats.services.sql import json_records
 from aichats.storage.database import Connection, Database, Row
 from aichats.storage.schema import webhook_attempts, webhook_deliveries, webhooks
@@ -271,6 +272,7 @@ async def deliver_one(db: Database, http: httpx2.AsyncClient, *, retry_seconds: 
             _SETTLE,
             {"pk": claimed["pk"], "attempt": attempt, "status": status, "next": following, "delivered": delivered},
         )
+    metrics.webhook_attempt(status)  # aichats_webhook_attempts_total
     return True
 
 

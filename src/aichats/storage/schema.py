@@ -295,6 +295,44 @@ idempotency_keys = sa.Table(
     sa.Index("ix_idempotency_keys_created_at", "created_at"),
 )
 
+# Rate limits (0008): per API key and operation, the requests granted to server processes in
+# the current minute. One row each, reset when a new minute's first block is reserved, so
+# nothing accumulates (services/rate_limits.py).
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("minute", sa.BigInteger, nullable=False),  # minutes since the Unix epoch (UTC)
+    sa.Column("used", sa.Integer, nullable=False),  # granted so far in ``minute``, by every process
+    sa.Column("granted", sa.Integer, nullable=False),  # the last reservation's block
+    sa.UniqueConstraint("key_id", "operation"),
+)
+
+# A user's blended tokens per UTC day (0008), added in the transaction that adds a reply's
+# usage to its chat: what the daily token budget is checked against.
+token_usage = sa.Table(
+    "token_usage",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("day", sa.Integer, nullable=False),  # days since the Unix epoch (UTC)
+    sa.Column("blended_tokens_micros", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("user_id", "day"),
+)
+
+# A user's own daily token budget (0008), set by the operator (``aichats users budget``); a
+# user without a row has AICHATS_TOKEN_BUDGET_PER_DAY. ``tokens_per_day`` NULL: no limit.
+token_budgets = sa.Table(
+    "token_budgets",
+    metadata,
+    sa.Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(64), sa.ForeignKey("users.id"), nullable=False, unique=True),
+    sa.Column("tokens_per_day", sa.BigInteger, nullable=True),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
 # A chat's scheduled automation: at most one per chat. ``next_run_at`` is the instant the
 # scheduler fires next; advancing it is a compare-and-set, so each instant fires once.
 schedules = sa.Table(

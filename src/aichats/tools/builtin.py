@@ -53,8 +53,6 @@ Run = Callable[[Context, dict[str, Any]], Awaitable[str]]
 class Builtin:
     info: ToolInfo
     run: Run
-    # Whether it needs the user's approval in a chat when it changes things (see the module's docstring).
-    asks_in_chat: bool = False
 
 
 def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -170,9 +168,6 @@ async def fetch_url(context: Context, arguments: dict[str, Any]) -> str:
     raise ToolFailure(f"more than {MAX_REDIRECTS} redirects")
 
 
-_TEXT_TYPES = ("application/json", "application/xml", "application/xhtml+xml")
-
-
 def _page(url: str, response: httpx2.Response, body: bytes, limit: int) -> str:
     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
     head = f"{response.status_code} {url}"
@@ -253,7 +248,10 @@ async def set_schedule(context: Context, arguments: dict[str, Any]) -> str:
     )
     minimum = context.settings.schedule_min_interval_seconds
     try:
-        row = await schedules.put_schedule(context.db, context.chat_pk, spec, min_interval_seconds=minimum)
+        row = await schedules.put_schedule(
+            context.db, context.chat_pk, spec, min_interval_seconds=minimum,
+            max_per_user=context.settings.max_schedules_per_user,
+        )  # fmt: skip
     except ServiceError as error:
         raise ToolFailure(error.message) from None
     return "Saved. " + _described(row, context.chat_id)
@@ -261,7 +259,8 @@ async def set_schedule(context: Context, arguments: dict[str, Any]) -> str:
 
 async def _set_active(context: Context, active: bool) -> str:
     try:
-        row = await schedules.set_active(context.db, context.chat_pk, active)
+        cap = context.settings.max_schedules_per_user
+        row = await schedules.set_active(context.db, context.chat_pk, active, max_per_user=cap)
     except ServiceError as error:
         raise ToolFailure(error.message) from None
     return ("Resumed. " if active else "Paused. ") + _described(row, context.chat_id)

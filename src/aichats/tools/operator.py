@@ -2,11 +2,12 @@
 
 Every turn offers every user the operator's tools, so their lists are kept, not fetched per
 turn: listing a server costs a connection (and, for a stdio server, starting its process).
-Each server is listed when first needed, then again once its list is :data:`REFRESH_SECONDS`
-old; callers that ask meanwhile share the one listing under way. A server that cannot be
-listed offers no tools, says why in the log, and is tried again only after
-:data:`RETRY_SECONDS` (a server that is down is not hammered by every turn). The servers are
-trusted: the outbound URL rules do not apply to them.
+Each server is listed when first needed (callers that ask meanwhile share the one listing
+under way), then again in the background once its list is :data:`REFRESH_SECONDS` old:
+meanwhile callers get the list they had, so a turn never waits on a server that is slow or
+down after its first listing. A server that cannot be listed offers no tools, says why in
+the log, and is tried again only after :data:`RETRY_SECONDS` (a server that is down is not
+hammered by every turn). The servers are trusted: the outbound URL rules do not apply to them.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class OperatorServers:
         if task is None:
             task = self._pending[server.name] = asyncio.create_task(self._list(server))
             task.add_done_callback(lambda done: self._forget(server.name, done))
+        if listing is not None:  # listed before: that list, while the new one is made
+            return listing.tools
         # Shielded: a caller that gives up (a cancelled turn) leaves the listing to the others.
         return await asyncio.shield(task)
 

@@ -26,7 +26,7 @@ from aichats.agent.models import ToolCall, ToolChoice, ToolSpec
 from aichats.config import Settings
 from aichats.crypto import Sealer
 from aichats.services import tool_servers
-from aichats.services.tool_calls import NewCall, ToolCallRow
+from aichats.services.tool_calls import APPROVED, NewCall, ToolCallRow
 from aichats.storage.database import Database
 from aichats.tools import Endpoint, ToolInfo, ToolOutcome, builtin, mcp, url_policy
 from aichats.tools.mcp import Sessions
@@ -54,10 +54,9 @@ class Tool:
 
     @property
     def needs_approval(self) -> bool:
-        """Whether a call waits for the user's approval in a chat (docs/tools.md)."""
-        if self.kind == "builtin":
-            return self.info.changes_things and builtin.BUILTIN[self.info.name].asks_in_chat
-        return self.info.changes_things
+        """Whether a call waits for the user's approval in a chat (docs/tools.md): a tool
+        that changes things, unless it is built in (they change only the chat's schedule)."""
+        return self.kind != "builtin" and self.info.changes_things
 
     def as_json(self) -> dict[str, Any]:
         """The tool as ``GET /api/v1/tools`` lists it."""
@@ -160,17 +159,33 @@ class Toolbox:
 
     def resolve(self, call: ToolCall) -> NewCall:
         """A call the model made, as it is stored: where its tool lives, and whether it
-        waits for the user's approval (never in a scheduled turn: see :meth:`refusal`)."""
+        waits for the user's approval (never in a scheduled turn: see :meth:`refusal`).
+
+        A name longer than any offered is stored cut and marked (``...``, which no offered
+        name contains), so that it names no tool: cut plainly, it could name a real one that
+        this lookup, made with the whole name, did not find (and so did not ask about)."""
         tool = self.find(call.name)
+        name = call.name if len(call.name) <= MAX_NAME else call.name[: MAX_NAME - 3] + "..."
         return NewCall(
             call_id=call.id[:255] or "call",
-            name=call.name[:MAX_NAME],
+            name=name,
             server_id=tool.server_id if tool else None,
             server=tool.server if tool else None,
             tool=tool.info.name if tool else call.name[:255],
             arguments=call.arguments,
             needs_approval=tool is not None and tool.needs_approval and not self.scheduled,
         )
+
+    def asks(self, call: ToolCallRow) -> bool:
+        """Whether the call must wait for the user before it runs: its tool, as the turn finds
+        it now, needs approval, nobody approved this call, and someone is there to ask."""
+        tool = self.find(call["name"])
+        needed = tool is not None and tool.needs_approval and not self.scheduled
+        return needed and call["status"] != APPROVED
+
+    def changes_things(self, call: ToolCallRow) -> bool:
+        tool = self.find(call["name"])
+        return tool is not None and tool.info.changes_things
 
     def refusal(self, call: ToolCallRow) -> str | None:
         """Why the call must not run (an error result for the model), or None."""
@@ -201,6 +216,9 @@ class Toolbox:
                 return ToolOutcome(mcp.cut(str(error), settings.max_tool_result_chars), is_error=True)
             except TimeoutError:
                 return ToolOutcome(f"{tool.spec.name} took over {settings.tool_timeout_seconds:g} s", is_error=True)
+            except Exception as error:  # a bug, or a database that blinked: this call failed, not the reply
+                log.exception("the built-in tool %s failed", tool.spec.name)
+                return ToolOutcome(f"{tool.spec.name} failed unexpectedly ({type(error).__name__})", is_error=True)
             return ToolOutcome(mcp.cut(text, settings.max_tool_result_chars))
         assert tool.endpoint is not None
         if self._sessions is None:

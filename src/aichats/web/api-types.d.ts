@@ -283,6 +283,18 @@ export interface Error {
 // Not in /openapi.json's schemas (the test knows these names):
 
 /** GET /web/session. */
+/** GET /usage: the day's blended tokens against the daily budget, schedules against their cap. */
+export interface UsageSummary {
+  date: string;
+  blended_tokens: string; // a decimal, as text
+  token_budget: string | null; // null: no limit
+  remaining_tokens: string | null;
+  resets_at: string;
+  active_schedules: number;
+  max_active_schedules: number | null;
+  rate_limit_per_minute: number | null;
+}
+
 export interface Session {
   user_id: string;
   key_id: string;

@@ -9,6 +9,7 @@ import { closeDialog } from "./dialog.js";
 import { byId as $, h, timeEl } from "./dom.js";
 import { emit, on, state } from "./state.js";
 import { showTools } from "./tools.js";
+import { refreshUsage, startUsage } from "./usage.js";
 
 /** @import { Badges, Notification, NotificationList, Session } from "../api-types" */
 
@@ -95,9 +96,11 @@ function enter() {
     started = true;
     startChatList();
     startBell();
+    startUsage();
     window.addEventListener("hashchange", route);
   } else {
     resetChatList("");
+    refreshUsage();
   }
   followBadges();
   route();

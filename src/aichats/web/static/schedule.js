@@ -60,6 +60,8 @@ export async function openSchedule(chat) {
   zone.value = (existing && existing.timezone) || browserZone();
   const prompt = h("textarea", { id: "schedule-prompt", rows: 3, required: true, placeholder: "e.g. Summarise last week's revenue" }, (existing && existing.prompt) || "");
   const active = h("input", { id: "schedule-active", type: "checkbox", checked: existing ? existing.active : true });
+  // Nobody is there to approve a scheduled run's tools that change things: only if allowed here.
+  const allowChanges = h("input", { id: "schedule-allow-changes", type: "checkbox", checked: existing ? existing.allow_changes : false });
   const preview = h("div", { class: "preview", "aria-live": "polite", id: "schedule-preview" });
   const timeRow = h("div", {}, h("label", { for: "schedule-time" }, "At (local time)"), time);
   const cronRow = h("div", {}, h("label", { for: "schedule-cron" }, "Cron expression"), cron);
@@ -74,7 +76,15 @@ export async function openSchedule(chat) {
 
   /** @returns {ScheduleInput & { cron: string, active: boolean }} */
   function body() {
-    return { prompt: prompt.value.trim(), timezone: zone.value, cron: expression(), active: active.checked };
+    return {
+      prompt: prompt.value.trim(),
+      timezone: zone.value,
+      cron: expression(),
+      active: active.checked,
+      // Kept as they are: a schedule limited to some tools (through the API) stays limited.
+      tools: existing ? existing.tools : null,
+      allow_changes: allowChanges.checked,
+    };
   }
 
   function syncFields() {
@@ -179,6 +189,7 @@ export async function openSchedule(chat) {
       h("label", { for: "schedule-prompt" }, "Prompt"),
       prompt,
       h("label", { class: "check", for: "schedule-active" }, active, "Enabled"),
+      h("label", { class: "check", for: "schedule-allow-changes" }, allowChanges, "Its runs may use tools that change things (nobody is there to approve them)"),
       preview,
       existing ? [h("h3", {}, "Run history"), history] : null,
     ],

@@ -243,7 +243,7 @@ class ToolsPage {
 
   /** The form that adds a server: name, URL, and headers as name/value rows. */
   addForm() {
-    const name = h("input", { id: "server-name", name: "name", required: true, maxlength: 64, autocomplete: "off", spellcheck: "false", placeholder: "revenue" });
+    const name = h("input", { id: "server-name", name: "name", required: true, maxlength: 32, pattern: "[A-Za-z0-9_\\-]{1,32}", autocomplete: "off", spellcheck: "false", placeholder: "revenue" });
     const url = h("input", { id: "server-url", name: "url", type: "url", required: true, autocomplete: "off", spellcheck: "false", placeholder: "https://mcp.example.com/mcp" });
     const rows = h("div", { class: "header-rows" });
     const error = h("p", { class: "error", role: "alert" });
