@@ -64,10 +64,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.db = db = await database.connect(settings.database_url, pool_size=settings.postgres_pool_size)
-        app.state.key_cache = None
-        if db.dialect == "postgresql":
-            app.state.key_cache = KeyCache()
-            await app.state.key_cache.attach(db)
+        app.state.key_cache = KeyCache()
+        await app.state.key_cache.attach(db)
         app.state.event_hub = EventHub()
         await app.state.event_hub.attach(db)
         app.state.user_hub = LiveStates(db)

@@ -128,11 +128,13 @@ class KeyCache:
 
     Correct only while every key change reaches this process: the cache is used only
     while ``db.listening`` (PostgreSQL LISTEN on ``aichats_keys``, to which
-    :func:`revoke_key` sends a NOTIFY in its transaction), and any notification, or a
-    lost listening connection, empties it. A lookup that raced with a change is not
-    stored (the generation moved while it ran). SQLite servers do not use it: a key
-    lookup there costs microseconds, and a revocation by another process is announced
-    only as "something changed", up to half a second late.
+    :func:`revoke_key` sends a NOTIFY in its transaction; in an SQLite server the same
+    notification within the process), and any notification, or a lost listening
+    connection, empties it. Another process's commit to an SQLite database (the CLI
+    revoking a key) sends no notification: there, the cache is emptied at the first
+    request after any such commit (:meth:`Database.others_stamp`, read at every
+    request). A lookup that raced with a change is not stored (the generation moved
+    while it ran).
     """
 
     MAX_ENTRIES = 10_000
@@ -140,6 +142,7 @@ class KeyCache:
     def __init__(self) -> None:
         self._entries: dict[str, Principal] = {}
         self._generation = 0
+        self._stamp = 0  # db.others_stamp() when the entries were last checked
 
     def forget_all(self, _payload: str | None = None) -> None:
         self._generation += 1
@@ -153,6 +156,10 @@ class KeyCache:
 
     async def authenticate_hash(self, db: Database, key_hash: str) -> Principal | None:
         if db.listening:
+            stamp = db.others_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self.forget_all()
             hit = self._entries.get(key_hash)
             if hit is not None:
                 return hit

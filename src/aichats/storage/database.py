@@ -128,6 +128,13 @@ class Database(Protocol):
     @property
     def listening(self) -> bool: ...
 
+    def others_stamp(self) -> int:
+        """What moves when another process commits and no notification tells of it: SQLite's
+        ``PRAGMA data_version`` (microseconds to read); always 0 on PostgreSQL, whose
+        processes send NOTIFY. A cache kept while ``listening`` that must also be exact
+        right after another process's commit (a key revoked by the CLI) compares it."""
+        ...
+
     async def listen(self, channel: str, listener: Listener) -> None: ...
 
     async def fetch_one(self, statement: sa.Executable, params: Params = ...) -> Row | None: ...
@@ -229,6 +236,9 @@ class SQLiteDatabase:
 
     def _data_version(self) -> int:
         return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
+
+    def others_stamp(self) -> int:
+        return self._data_version()
 
     async def _watch_other_processes(self) -> None:
         seen = self._data_version()
@@ -337,6 +347,9 @@ class PostgresDatabase:
     def listening(self) -> bool:
         connection = self._listen_connection
         return connection is not None and not connection.is_closed()
+
+    def others_stamp(self) -> int:
+        return 0  # another process's commits that matter come with a NOTIFY
 
     async def listen(self, channel: str, listener: Listener) -> None:
         """Call ``listener`` for each NOTIFY on ``channel``, from any process.
