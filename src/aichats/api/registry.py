@@ -3,7 +3,7 @@ routes in order, and a path's route comes where its first operation does)."""
 
 from __future__ import annotations
 
-from aichats.api import ai_chats, limits, messages, notify, schedules, tool_servers
+from aichats.api import ai_chats, messages, notify, schedules, tool_servers, usage
 from aichats.api.operations import Operation
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -44,5 +44,5 @@ OPERATIONS: tuple[Operation, ...] = (
     tool_servers.delete,
     tool_servers.refresh,
     tool_servers.list_tools,
-    limits.usage,
+    usage.usage,
 )

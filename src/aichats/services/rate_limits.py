@@ -2,7 +2,7 @@
 
 Every server process on the database draws from one row per (key, operation). A process
 does not ask for each request: it reserves a *block* of requests in one statement and
-serves the block from memory (:class:`aichats.api.limits.RateLimiter`). The statement
+serves the block from memory (:class:`aichats.api.rate_limit.RateLimiter`). The statement
 grants at most what the minute has left, so the requests admitted by all processes
 together never exceed the limit; and blocks shrink as the minute's budget runs out (a
 sixteenth of what is left, at least one), so that at the edge the last requests are
