@@ -44,6 +44,9 @@ class Share:
     def listening(self) -> bool:
         return self._db.listening
 
+    def others_stamp(self) -> int:
+        return self._db.others_stamp()
+
     async def listen(self, channel: str, listener: Listener) -> None:
         await self._db.listen(channel, listener)
 
