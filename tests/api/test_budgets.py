@@ -23,6 +23,7 @@ from aichats.services.budgets import DAY_MS
 from aichats.storage import database
 from tests.conftest import NO_AUTH_LIMIT
 from tests.support.api import assert_error, create
+from tests.support.databases import fresh_database
 from tests.support.servers import AppServer, LiveServer, serving
 from tests.support.waiting import wait_for
 
@@ -233,3 +234,20 @@ async def _set_budget(database_url: str, user_id: str, tokens: int) -> None:
         await budgets.set_budget(db, user_id, tokens)
     finally:
         await db.close()
+
+
+def test_idempotent_creates_at_once_with_a_budget_never_starve_the_pool(tmp_path: Path) -> None:
+    """A create with an ``Idempotency-Key`` checks the budget inside its transaction: on a
+    second connection, as many such creates at once as the pool has connections each held one
+    and waited for another, for ever (a pool of 1: the first create alone hung)."""
+    settings = {"postgres_pool_size": 1, "token_budget_per_day": 1_000_000, "auth_failures_per_minute": 10_000}
+    with fresh_database("postgresql", tmp_path) as url, AppServer(url, tmp_path / "files", **settings) as server:
+        account = server.account()
+
+        def create(n: int) -> int:
+            with server.client(account) as api:
+                answer = api.post("/ai_chats", json={"message_text": "hi"}, headers={"Idempotency-Key": f"k-{n}"})
+                return answer.status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(create, range(4))) == [201] * 4

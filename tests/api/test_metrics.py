@@ -246,7 +246,7 @@ def test_a_worker_serves_metrics_and_readiness_on_its_own_port(database_url: str
 
         answer = wait_for(ready, 30, "the worker's endpoint")
         assert answer.status_code == 200, answer.text
-        assert "scheduler" in answer.json()["services"] and "webhooks" in answer.json()["services"]
+        assert {"worker", "scheduler", "webhooks"} <= set(answer.json()["services"])
         assert httpx2.get(root + "/healthz").json() == {"status": "ok"}
         found = samples(httpx2.get(root + "/metrics").text)
         assert value(found, "aichats_database_up") == 1 and value(found, "process_open_fds") > 0
@@ -342,6 +342,7 @@ def test_snapshots_of_other_processes_add_up_and_broken_ones_are_skipped(
 
     monkeypatch.setenv(SHARED_DIR_ENV, str(tmp_path))
     metrics.WEBHOOK_ATTEMPTS.inc(("delivered",))
+    metrics.HTTP_REQUESTS.observe(("/api/v1/ai_chats", "GET", 200), 0.003)  # a histogram to add up too
     sibling = shared.Publisher(tmp_path)  # what another process of the same serve wrote
     sibling.publish()
     (tmp_path / f"999-0000{shared.SUFFIX}").write_text("{not json")  # torn or foreign: skipped
@@ -351,5 +352,6 @@ def test_snapshots_of_other_processes_add_up_and_broken_ones_are_skipped(
     name = metrics.WEBHOOK_ATTEMPTS.name
     assert counted[name][("delivered",)] == [2 * own[name][("delivered",)][0]]
     http = metrics.HTTP_REQUESTS.name
+    assert own[http]
     for labels, values in own[http].items():
         assert counted[http][labels] == [2 * value for value in values]  # sums and every bucket

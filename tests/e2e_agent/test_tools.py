@@ -115,6 +115,15 @@ def test_a_registered_servers_tool_gives_the_reply_its_figure(
     assert json.loads(call["arguments"]) == {"week": "2026-W49"}
     assert call["status"] == "completed" and not call["is_error"] and FIGURE in call["result"]
     assert call["duration_ms"] is not None and call["started_at"] <= call["finished_at"]
+    # The stream told of the call as it started and as it ended, before the reply completed.
+    seen = read_events(api, chat["id"], until=lambda event: event.type == "message.completed")
+    told = [(event.type, event.data["tool_call"]) for event in seen if event.type.startswith("tool_call.")]
+    assert [(kind, told_call["id"], told_call["status"]) for kind, told_call in told] == [
+        ("tool_call.started", call["id"], "running"),
+        ("tool_call.completed", call["id"], "completed"),
+    ]
+    assert told[-1][1]["result"] == call["result"]
+    assert all(event.data["message_id"] == reply["id"] for event in seen if event.type.startswith("tool_call."))
 
     # Usage: both model calls of the turn, each counted once, on the reply, its run and the chat.
     steps = asyncio.run(rows(tools_server.database_url, "SELECT input_tokens, output_tokens FROM reply_steps"))

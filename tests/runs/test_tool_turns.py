@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from aichats import crypto
 from aichats.agent.models import ToolCall, ToolSpec
@@ -148,11 +149,28 @@ async def test_a_slow_tool_times_out_as_an_error(db: Database, pages: str) -> No
     assert (await messages_of(db, chat))[-1]["status"] == "completed"
 
 
-async def test_arguments_that_are_not_json_are_an_error_result(db: Database) -> None:
+async def test_a_tools_bad_argument_is_an_error_result(db: Database) -> None:
     chat = await new_chat(db, 'current_time {"timezone": "Mars/Olympus"}')
     assert await drain(make_worker(db, **TOOLS)) == 1
     [call] = await calls_of(db, chat)
     assert call["is_error"] and "IANA" in (call["result"] or "")
+
+
+async def test_arguments_that_are_not_a_json_object_are_error_results(db: Database) -> None:
+    """A model's arguments that are not JSON, or JSON but not an object: each call is an error
+    result the model is given, and the reply completes."""
+    broken = Reply(calls=(ScriptedCall("current_time", '{"timezone": '), ScriptedCall("current_time", "[1]")))
+    with openai_server([broken, Reply(text="Sorry, I could not tell the time.")]) as server:
+        chat = await new_chat(db, "what time is it?")
+        worker = make_worker(db, model="openai:scripted", openai_base_url=server.url)
+        try:
+            assert await drain(worker) == 1
+        finally:
+            await worker.models.close()
+    not_json, not_object = await calls_of(db, chat)
+    assert not_json["is_error"] and "not valid JSON" in (not_json["result"] or "")
+    assert not_object["is_error"] and not_object["result"] == "The arguments must be a JSON object."
+    assert (await messages_of(db, chat))[-1]["status"] == "completed"
 
 
 async def test_tools_off_for_a_chat_offers_none(db: Database) -> None:
@@ -307,3 +325,86 @@ async def test_a_long_tool_name_cut_to_a_real_tools_name_is_not_that_tool(db: Da
     assert box.refusal({"name": stored.name}) is not None  # type: ignore[typeddict-item]
     exact = box.resolve(ToolCall("call_2", long_tool, "{}"))
     assert exact.name == long_tool and exact.needs_approval
+
+
+async def test_an_approved_call_cut_off_while_it_ran_is_reported_not_asked_again(db: Database, mcp: McpProcess) -> None:
+    """The user approved a call that changes things; its worker died while it ran. The turn
+    resumed must not ask again (the call is no longer awaiting: approving would be a 409 and
+    the reply would wait for ever): the model is told it was interrupted, and answers."""
+    once = Reply(calls=(ScriptedCall("revenue__delete_record", '{"record_id": "r-1"}'),))
+    with openai_server([once, Reply(text="I could not tell whether it was deleted.")]) as server:
+        settings = {"model": "openai:scripted", "openai_base_url": server.url, "tools_allow_private_urls": True}
+        chat = await chat_with_server(db, mcp, "delete it")
+        worker = make_worker(db, **settings)
+        try:
+            assert await drain(worker) == 1
+            [call] = await calls_of(db, chat)
+            assert call["status"] == "awaiting_approval"
+            await decide(db, chat, call, approve=True)
+            # A worker claims the run, starts the call, and dies: its lease lapses at once.
+            claim = await runs.claim(db, "dead", 1)
+            assert claim is not None
+            async with db.transaction() as tx:
+                assert await tool_calls.start(tx, call["pk"], 0) is not None
+            await asyncio.sleep(0.05)
+            assert await drain(worker) == 1
+        finally:
+            await worker.models.close()
+    [call] = await calls_of(db, chat)
+    assert call["status"] == "failed" and "interrupted while it ran" in (call["result"] or "")
+    reply = (await messages_of(db, chat))[-1]
+    assert reply["status"] == "completed" and "could not tell" in reply["content"]
+
+
+async def test_a_call_that_ends_after_stop_does_not_overwrite_what_stop_wrote(db: Database, mcp: McpProcess) -> None:
+    """Stop marks the running call failed; the tool answers afterwards, before its worker heard
+    of the Stop: its result is refused (the run is no longer the worker's), nothing is overwritten."""
+    chat = await chat_with_server(db, mcp, 'revenue__slow {"seconds": 30}')
+    worker = make_worker(db, **TOOLS)  # not listening for Stop: it learns of it only by writing
+    turn = asyncio.create_task(worker.run_one())
+    try:
+        while not [call for call in await calls_of(db, chat) if call["status"] == "running"]:
+            assert not turn.done()
+            await asyncio.sleep(0.02)
+        await stop_reply(db, chat)
+        [call] = await calls_of(db, chat)
+        row = await chats.chat_of_turn(db, chat["pk"])
+        assert row is not None
+        statement = sa.text(
+            "SELECT pk, id, chat_pk, trigger, user_message_pk, assistant_message_pk, attempts AS attempt FROM runs"
+            " WHERE chat_pk = :chat_pk"
+        )
+        claim = runs.Claim(**dict((await db.fetch_one(statement, {"chat_pk": chat["pk"]})) or {}))
+        message = (await messages_of(db, chat))[-1]
+        reply = replies.Reply(db, claim, row, message, 0, model="test:tools", schedule_max_failures=3)
+        with pytest.raises(replies.LostRun):
+            await reply.call_finished(call, status=tool_calls.COMPLETED, result="done", is_error=False, duration_ms=5)
+        [after] = await calls_of(db, chat)
+        assert after["status"] == "failed" and after["result"] == tool_calls.STOPPED_TEXT
+    finally:
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+
+
+async def test_when_one_call_of_a_step_fails_the_others_are_cancelled() -> None:
+    from aichats.runs.turn import _all_or_none
+
+    cancelled = asyncio.Event()
+
+    async def slow() -> int:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    async def broken() -> int:
+        await asyncio.sleep(0.01)
+        raise replies.LostRun("airun_x")
+
+    with pytest.raises(replies.LostRun):  # the error itself, not a group
+        await asyncio.wait_for(_all_or_none([slow(), broken()]), 5)
+    assert cancelled.is_set()
+    assert await _all_or_none([asyncio.sleep(0, 1), asyncio.sleep(0, 2)]) == [1, 2]

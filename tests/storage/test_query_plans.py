@@ -49,3 +49,21 @@ def test_sqlite_exists_probe_uses_the_index(sqlite_db, side) -> None:
         row[3] for row in sqlite_db.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names))
     )
     assert "ix_ai_chats_user_pk_live" in plan, plan
+
+
+def _plan(connection: sqlite3.Connection, statement: object) -> str:
+    compiled = compile_statement(statement, "sqlite")  # type: ignore[arg-type]
+    return " | ".join(
+        row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + compiled.sql, [0] * len(compiled.names))
+    )
+
+
+def test_the_reads_made_every_second_or_scrape_use_partial_indexes(sqlite_db) -> None:
+    """The scheduler's in-flight count (every pass, every process) and the due schedules'
+    gauge (every /metrics scrape) read through partial indexes: a scan would grow with every
+    run and schedule ever made."""
+    from aichats.observability import gauges
+    from aichats.services import runs
+
+    assert "USING INDEX ix_runs_active_" in _plan(sqlite_db, runs._SCHEDULED_IN_FLIGHT)  # either partial index
+    assert "ix_schedules_due" in _plan(sqlite_db, gauges._DUE_SCHEDULES)

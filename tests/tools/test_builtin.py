@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from aichats.config import Settings
+from aichats.errors import NotFound
 from aichats.services import schedules, users
 from aichats.services.chats import NewChat
 from aichats.services.messages import NewMessage, create_chat
@@ -87,3 +88,23 @@ async def test_fetch_url_refuses_private_addresses_in_every_spelling(db: Databas
     for url in ("http://2130706433/", "http://0x7f.1/", "http://[::ffff:127.0.0.1]/", "file:///etc/passwd"):
         with pytest.raises(builtin.ToolFailure, match="not fetched"):
             await builtin.fetch_url(strict, {"url": url})
+
+
+async def test_the_schedule_tools_set_pause_change_resume_and_remove_it(db: Database) -> None:
+    context = await context_of(db)
+    with pytest.raises(builtin.ToolFailure, match="prompt and a timezone"):
+        await builtin.set_schedule(context, {"cron": "0 9 * * 1"})
+    await builtin.set_schedule(context, {"prompt": "Weekly report", "timezone": "Europe/Paris", "cron": "0 9 * * 1"})
+    row = await schedules.get_schedule(db, context.chat_pk)
+    assert (row["cron"], row["timezone"], row["active"]) == ("0 9 * * 1", "Europe/Paris", True)
+    await builtin.pause_schedule(context, {})
+    assert not (await schedules.get_schedule(db, context.chat_pk))["active"]
+    # Changing a paused schedule's prompt leaves it paused: what the call leaves out stays.
+    await builtin.set_schedule(context, {"prompt": "Weekly revenue report"})
+    row = await schedules.get_schedule(db, context.chat_pk)
+    assert (row["prompt"], row["cron"], row["active"]) == ("Weekly revenue report", "0 9 * * 1", False)
+    await builtin.resume_schedule(context, {})
+    assert (await schedules.get_schedule(db, context.chat_pk))["active"]
+    await builtin.delete_schedule(context, {})
+    with pytest.raises(NotFound):
+        await schedules.get_schedule(db, context.chat_pk)

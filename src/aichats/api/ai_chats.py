@@ -50,7 +50,9 @@ async def create(call: Call) -> Response:
         return idempotency.Answer(201, orjson.dumps(chat_json(chat)))
 
     async def checked_work(tx: Connection) -> idempotency.Answer:
-        await call.check_budget()  # only for a create that is not a replay: a replay answers as the first did
+        # Only for a create that is not a replay (a replay answers as the first did), on the
+        # open transaction: a second connection while holding one could exhaust the pool.
+        await call.check_budget(tx)
         return await work(tx)
 
     key = call.request.headers.get("idempotency-key")

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
@@ -46,12 +45,6 @@ class IdConvertor(StringConvertor):
 
 register_url_convertor("id", IdConvertor())
 log = logging.getLogger("aichats")
-_PING = sa.select(sa.literal(1).label("ok"))
-
-
-async def healthz(request: Request) -> Response:
-    await request.app.state.db.fetch_one(_PING)
-    return json_response({"status": "ok"})
 
 
 async def openapi(request: Request) -> Response:
@@ -94,7 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # The router tries routes in order: the API's (busiest first), then the others.
     routes = [
         *operations.routes(OPERATIONS),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", observability.healthz, methods=["GET"]),
         *observability.routes(),  # /metrics, /readyz
         Route("/openapi.json", openapi, methods=["GET"]),
         *web_routes(),

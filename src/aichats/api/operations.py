@@ -31,7 +31,7 @@ from aichats.services import chats
 from aichats.services.chats import ChatRow
 from aichats.services.keys import Principal
 from aichats.services.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from aichats.storage.database import Database
+from aichats.storage.database import Connection, Database
 
 API = "/api/v1"
 
@@ -57,12 +57,12 @@ class Call:
         """The caller's chat named by the path's ``chat_id`` (404 if it is not theirs, or deleted)."""
         return await chats.get_chat(self.db, self.principal.user_id, self.path("chat_id"))
 
-    async def check_budget(self) -> None:
+    async def check_budget(self, tx: Connection | None = None) -> None:
         """Refuse a new agent turn (429 ``token_budget_exceeded``) while the caller is over their
         daily token budget. Called by the handlers of ``turn`` operations, first; in the
         handler rather than the endpoint so that a create repeated with its
         ``Idempotency-Key`` still replays its first answer."""
-        await self.request.app.state.budgets.check(self.db, self.principal.user_id)
+        await self.request.app.state.budgets.check(self.db, self.principal.user_id, tx)
 
 
 Handler = Callable[[Call], Awaitable[Response]]

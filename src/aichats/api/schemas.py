@@ -164,7 +164,7 @@ class Run(Strict):
 
     id: str = Field(pattern=r"^airun_[A-Za-z0-9]+$")
     trigger: Literal["message", "schedule", "manual", "retry"]
-    status: Literal["queued", "running", "completed", "failed", "cancelled"]
+    status: Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
     scheduled_for: str | None = Field(pattern=DATETIME)
     created_at: str = Field(pattern=DATETIME)
     started_at: str | None = Field(pattern=DATETIME)

@@ -34,7 +34,8 @@ _ACTIVE_RUNS = (
     .group_by(runs.c.status)
 )
 _DUE_SCHEDULES = sa.select(sa.func.count().label("n")).where(
-    schedules.c.active, schedules.c.next_run_at <= sa.bindparam("now")
+    sa.text("active"),
+    schedules.c.next_run_at <= sa.bindparam("now"),  # as ix_schedules_due's predicate
 )
 _PENDING = webhook_deliveries.c.status == sa.literal_column("'pending'", sa.String())
 _DELIVERIES = sa.select(

@@ -18,10 +18,11 @@ import contextvars
 import logging
 import logging.config
 import os
-import time
 from typing import Any, Literal
 
 import orjson
+
+from aichats.clock import isoformat_ms
 
 LogFormat = Literal["text", "json"]
 
@@ -62,7 +63,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": _iso(record.created),
+            "time": isoformat_ms(int(record.created * 1000)),  # UTC, milliseconds, as the API writes instants
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -85,12 +86,6 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         return orjson.dumps(line, default=str).decode()
-
-
-def _iso(created: float) -> str:
-    """``2026-12-07T09:30:00.123Z``: UTC, milliseconds, as the API writes instants."""
-    seconds = int(created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((created - seconds) * 1000):03d}Z"
 
 
 def logging_config(log_format: LogFormat) -> dict[str, Any]:

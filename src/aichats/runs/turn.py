@@ -16,8 +16,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import orjson
@@ -46,6 +46,7 @@ from aichats.tools import builtin
 from aichats.tools import toolbox as toolbox_
 from aichats.tools.operator import OperatorServers
 
+T = TypeVar("T")
 log = logging.getLogger("aichats.runs")
 
 _END: Any = object()
@@ -256,12 +257,26 @@ async def _run_calls(
             continue
         (asking if toolbox.asks(row) else runnable).append(row)
     finished = {row["pk"]: row for row in rows}
-    for row in await asyncio.gather(*(_run_call(toolbox, reply, row) for row in runnable)):
+    for row in await _all_or_none(_run_call(toolbox, reply, row) for row in runnable):
         finished[row["pk"]] = row
     if asking:
         await reply.wait_for_approval(asking)
         return None
     return [_result(finished[row["pk"]]) for row in rows]
+
+
+async def _all_or_none(calls: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Like ``asyncio.gather``, but when one fails (the run was lost, the database went away)
+    the others are cancelled and waited for before the error goes on: none keeps running,
+    or writing, after its turn ended. (A ``TaskGroup`` would wrap the error in a group.)"""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _run_call(

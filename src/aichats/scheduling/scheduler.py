@@ -201,5 +201,9 @@ async def tick(
     now = now_ms() if now is None else now
     room = _Room(max_in_flight - await runs.scheduled_in_flight(db))
     parallel = parallel if db.dialect == "postgresql" else 1
-    await asyncio.gather(*(_fire_until_done(db, now, batch_size, budget, room) for _ in range(parallel)))
+    # A TaskGroup: when one batch fails, the others are cancelled before the error goes on
+    # (the next pass must not start while they still write).
+    async with asyncio.TaskGroup() as group:
+        for _ in range(parallel):
+            group.create_task(_fire_until_done(db, now, batch_size, budget, room))
     return Tick(room.fired, skipped_for_limit=room.limited and not room.drained)

@@ -171,13 +171,14 @@ class Budgets:
     async def attach(self, db: Database) -> None:
         await db.listen(BUDGETS_CHANNEL, self.forget_all)
 
-    async def check(self, db: Database, user_id: str) -> None:
-        """Raise :class:`TokenBudgetExceeded` (429) if ``user_id`` may not start a turn now."""
+    async def check(self, db: Database, user_id: str, tx: Connection | None = None) -> None:
+        """Raise :class:`TokenBudgetExceeded` (429) if ``user_id`` may not start a turn now
+        (read in ``tx`` when the caller holds one)."""
         if user_id in self._unlimited and db.listening:
             return
         generation = self._generation
         now = now_ms()
-        standing = (await standings(db, [user_id], now=now, default=self.default))[user_id]
+        standing = (await standings(tx or db, [user_id], now=now, default=self.default))[user_id]
         if standing.budget is None:
             if db.listening and generation == self._generation:
                 if len(self._unlimited) >= self.MAX_ENTRIES:

@@ -309,7 +309,8 @@ SCHEDULE_SKIPPED = "ai_chat.schedule.skipped"
 async def schedule_skipped(tx: Connection, chat: Row, *, body: str) -> bool:
     """A scheduled run was skipped (its user's daily token budget is used up): the owner is
     told, unless the chat is muted, once until they read it (a schedule every minute must not
-    bury everything else). True when a notification was written."""
+    bury everything else). True when the owner was told (a notification written, the chat
+    not muted)."""
     params = {"user_id": chat["user_id"], "chat_pk": chat["pk"], "kind": SCHEDULE_SKIPPED}
     if await tx.fetch_one(_UNREAD_OF_KIND, params) is not None:
         return False

@@ -305,10 +305,16 @@ class Reply:
     async def call_finished(
         self, call: ToolCallRow, *, status: str, result: str, is_error: bool, duration_ms: int | None
     ) -> ToolCallRow:
+        """The call's outcome; fenced, as every write of the run (a Stop or another worker
+        that took the run over ended it: :class:`LostRun`)."""
         async with self.db.transaction() as tx:
+            if not await runs.hold(tx, self.run):
+                raise LostRun(self.run.id)
             row = await tool_calls.finish(
                 tx, call["pk"], status=status, result=result, is_error=is_error, duration_ms=duration_ms, now=now_ms()
             )
+            if row is None:
+                raise LostRun(self.run.id)
             await events.append(tx, self.chat["pk"], events.TOOL_CALL_COMPLETED, self._event(row))
         return row
 

@@ -124,8 +124,11 @@ _ANSWERED = (
     .order_by(_r.pk.desc())
     .limit(1)
 )
+# Queued or running (a waiting run holds no worker): ``_active`` first, so that the partial
+# index ``ix_runs_active_pk`` serves it (a pass reads it every second; a scan of every run ever
+# made would grow with the table).
 _SCHEDULED_IN_FLIGHT = sa.select(sa.func.count().label("n")).where(
-    _r.trigger == "schedule", _r.status.in_((_QUEUED, _RUNNING))
+    _active(_r), _r.trigger == "schedule", _r.status != _WAITING
 )
 
 # The claim, one write statement: the oldest runs that are queued, or running under a lease
@@ -212,7 +215,6 @@ _CANCEL = (
     .values(status="cancelled", finished_at=sa.bindparam("now"), lease_expires_at=None, error="stopped by the user")
     .returning(_r.pk)
 )
-_STATUS = sa.select(_r.status).where(_r.pk == sa.bindparam("run_pk"))
 _HOLD = sa.select(_r.pk).where(*_MINE).with_for_update()
 _LOCK = sa.select(_r.pk).where(_r.pk == sa.bindparam("run_pk")).with_for_update()
 _SET_MESSAGE = sa.update(runs).where(*_MINE).values(assistant_message_pk=sa.bindparam("message_pk"))
@@ -464,11 +466,6 @@ async def cancelled_among(db: Database, run_pks: Sequence[int]) -> list[int]:
         return []
     records = orjson.dumps([{"pk": pk} for pk in run_pks]).decode()
     return [row["pk"] for row in await db.fetch_all(_CANCELLED_AMONG, {"runs": records})]
-
-
-async def status_of(db: Database, run_pk: int) -> str | None:
-    row = await db.fetch_one(_STATUS, {"run_pk": run_pk})
-    return None if row is None else str(row["status"])
 
 
 async def hold(tx: Connection, run: Claim) -> bool:

@@ -205,7 +205,7 @@ _SET_STATUS = (
 )
 _FINISH = (
     sa.update(tool_calls)
-    .where(_c.pk == sa.bindparam("pk"))
+    .where(_c.pk == sa.bindparam("pk"), _c.status.in_(json_texts("from")))
     .values(
         status=sa.bindparam("status"),
         result=sa.bindparam("result"),
@@ -235,23 +235,30 @@ _AWAIT_APPROVAL = (
 
 
 async def await_approval(tx: Connection, pk: int) -> ToolCallRow:
-    """The call waits for the user (from ``requested``; or ``running`` when a resumed turn
-    finds its tool now needs approval)."""
-    row = await tx.fetch_one(_AWAIT_APPROVAL, {"pk": pk, "from": _texts(REQUESTED, RUNNING)})
+    """The call waits for the user (from ``requested``: a call that started is never asked)."""
+    row = await tx.fetch_one(_AWAIT_APPROVAL, {"pk": pk, "from": _texts(REQUESTED)})
     assert row is not None
     return cast(ToolCallRow, row)
 
 
 async def finish(
     tx: Connection, pk: int, *, status: str, result: str, is_error: bool, duration_ms: int | None, now: int
-) -> ToolCallRow:
-    """The call's final state (``completed``, ``failed`` or ``denied``) and what it gave back."""
+) -> ToolCallRow | None:
+    """The call's final state (``completed``, ``failed`` or ``denied``) and what it gave back;
+    None if it had ended already (a Stop marked it failed): a final state is never overwritten."""
     row = await tx.fetch_one(
         _FINISH,
-        {"pk": pk, "status": status, "result": result, "is_error": is_error, "duration_ms": duration_ms, "now": now},
+        {
+            "pk": pk,
+            "status": status,
+            "result": result,
+            "is_error": is_error,
+            "duration_ms": duration_ms,
+            "now": now,
+            "from": _texts(REQUESTED, APPROVED, RUNNING),
+        },
     )
-    assert row is not None
-    return cast(ToolCallRow, row)
+    return cast("ToolCallRow | None", row)
 
 
 # ------------------------------------------------------------------ the user's decision

@@ -241,7 +241,7 @@ async def set_schedule(context: Context, arguments: dict[str, Any]) -> str:
     spec = schedules.ScheduleSpec(
         timezone=zone,
         prompt=prompt,
-        active=True,
+        active=bool(current["active"]) if current is not None else True,  # pausing is pause_schedule's
         tools=None if kept_tools is None else tuple(kept_tools),
         allow_changes=bool(current["allow_changes"]) if current is not None else False,
         **timing,

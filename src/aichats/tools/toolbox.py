@@ -26,7 +26,7 @@ from aichats.agent.models import ToolCall, ToolChoice, ToolSpec
 from aichats.config import Settings
 from aichats.crypto import Sealer
 from aichats.services import tool_servers
-from aichats.services.tool_calls import APPROVED, NewCall, ToolCallRow
+from aichats.services.tool_calls import REQUESTED, NewCall, ToolCallRow
 from aichats.storage.database import Database
 from aichats.tools import Endpoint, ToolInfo, ToolOutcome, builtin, mcp, url_policy
 from aichats.tools.mcp import Sessions
@@ -178,10 +178,12 @@ class Toolbox:
 
     def asks(self, call: ToolCallRow) -> bool:
         """Whether the call must wait for the user before it runs: its tool, as the turn finds
-        it now, needs approval, nobody approved this call, and someone is there to ask."""
+        it now, needs approval, the call has not been decided nor started, and someone is
+        there to ask. A call found ``running`` (its turn was cut off) is not asked again:
+        :func:`aichats.runs.turn` reports it as interrupted if it changes things."""
         tool = self.find(call["name"])
         needed = tool is not None and tool.needs_approval and not self.scheduled
-        return needed and call["status"] != APPROVED
+        return needed and call["status"] == REQUESTED
 
     def changes_things(self, call: ToolCallRow) -> bool:
         tool = self.find(call["name"])

@@ -256,7 +256,7 @@ export interface SchedulePreview {
 export interface Run {
   id: string;
   trigger: "message" | "schedule" | "manual" | "retry";
-  status: "queued" | "running" | "completed" | "failed" | "cancelled";
+  status: "queued" | "running" | "waiting" | "completed" | "failed" | "cancelled";
   scheduled_for: string | null;
   created_at: string;
   started_at: string | null;
