@@ -74,6 +74,26 @@ def test_past_the_limit_429_with_retry_after_and_the_headers(limited: tuple[AppS
         assert response.status_code == 200 and limit_headers(response) == (5, 4, 60)
 
 
+def test_an_admitted_request_that_fails_still_says_what_is_left(limited: tuple[AppServer, Clock]) -> None:
+    """A request admitted by the limit is counted whatever it answers: its error answer (a bad
+    body, an unknown chat) tells the client what is left, as a success does. A request refused
+    before the key is known (401) is counted against nothing, and says nothing of a limit."""
+    server, clock = limited
+    with server.client(server.account()) as api:
+        clock.now += 1
+        assert limit_headers(api.post("/ai_chats", json={"message_text": ""})) == (5, 4, 59)  # 422
+        assert limit_headers(api.post("/ai_chats", content=b"{", headers={"Content-Type": "application/json"})) == (
+            5,
+            3,
+            59,
+        )  # 400, fmt: skip
+        missing = api.get("/ai_chats/aich_nothing")
+        assert_error(missing, 404, "not_found")
+        assert limit_headers(missing) == (5, 4, 59)  # retrieve counts apart from create
+        unauthenticated = api.get("/ai_chats/aich_nothing", headers={"Authorization": "Bearer wrong"})
+        assert unauthenticated.status_code == 401 and "ratelimit-remaining" not in unauthenticated.headers
+
+
 def test_refused_requests_change_nothing(limited: tuple[AppServer, Clock]) -> None:
     server, _ = limited
     with server.client(server.account()) as api:

@@ -6,17 +6,21 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from aichats.api import operations
 from aichats.api.auth_limit import FailedAuthLimit
+from aichats.api.dispatch import OperationDispatch
 from aichats.api.errors import http_error, service_error, unexpected_error
+from aichats.api.headers import SecurityHeaders
 from aichats.api.openapi import openapi_document
 from aichats.api.rate_limit import RateLimiter
 from aichats.api.registry import OPERATIONS
@@ -24,7 +28,7 @@ from aichats.api.responses import json_response
 from aichats.config import Settings, get_settings
 from aichats.errors import ServiceError
 from aichats.observability import routes as observability
-from aichats.observability.middleware import ObservedStarlette
+from aichats.observability.middleware import RequestObserver
 from aichats.observability.shared import publishing
 from aichats.runs.background import background
 from aichats.services.budgets import Budgets
@@ -45,6 +49,27 @@ class IdConvertor(StringConvertor):
 
 register_url_convertor("id", IdConvertor())
 log = logging.getLogger("aichats")
+
+
+class App(Starlette):
+    """Starlette with our layers around its whole stack, outermost first:
+
+    - :class:`~aichats.observability.middleware.RequestObserver`: request ids and metrics;
+    - :class:`~aichats.api.dispatch.OperationDispatch`: the API's operations, run directly;
+    - :class:`~aichats.api.headers.SecurityHeaders`: the security headers;
+    - then Starlette's own stack: its ``ServerErrorMiddleware`` (500s), its exception
+      handlers, and its router.
+
+    Outside, not as Starlette middleware: that runs inside ``ServerErrorMiddleware``, whose
+    500 answers would miss the ids, the counts and the headers.
+    """
+
+    def __init__(self, *, api_routes: list[Route], routes: list[BaseRoute], **options: Any) -> None:
+        super().__init__(routes=[*api_routes, *routes], **options)
+        self.api_routes = api_routes
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestObserver(OperationDispatch(SecurityHeaders(super().build_middleware_stack()), self.api_routes))
 
 
 async def openapi(request: Request) -> Response:
@@ -85,14 +110,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.db.close()
 
     # The router tries routes in order: the API's (busiest first), then the others.
-    routes = [
-        *operations.routes(OPERATIONS),
+    routes: list[BaseRoute] = [
         Route("/healthz", observability.healthz, methods=["GET"]),
         *observability.routes(),  # /metrics, /readyz
         Route("/openapi.json", openapi, methods=["GET"]),
         *web_routes(),
     ]
-    app = ObservedStarlette(  # request ids and metrics, then security headers, on every answer, 500s included
+    app = App(
+        api_routes=operations.routes(OPERATIONS),
         routes=routes,
         lifespan=lifespan,
         exception_handlers={

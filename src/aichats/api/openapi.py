@@ -114,6 +114,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     responses[str(op.status)]["headers"] = _RATE_LIMIT
     for code in (401, 403, 429, *op.errors):
         responses[str(code)] = _json(_ref(schemas.Error), _ERRORS[code])
+        if code not in (401, 403):  # answered after the key's request was counted: what is left of its limit
+            responses[str(code)]["headers"] = _RATE_LIMIT
     responses["429"]["headers"] = _RETRY_AFTER
     if op.turn:
         responses["429"]["description"] += _BUDGET

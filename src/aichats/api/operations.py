@@ -24,9 +24,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aichats.api.auth import require
+from aichats.api.errors import service_error
 from aichats.api.inputs import parse_object, read_body, read_json, validate
 from aichats.api.rate_limit import RateLimiter
 from aichats.config import Settings
+from aichats.errors import ServiceError
 from aichats.services import chats
 from aichats.services.chats import ChatRow
 from aichats.services.keys import Principal
@@ -160,7 +162,8 @@ def _endpoint(operations: dict[str, Operation]) -> Callable[[Request], Awaitable
     rate limit (429, :mod:`aichats.api.rate_limit`), then the body (400/413/422), then the
     handler (for an operation that starts a turn, the user's token budget first: 429; then
     404 and the rest). A bodiless GET costs a dict lookup and the :class:`Call`: no model,
-    no extra await; the rate limit, a dict lookup too, as long as this process's block lasts."""
+    no extra await; the rate limit, a dict lookup too, as long as this process's block lasts.
+    Every answer of an admitted request carries its ``RateLimit-*`` headers, errors included."""
     if "GET" in operations:
         operations = {**operations, "HEAD": operations["GET"]}
 
@@ -174,11 +177,14 @@ def _endpoint(operations: dict[str, Operation]) -> Callable[[Request], Awaitable
         if limiter is not None:
             key_id, operation_id = principal.key_id, op.operation_id
             limited = limiter.take(key_id, operation_id) or await limiter.admit(key_id, operation_id)
-        body = parsed = None
-        if op.body is not None:
-            parsed = await read_json(request) if op.body_required else await _optional_json(request, settings)
-            body = validate(op.body, parsed)
-        response = await op.handler(Call(request, principal, state.db, settings, body, parsed))
+        try:
+            body = parsed = None
+            if op.body is not None:
+                parsed = await read_json(request) if op.body_required else await _optional_json(request, settings)
+                body = validate(op.body, parsed)
+            response = await op.handler(Call(request, principal, state.db, settings, body, parsed))
+        except ServiceError as error:  # admitted, and counted: the error tells what is left too
+            response = await service_error(request, error)
         if limited is not None:
             response.raw_headers.extend(limited)
         return response

@@ -10,7 +10,7 @@
   :data:`aichats.observability.metrics.HTTP_REQUESTS`. A stream (SSE) counts the time
   until it opened, not how long it stayed open.
 
-It wraps Starlette's ``ServerErrorMiddleware`` too (see :class:`ObservedStarlette`), so
+It wraps Starlette's ``ServerErrorMiddleware`` too (see :class:`aichats.api.app.App`), so
 500s are counted and carry the id, and the ``unhandled error`` line they log names the
 request. Its cost is measured by ``bench/metrics.py``: about 2 µs a request on the
 shared test machine (a third of it the wrapper's layer itself), half what counting with
@@ -30,7 +30,6 @@ from typing import Any
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aichats.api.headers import SecuredStarlette
 from aichats.observability.logs import request_id
 from aichats.observability.metrics import HTTP_REQUESTS, Histogram
 
@@ -120,11 +119,3 @@ class RequestObserver:
         if series is None:
             series = self.histogram.series[labels] = [0.0] + [0] * (len(self.histogram.bounds) + 1)
         return series
-
-
-class ObservedStarlette(SecuredStarlette):
-    """The app with :class:`RequestObserver` outside everything, the security headers and
-    Starlette's error handling included."""
-
-    def build_middleware_stack(self) -> ASGIApp:
-        return RequestObserver(super().build_middleware_stack())

@@ -18,7 +18,7 @@ import orjson
 import sqlalchemy as sa
 
 from aichats import ids
-from aichats.clock import isoformat_ms, isoformat_ms_or_none, now_ms
+from aichats.clock import isoformat_ms, now_ms
 from aichats.errors import NotFound
 from aichats.services import budgets
 from aichats.services.events import USERS_CHANNEL
@@ -258,7 +258,7 @@ def chat_json(row: Row) -> dict[str, Any]:
         "blended_token_usage": decimal_tokens(row["blended_token_usage_micros"]),
         "created_at": isoformat_ms(row["created_at"]),
         "updated_at": isoformat_ms(row["updated_at"]),
-        "last_message_at": isoformat_ms_or_none(last),
+        "last_message_at": None if last is None else isoformat_ms(last),  # inlined: a list page calls this 20 times
         "user": {"id": row["user_id"]},
     }
 
