@@ -270,8 +270,9 @@ def chat_tools_json(row: Row) -> dict[str, Any]:
 
 
 async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> dict[str, Any]:
-    """Store the chat's row, with no message yet (inside ``tx``): its first message is
-    :func:`aichats.services.messages.create_chat`'s, in the same transaction."""
+    """Store the chat's row (inside ``tx``), counting its first message already: that message
+    is :func:`aichats.services.messages.create_chat`'s, in the same transaction, stored
+    uncounted (one UPDATE of the new row fewer, and of its activity index)."""
     chat: dict[str, Any] = {
         "id": ids.new_id(ids.CHAT),
         "user_id": user_id,
@@ -280,11 +281,11 @@ async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> 
         "notification_preference": NotificationPreference.all.value,
         "agent_identifier": data.agent_identifier.value,
         "current_company_id": data.current_company_id,
-        "message_count": 0,
+        "message_count": 1,
         "blended_token_usage_micros": 0,
         "created_at": now,
         "updated_at": now,
-        "last_message_at": None,
+        "last_message_at": now,
         "activity_at": now,
         "tools": tools_column(data.tools),
     }

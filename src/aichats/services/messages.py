@@ -173,11 +173,13 @@ async def add_user_message(
     now: int,
     trigger: str = "message",
     scheduled_for: int | None = None,
+    counted: bool = True,
 ) -> MessageRow:
     """Store the user's message, its reply-to-be (``pending``) and the agent's queued turn.
 
     The pending reply holds the reply's place right after the message it answers, so a
     chat always reads question, answer, question, answer, however the turns are timed.
+    ``counted=False``: the chat already counts the message (a new chat's first).
     """
     # Stored with their names and types, so a message shows what was attached without a
     # lookup per file.
@@ -192,6 +194,7 @@ async def add_user_message(
         tx,
         chat_pk,
         now,
+        counted=counted,
         role="user",
         content=data.text,
         status="completed",
@@ -291,9 +294,10 @@ async def create_chat(tx: Connection, user_id: str, data: chats.NewChat) -> dict
     message counts on its chat, so this module imports ``chats``, and not the reverse.
     """
     now = now_ms()
-    chat = await chats.insert_chat(tx, user_id, data, now)
-    await add_user_message(tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data.message, now=now)
-    chat.update(message_count=1, last_message_at=now)
+    chat = await chats.insert_chat(tx, user_id, data, now)  # counting the first message
+    await add_user_message(
+        tx, user_id=user_id, chat_pk=chat["pk"], chat_id=chat["id"], data=data.message, now=now, counted=False
+    )
     return chat
 
 

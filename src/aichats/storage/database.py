@@ -13,7 +13,8 @@ SQLite runs on the event loop: its calls take microseconds and touch a local fil
 a thread hop would cost more than the call. Reads use their own connection (WAL mode
 lets them proceed while a write is open); writes share one connection, serialised by
 an ``asyncio.Lock`` so that a transaction spanning ``await`` points never interleaves
-with another.
+with another. The transactions of one turn of the event loop commit together
+(:meth:`SQLiteDatabase.transaction`), each in a savepoint of its own.
 """
 
 from __future__ import annotations
@@ -158,13 +159,13 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def _sqlite_connect(path: str) -> sqlite3.Connection:
+def _sqlite_connect(path: str, busy_ms: int = 5000) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.row_factory = sqlite3.Row
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA foreign_keys=ON")
-    connection.execute("PRAGMA busy_timeout=5000")
+    connection.execute(f"PRAGMA busy_timeout={busy_ms}")
     # Reads through a memory map skip a system call per page; a larger page cache keeps
     # the hot part of the indexes in memory (both are per connection, in bytes / KiB).
     connection.execute("PRAGMA mmap_size=268435456")
@@ -201,6 +202,32 @@ class _SQLiteConnection:
 
 log = logging.getLogger("aichats.database")
 
+# At most this many transactions in one group commit: a member waits for the batch's COMMIT,
+# so a batch must not grow for ever under a steady stream of writers.
+MAX_BATCH = 64
+# How long a transaction waits for another process's write to end (SQLite's busy timeout).
+BUSY_SECONDS = 5.0
+
+
+class DatabaseError(Exception):
+    """A transaction lost with its batch (whose COMMIT failed, or was rolled back whole)."""
+
+
+class _Batch:
+    """Transactions that commit together (SQLiteDatabase.transaction)."""
+
+    def __init__(self) -> None:
+        self.members = 0
+        self.pending: dict[tuple[str, str], None] = {}  # every member's notifications, in order
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.committer: asyncio.Task[None] | None = None  # kept: the loop holds its tasks weakly
+
+    def fail(self, error: BaseException) -> None:
+        if not self.committed.done():
+            self.committed.set_exception(error)
+            self.committed.exception()  # retrieved: a batch that no member waits for logs nothing
+
+
 # How often an SQLite database looks for commits by other processes (a CLI revoking a key,
 # a scheduler tick, another server process): a PRAGMA that costs microseconds.
 WATCH_SECONDS = 0.5
@@ -219,9 +246,11 @@ class SQLiteDatabase:
     def __init__(self, url: str) -> None:
         self.url = url
         path = sqlite_path(url)
-        self._writer = _sqlite_connect(path)
+        # The writer waits for other processes' writes itself, without blocking the loop (_begin).
+        self._writer = _sqlite_connect(path, busy_ms=0)
         self._reader = _SQLiteConnection(_sqlite_connect(path))
         self._write_lock = asyncio.Lock()
+        self._batch: _Batch | None = None  # the transaction the next writers join, until it commits
         self._listeners: dict[str, list[Listener]] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -262,16 +291,75 @@ class SQLiteDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
+        """A transaction, committed with those of the other tasks that run one in the same
+        turn of the event loop (a group commit).
+
+        Each transaction is a savepoint of the batch's one SQLite transaction: its failure
+        rolls back its own statements alone. The first of a batch starts a task that commits
+        it once the tasks already waiting for the writer have had their turn; every member
+        returns only after that COMMIT (or raises its error), and notifications go out after
+        it. Under load that turns a COMMIT per request (its WAL pages written, the same table
+        and index pages again and again) into one per batch: ``bench/api.py``'s ``create``.
+        """
         async with self._write_lock:
-            self._writer.execute("BEGIN IMMEDIATE")
+            batch = self._batch
+            if batch is None:
+                await self._begin()
+                batch = self._batch = _Batch()
+                batch.committer = asyncio.get_running_loop().create_task(self._commit(batch))
+            self._writer.execute("SAVEPOINT member")
             connection = _SQLiteConnection(self._writer)
             try:
                 yield connection
             except BaseException:
-                self._writer.execute("ROLLBACK")
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK TO member")
+                    self._writer.execute("RELEASE member")
+                else:  # SQLite gave up the whole transaction (a full disk, say): the batch is lost
+                    self._batch = None
+                    batch.fail(DatabaseError("the transaction was rolled back with its batch"))
                 raise
+            self._writer.execute("RELEASE member")
+            batch.pending.update(connection.pending)
+            batch.members += 1
+            if batch.members >= MAX_BATCH:
+                self._commit_now(batch)
+        await asyncio.shield(batch.committed)
+
+    async def _begin(self) -> None:
+        """BEGIN IMMEDIATE (the write lock), waiting up to ``BUSY_SECONDS`` while another
+        process writes: on the loop, which goes on serving (SQLite's own busy wait would
+        block it, and with it this process's batch that the other may be waiting for)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_SECONDS
+        pause = 0.0005
+        while True:
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Commit ``batch`` once the tasks that wait for the writer now have joined it."""
+        async with self._write_lock:
+            if self._batch is batch:
+                self._commit_now(batch)
+
+    def _commit_now(self, batch: _Batch) -> None:
+        self._batch = None
+        try:
             self._writer.execute("COMMIT")
-        for channel, payload in connection.pending:
+        except BaseException as error:
+            if self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
+            batch.fail(error)
+            return
+        batch.committed.set_result(None)
+        for channel, payload in batch.pending:
             for listener in self._listeners.get(channel, ()):
                 listener(payload)
 
@@ -280,6 +368,9 @@ class SQLiteDatabase:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        async with self._write_lock:  # what a last batch holds is committed, not lost
+            if self._batch is not None:
+                self._commit_now(self._batch)
         self._writer.close()
         self._reader._connection.close()
 
