@@ -6,7 +6,7 @@
   they are one user's data: no shared or browser cache may keep them. The page and
   ``/static/*`` keep their own caching headers.
 
-It wraps the whole middleware stack (see :func:`aichats.api.app.create_app`), so the 500s
+It wraps the whole middleware stack (see :class:`aichats.api.app.App`), so the 500s
 that Starlette's outermost ``ServerErrorMiddleware`` sends carry the headers too. It only
 appends to the response's start message, never touches bodies, so streams stream, and
 its headers are precomputed bytes: about a microsecond per request. The operations that
