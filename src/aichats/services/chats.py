@@ -163,7 +163,8 @@ class ChatRow(TypedDict):
 _OWNED_LIVE = (_c.id == sa.bindparam("chat_id"), _c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
 
 _GET = sa.select(*CHAT_COLUMNS).where(*_OWNED_LIVE)
-_INSERT_CHAT = (
+# Public for the one-statement create of :mod:`aichats.services.messages` (a CTE of it).
+INSERT_CHAT = (
     sa.insert(ai_chats)
     .values(
         {
@@ -269,11 +270,11 @@ def chat_tools_json(row: Row) -> dict[str, Any]:
     return {"ai_chat_id": row["id"], "tools": tools_of(row["tools"])}
 
 
-async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> dict[str, Any]:
-    """Store the chat's row (inside ``tx``), counting its first message already: that message
-    is :func:`aichats.services.messages.create_chat`'s, in the same transaction, stored
-    uncounted (one UPDATE of the new row fewer, and of its activity index)."""
-    chat: dict[str, Any] = {
+def new_chat_row(user_id: str, data: NewChat, now: int) -> dict[str, Any]:
+    """A new chat's row, its pk aside (:data:`INSERT_CHAT`'s binds), counting its first message
+    already: that message is :func:`aichats.services.messages.create_chat`'s, stored in the
+    same transaction and uncounted (one UPDATE of the new row fewer, and of its activity index)."""
+    return {
         "id": ids.new_id(ids.CHAT),
         "user_id": user_id,
         "title": data.title,
@@ -289,7 +290,12 @@ async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> 
         "activity_at": now,
         "tools": tools_column(data.tools),
     }
-    row = await tx.fetch_one(_INSERT_CHAT, chat)
+
+
+async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> dict[str, Any]:
+    """Store the chat's row (inside ``tx``): :func:`new_chat_row`, with its pk."""
+    chat = new_chat_row(user_id, data, now)
+    row = await tx.fetch_one(INSERT_CHAT, chat)
     assert row is not None
     chat["pk"] = row["pk"]
     return chat

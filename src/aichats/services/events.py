@@ -48,6 +48,23 @@ _APPEND = (
     .values({c: sa.bindparam(c) for c in ("chat_pk", "type", "data", "created_at")})
     .returning(_e.pk)
 )
+
+
+def append_from(chat_pk: sa.ColumnElement[Any]) -> sa.Insert:
+    """:func:`append`'s insert, its chat taken from another statement's rows (a CTE of
+    :func:`aichats.services.messages.create_chat_alone`); binds ``event_type``,
+    ``event_data`` (JSON text) and ``created_at``. The caller notifies :data:`CHANNEL`."""
+    return sa.insert(chat_events).from_select(
+        ["chat_pk", "type", "data", "created_at"],
+        sa.select(
+            chat_pk,
+            sa.bindparam("event_type", type_=sa.String),
+            sa.bindparam("event_data", type_=sa.Text),
+            sa.bindparam("created_at", type_=sa.BigInteger),
+        ),
+    )
+
+
 _AFTER = (
     sa.select(_e.pk, _e.type, _e.data)
     .where(_e.chat_pk == sa.bindparam("chat_pk"), _e.pk > sa.bindparam("after"))

@@ -118,6 +118,28 @@ _INSERT = sa.insert(runs).values(
         )
     }
 )  # fmt: skip
+
+
+def queue_from(
+    chat_pk: sa.ColumnElement[Any], message_pk: sa.ColumnElement[Any], reply_pk: sa.ColumnElement[Any]
+) -> sa.Insert:
+    """:func:`queue`'s insert, its chat and messages taken from the rows of other statements
+    (the CTEs of :func:`aichats.services.messages.create_chat_alone`); its own values are the
+    binds ``run_id``, ``trigger``, ``scheduled_for`` and ``created_at``. The caller notifies
+    :data:`CHANNEL`."""
+    return sa.insert(runs).from_select(
+        [
+            "id", "chat_pk", "trigger", "status", "user_message_pk", "assistant_message_pk", "scheduled_for",
+            "created_at",
+        ],
+        sa.select(
+            sa.bindparam("run_id", type_=sa.String), chat_pk, sa.bindparam("trigger", type_=sa.String), _QUEUED,
+            message_pk, reply_pk, sa.bindparam("scheduled_for", type_=sa.BigInteger),
+            sa.bindparam("created_at", type_=sa.BigInteger),
+        ),
+    )  # fmt: skip
+
+
 _ANSWERED = (
     sa.select(_r.user_message_pk)
     .where(_r.chat_pk == sa.bindparam("chat_pk"), _r.assistant_message_pk == sa.bindparam("message_pk"))
