@@ -10,7 +10,9 @@ addresses is tested on the per-test app, which keeps the default.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -25,8 +27,9 @@ from aichats.storage import database
 from aichats.storage.schema import tool_servers
 from tests.conftest import NO_AUTH_LIMIT
 from tests.support.api import assert_error
-from tests.support.mcp_server import TOOL_NAMES, McpProcess, garbage_server, serving_mcp
+from tests.support.mcp_server import TOOL_NAMES, McpProcess, command, garbage_server, serving_mcp
 from tests.support.servers import AppServer, Server, free_port
+from tests.support.waiting import wait_for
 
 SECRET = "Bearer s3cret-token-7f3a9"
 
@@ -278,6 +281,34 @@ def test_each_call_needs_its_scope(server: Server, api: httpx2.Client, mcp_serve
 
 
 # ----------------------------------------------------------------------------- the tools an agent can use
+
+
+def test_a_server_process_lists_the_operators_servers_once(new_database: Callable[[], str], tmp_path: Path) -> None:
+    """The API's tool list and the workers' turns share the operator's servers and their
+    lists: a stdio server is started once by a process that serves both (it was started by
+    each, one cache in the app and one in the workers)."""
+    starts = tmp_path / "starts"
+    stdio = command("--transport", "stdio")
+    script = (
+        f"import runpy, sys; open({str(starts)!r}, 'a').write('started\\n'); "
+        f"sys.argv = {stdio[2:]!r}; runpy.run_module('tests.support.mcp_server', run_name='__main__')"
+    )
+    ops = {"name": "ops", "command": sys.executable, "args": ["-c", script]}
+    with AppServer(
+        new_database(), tmp_path / "files", workers=1, model="test:echo", tool_servers=[ops], tool_timeout_seconds=10
+    ) as app:
+        with app.client(app.account()) as api:
+            listed = api.get("/tools")
+            assert listed.status_code == 200, listed.text
+            assert any(tool["name"].startswith("ops__") for tool in listed.json()["data"])
+            chat = api.post("/ai_chats", json={"message_text": "hello"}).json()
+
+            def answered() -> bool:
+                replies = api.get(f"/ai_chats/{chat['id']}/messages").json()["data"]
+                return any(m["role"] == "assistant" and m["status"] == "completed" for m in replies)
+
+            wait_for(answered, 30, "the agent's reply")
+    assert starts.read_text().splitlines() == ["started"]
 
 
 def test_tools_lists_built_in_operator_and_own_tools(api: httpx2.Client, mcp_server: McpProcess) -> None:

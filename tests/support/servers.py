@@ -244,14 +244,14 @@ class AppServer(Server):
     """The app in this process, lifespan run, called through ``httpx2.ASGITransport``.
 
     No socket and no process: it starts in milliseconds, so each test can have its own (on
-    its own database). It runs no workers. Use it as a context manager.
+    its own database). It runs no workers unless ``settings`` give some. Use it as a context manager.
     """
 
     root = "http://aichats.test"
 
     def __init__(self, database_url: str, files_dir: Path, **settings: Any) -> None:
         self.database_url = database_url
-        self.settings = Settings(database_url=database_url, workers=0, files_dir=str(files_dir), **settings)
+        self.settings = Settings(database_url=database_url, files_dir=str(files_dir), **{"workers": 0, **settings})
         self._stack = ExitStack()
 
     def __enter__(self) -> AppServer:

@@ -36,6 +36,7 @@ from aichats.services.events import EventHub
 from aichats.services.keys import KEYS_CHANNEL, KeyCache
 from aichats.services.notifications import LiveStates
 from aichats.storage import database
+from aichats.tools.operator import OperatorServers
 from aichats.web.routes import routes as web_routes
 
 
@@ -94,10 +95,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.rate_limiter = RateLimiter(db, per_minute) if per_minute else None
         app.state.budgets = Budgets(settings.token_budget_per_day)
         await app.state.budgets.attach(db)
+        # The operator's tool servers, listed for the API and the workers alike (once each).
+        app.state.operator_tool_servers = operator = OperatorServers(settings)
         try:
             # The agent workers, scheduler, webhook sender and housekeeping, supervised.
             async with (
-                background(db, settings, workers=settings.workers, housekeeping=True, api=True) as supervisor,
+                background(
+                    db, settings, workers=settings.workers, housekeeping=True, api=True, operator=operator
+                ) as supervisor,
                 publishing(),  # --processes N: one set of metrics for all N (observability/shared.py)
             ):
                 app.state.supervisor = supervisor  # /readyz asks it which services run

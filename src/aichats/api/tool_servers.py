@@ -136,10 +136,7 @@ async def list_tools(call: Call) -> Response:
 
 
 def _operator(call: Call) -> OperatorServers:
-    """The operator's servers, kept by the app (made on first use) so that their lists are
-    kept across requests."""
-    state = call.request.app.state
-    servers: OperatorServers | None = getattr(state, "operator_tool_servers", None)
-    if servers is None:
-        servers = state.operator_tool_servers = OperatorServers(call.settings)
+    """The operator's servers, kept by the app (its lifespan makes them, for its workers
+    too) so that their lists are kept across requests."""
+    servers: OperatorServers = call.request.app.state.operator_tool_servers
     return servers

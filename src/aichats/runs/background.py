@@ -18,11 +18,18 @@ from aichats.runs.supervisor import Service, Supervisor
 from aichats.runs.worker import Workers
 from aichats.scheduling.loop import schedule_forever
 from aichats.storage.database import Database
+from aichats.tools.operator import OperatorServers
 
 
 @asynccontextmanager
 async def background(
-    db: Database, settings: Settings, *, workers: int, housekeeping: bool, api: bool = False
+    db: Database,
+    settings: Settings,
+    *,
+    workers: int,
+    housekeeping: bool,
+    api: bool = False,
+    operator: OperatorServers | None = None,
 ) -> AsyncIterator[Supervisor]:
     """The process's services, running while in the block (which gets their supervisor);
     stopped, and waited for, after it.
@@ -32,10 +39,12 @@ async def background(
     to the worker processes); ``housekeeping`` (``serve``) forgets expired idempotency
     answers hourly. The agents' models are loaded before the block starts. In a process
     that also serves the ``api``, the turns use at most half of ``db``'s connections at
-    once, the other half being the API's (:mod:`aichats.runs.share`).
+    once, the other half being the API's (:mod:`aichats.runs.share`). ``operator``: the
+    operator's tool servers as the API lists them, so that the process lists (and, for a
+    stdio server, starts) each once (else the workers keep their own).
     """
     turns_db = Share(db, turn_slots(settings.postgres_pool_size)) if api else None
-    pool = Workers(db, settings, workers, turns_db=turns_db)
+    pool = Workers(db, settings, workers, turns_db=turns_db, operator=operator)
     await pool.prepare()
     services = pool.services()
     if workers:

@@ -346,13 +346,21 @@ class Workers:
     """This process's worker, its model cache and its wake-up (``aichats_runs``), for
     ``count`` turns at once (``AICHATS_WORKERS``; 0: none)."""
 
-    def __init__(self, db: Database, settings: Settings, count: int, *, turns_db: Database | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        count: int,
+        *,
+        turns_db: Database | None = None,
+        operator: OperatorServers | None = None,
+    ) -> None:
         self.db = db
         self.turns_db = turns_db
         self.settings = settings
         self.count = count
         self.models = Models(settings)
-        self.operator = OperatorServers(settings)
+        self.operator = operator or OperatorServers(settings)
         self.running = Running(db)
         self._wake = asyncio.Event()
 
