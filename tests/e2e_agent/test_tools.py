@@ -237,6 +237,28 @@ def test_a_weekly_schedule_fires_with_the_tool(tools_server: LiveServer, api: ht
     assert FIGURE in reply["content"] and reply["tool_calls"][0]["status"] == "completed"
 
 
+def test_a_schedule_limited_to_named_tools_is_offered_those_alone(
+    tools_server: LiveServer, api: httpx2.Client, mcp: McpProcess
+) -> None:
+    """The schedule's own tool choice, not the chat's (every tool), at the time it fires:
+    limited to the built-in tools, its run is not offered revenue's tool its prompt names;
+    its choice cleared (``null``: the chat's), the next run is."""
+    register(api, mcp)
+    chat = create_chat(api, "Weekly revenue analysis, please")
+    last_reply(api, chat["id"], "completed", "failed")
+    body = {"prompt": f"Weekly Revenue Analysis {ASK_REVENUE}", "cron": "0 9 * * 1", "timezone": "Europe/Paris"}
+    schedule = api.put(f"/ai_chats/{chat['id']}/schedule", json={**body, "tools": ["builtin"]}).json()
+    assert schedule["tools"] == ["builtin"]
+    tools_server.cli("scheduler", "tick", "--at", schedule["next_run_at"])
+    limited = reply_number(api, chat["id"], 4)
+    assert limited["status"] == "completed" and limited["tool_calls"] == [] and FIGURE not in limited["content"]
+
+    schedule = api.put(f"/ai_chats/{chat['id']}/schedule", json={**body, "tools": None}).json()
+    tools_server.cli("scheduler", "tick", "--at", schedule["next_run_times"][1])  # the first one has fired
+    offered = reply_number(api, chat["id"], 6)
+    assert FIGURE in offered["content"] and offered["tool_calls"][0]["name"] == "revenue__weekly_revenue"
+
+
 def test_a_scheduled_run_is_refused_tools_that_change_things_unless_allowed(
     tools_server: LiveServer, api: httpx2.Client, mcp: McpProcess
 ) -> None:

@@ -13,6 +13,7 @@ from standardwebhooks import Webhook
 
 from aichats import outbound
 from aichats.errors import Invalid
+from aichats.observability import metrics
 from aichats.services import chats, notifications, users, webhooks
 from aichats.services.chats import ChatChanges, NewChat, NotificationPreference
 from aichats.services.messages import NewMessage, create_chat
@@ -89,12 +90,14 @@ async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) 
     await drain(make_worker(db))
 
     receiver.fail_next = 1
+    before = attempts_counted()
     async with webhooks.sender(allow_private=True) as http:
         while await webhooks.deliver_one(db, http, retry_seconds=[0.0, 0.0]):
             pass
     types = [orjson.loads(body)["type"] for _, body in receiver.received]
     assert sorted(set(types)) == ["ai_chat.message.completed", "notification.created"]
     assert len(types) == 3  # one of the two was refused once, then redelivered
+    assert counted_since(before) == {"delivered": 2, "retrying": 1, "failed": 0}  # aichats_webhook_attempts_total
 
     for headers, body in receiver.received:
         verified = Webhook(hook["secret"]).verify(body, headers)
@@ -110,6 +113,39 @@ async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) 
     assert sorted(len(d["attempts"]) for d in log) == [1, 2]
     retried = next(d for d in log if len(d["attempts"]) == 2)
     assert retried["attempts"][0]["status_code"] == 500 and retried["attempts"][1]["status_code"] == 204
+
+
+def attempts_counted() -> dict[str, float]:
+    """``aichats_webhook_attempts_total`` in this process, by result."""
+    return {result: metrics.WEBHOOK_ATTEMPTS.series.get((result,), [0])[0] for result in RESULTS}
+
+
+def counted_since(before: dict[str, float]) -> dict[str, float]:
+    now = attempts_counted()
+    return {result: now[result] - before[result] for result in RESULTS}
+
+
+RESULTS = ("delivered", "retrying", "failed")
+
+
+async def test_a_delivery_that_keeps_failing_is_counted_until_it_fails_for_good(
+    db: Database, receiver: Receiver
+) -> None:
+    user_id = await users.create_user(db)
+    data = webhooks.NewWebhook(url=receiver.url, events=("ai_chat.message.completed",))
+    hook = await webhooks.create_webhook(db, user_id, data, allow_private=True)
+    async with db.transaction() as tx:
+        await create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Hooks"))
+    await drain(make_worker(db))
+    receiver.fail_next = 10
+    before = attempts_counted()
+    async with webhooks.sender(allow_private=True) as http:
+        while await webhooks.deliver_one(db, http, retry_seconds=[0.0, 0.0]):
+            pass
+    assert len(receiver.received) == 3  # the first attempt and two retries
+    assert counted_since(before) == {"delivered": 0, "retrying": 2, "failed": 1}
+    [delivery] = await webhooks.deliveries(db, (await webhooks.get_webhook(db, user_id, hook["id"]))["pk"])
+    assert delivery["status"] == "failed" and len(delivery["attempts"]) == 3
 
 
 async def test_muted_chats_send_no_notification_webhooks(db: Database, receiver: Receiver) -> None:

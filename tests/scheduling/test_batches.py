@@ -9,6 +9,7 @@ import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, cast
 
 import orjson
@@ -24,7 +25,7 @@ from aichats.storage import database
 from aichats.storage.database import Database
 from aichats.storage.schema import ai_chats, chat_events, messages
 from aichats.storage.schema import runs as runs_table
-from tests.scheduling.test_scheduler import ms
+from tests.scheduling.test_scheduler import NY, ms, scheduled_chat, scheduled_runs
 
 pytestmark = pytest.mark.anyio
 MINUTE = 60_000
@@ -115,6 +116,57 @@ async def test_three_concurrent_tickers_fire_every_instant_exactly_once(
     assert deleted["pk"] not in scheduled and len(stored[deleted["pk"]]) == 2
     gone = await schedules.get_schedule(db, deleted["pk"])
     assert not gone["active"] and gone["next_run_at"] is None and not counted[deleted["pk"]]["has_active_cron"]
+
+
+def fired_by_passes(instants: list[int], passes: list[int]) -> list[int]:
+    """What passes at ``passes`` fire of a schedule's ``instants``: at each pass, the latest
+    instant due since the pass before (one catch-up run for any number missed)."""
+    fired, before = [], -1
+    for at in passes:
+        due = [instant for instant in instants if before < instant <= at]
+        if due:
+            fired.append(due[-1])
+        before = at
+    return fired
+
+
+@pytest.mark.parametrize(
+    "start, cron, local_fires",
+    [
+        # 2026-03-08 02:30 does not exist in New York: that day's fire is cron's 03:00.
+        (ms(2026, 3, 6, 12), "30 2 * * *", [(7, 2, 30), (8, 3, 0), (9, 2, 30)]),
+        # 2026-11-01 01:30 happens twice: it fires once.
+        (ms(2026, 10, 30, 12), "30 1 * * *", [(31, 1, 30), (1, 1, 30), (2, 1, 30)]),
+    ],
+)
+async def test_three_tickers_fire_daylight_saving_and_catch_up_once(
+    db: Database, database_url: str, start: int, cron: str, local_fires: list[tuple[int, int, int]]
+) -> None:
+    """Passes every 30 minutes for three days across a clock change in New York, each run by
+    three schedulers at once, with a ten-hour outage on the second day (no pass at all): the
+    daily cron fires cron's own instants, each once, and the hourly schedule fires every
+    hour once, the outage's missed hours as one catch-up run, the latest of them."""
+    daily = await scheduled_chat(db, start, cron=cron)
+    hourly = await scheduled_chat(db, start, interval_seconds=3600)
+    outage = (start + 40 * 3_600_000, start + 50 * 3_600_000)
+    passes = [at for k in range(1, 3 * 48 + 1) if not outage[0] <= (at := start + k * 30 * MINUTE + 7) <= outage[1]]
+    tickers = [await database.connect(database_url, pool_size=3) for _ in range(3)]
+    try:
+        for now in passes:
+            clock.set_clock(lambda now=now: now)
+            await asyncio.gather(*(scheduler.tick(t, max_in_flight=100, now=now, batch_size=1) for t in tickers))
+    finally:
+        for ticker in tickers:
+            await ticker.close()
+    shown = [
+        (local.day, local.hour, local.minute)
+        for local in (datetime.fromtimestamp(r["scheduled_for"] / 1000, NY) for r in await scheduled_runs(db, daily))
+    ]
+    assert shown == local_fires
+    hours = [start + n * 3_600_000 for n in range(1, 3 * 24 + 1)]
+    expected = fired_by_passes(hours, passes)
+    assert [r["scheduled_for"] for r in await scheduled_runs(db, hourly)] == expected
+    assert len(expected) == 3 * 24 - 10  # eleven hours fell due during the outage: the latest fired
 
 
 async def test_fired_messages_carry_the_time_they_were_written(db: Database) -> None:

@@ -22,10 +22,20 @@ pytestmark = pytest.mark.anyio
 
 
 class _Redirects(BaseHTTPRequestHandler):
-    """``/hop/N``: a redirect to ``/hop/N-1``, and ``/hop/0`` a page; ``/page``: a page."""
+    """``/hop/N``: a redirect to ``/hop/N-1``, and ``/hop/0`` a page; ``/page``: a page;
+    ``/big``: 30,000 bytes of text; ``/to-file``: a redirect to a ``file:`` URL."""
 
     def do_GET(self) -> None:
-        if self.path.startswith("/hop/") and self.path != "/hop/0":
+        if self.path == "/big":  # 3,000 lines of text, 10 bytes each
+            body = b"".join(b"line %04d\n" % n for n in range(3000))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/to-file":
+            self._redirect("file:///etc/passwd")
+        elif self.path.startswith("/hop/") and self.path != "/hop/0":
             self._redirect(f"/hop/{int(self.path.rsplit('/', 1)[1]) - 1}")
         else:
             body = b"<html><title>T</title><body><script>x()</script><p>Arrived</p></body></html>"
@@ -79,6 +89,23 @@ async def test_fetch_url_follows_redirects_checking_each_hop(db: Database, site:
     assert page.startswith(f"200 {site}/hop/0") and "Arrived" in page and "x()" not in page
     with pytest.raises(builtin.ToolFailure, match=f"more than {builtin.MAX_REDIRECTS} redirects"):
         await builtin.fetch_url(context, {"url": f"{site}/hop/{builtin.MAX_REDIRECTS + 1}"})
+
+
+async def test_fetch_url_reads_at_most_its_limit(db: Database, site: str) -> None:
+    context = await context_of(db, tools_allow_private_urls=True, fetch_max_bytes=2048)
+    page = await builtin.fetch_url(context, {"url": f"{site}/big"})
+    head, _, text = page.partition("\n\n")
+    assert head == f"200 {site}/big (the first 2048 bytes)"
+    assert text == "".join(f"line {n:04d}\n" for n in range(204)) + "line 020"  # 204 lines and 8 bytes: 2,048
+    whole = await builtin.fetch_url(await context_of(db, tools_allow_private_urls=True), {"url": f"{site}/big"})
+    assert whole.startswith(f"200 {site}/big\n\n") and whole.endswith("line 2999\n")
+
+
+async def test_fetch_url_checks_where_a_redirect_leads(db: Database, site: str) -> None:
+    """A hop the first URL was allowed to make is checked like a first URL: not to a file."""
+    context = await context_of(db, tools_allow_private_urls=True)
+    with pytest.raises(builtin.ToolFailure, match="not fetched"):
+        await builtin.fetch_url(context, {"url": f"{site}/to-file"})
 
 
 async def test_fetch_url_refuses_private_addresses_in_every_spelling(db: Database, site: str) -> None:
