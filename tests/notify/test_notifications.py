@@ -80,20 +80,31 @@ async def test_private_urls_are_refused_unless_allowed() -> None:
         await outbound.check_url("ftp://example.com/x", allow)
 
 
-async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) -> None:
+async def hooked_reply(db: Database, receiver: Receiver, *events: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A user with a webhook on ``events`` to ``receiver``, and a chat of theirs whose reply
+    was written: (user id, webhook, chat)."""
     user_id = await users.create_user(db)
-    data = webhooks.NewWebhook(url=receiver.url, events=("ai_chat.message.completed", "notification.created"))
+    data = webhooks.NewWebhook(url=receiver.url, events=events)
     hook = await webhooks.create_webhook(db, user_id, data, allow_private=True)
-    assert hook["secret"].startswith("whsec_")
     async with db.transaction() as tx:
         chat = await create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Hooks"))
     await drain(make_worker(db))
+    return user_id, hook, chat
 
-    receiver.fail_next = 1
-    before = attempts_counted()
+
+async def deliver_all(db: Database) -> None:
+    """Every delivery due, retries at once (two of them), until none is left."""
     async with webhooks.sender(allow_private=True) as http:
         while await webhooks.deliver_one(db, http, retry_seconds=[0.0, 0.0]):
             pass
+
+
+async def test_signed_delivery_and_redelivery(db: Database, receiver: Receiver) -> None:
+    user_id, hook, chat = await hooked_reply(db, receiver, "ai_chat.message.completed", "notification.created")
+    assert hook["secret"].startswith("whsec_")
+    receiver.fail_next = 1
+    before = attempts_counted()
+    await deliver_all(db)
     types = [orjson.loads(body)["type"] for _, body in receiver.received]
     assert sorted(set(types)) == ["ai_chat.message.completed", "notification.created"]
     assert len(types) == 3  # one of the two was refused once, then redelivered
@@ -131,17 +142,10 @@ RESULTS = ("delivered", "retrying", "failed")
 async def test_a_delivery_that_keeps_failing_is_counted_until_it_fails_for_good(
     db: Database, receiver: Receiver
 ) -> None:
-    user_id = await users.create_user(db)
-    data = webhooks.NewWebhook(url=receiver.url, events=("ai_chat.message.completed",))
-    hook = await webhooks.create_webhook(db, user_id, data, allow_private=True)
-    async with db.transaction() as tx:
-        await create_chat(tx, user_id, NewChat(NewMessage("hi"), title="Hooks"))
-    await drain(make_worker(db))
+    user_id, hook, _ = await hooked_reply(db, receiver, "ai_chat.message.completed")
     receiver.fail_next = 10
     before = attempts_counted()
-    async with webhooks.sender(allow_private=True) as http:
-        while await webhooks.deliver_one(db, http, retry_seconds=[0.0, 0.0]):
-            pass
+    await deliver_all(db)
     assert len(receiver.received) == 3  # the first attempt and two retries
     assert counted_since(before) == {"delivered": 0, "retrying": 2, "failed": 1}
     [delivery] = await webhooks.deliveries(db, (await webhooks.get_webhook(db, user_id, hook["id"]))["pk"])

@@ -22,7 +22,7 @@ def sqlite_db(tmp_path) -> sqlite3.Connection:
     "order, flt, index",
     [
         (ChatOrder.created_at, (False, False, False), "ix_ai_chats_user_pk_live"),
-        (ChatOrder.created_at, (True, False, False), "ix_ai_chats_user_cron_pk_live"),
+        (ChatOrder.created_at, (True, False, False), "ix_ai_chats_user_active_cron_pk"),
         (ChatOrder.created_at, (False, True, False), "ix_ai_chats_user_agent_pk_live"),
         (ChatOrder.last_activity_at, (False, False, False), "ix_ai_chats_user_activity_live"),
         # A title search filters the rows of the list's own index scan.

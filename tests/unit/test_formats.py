@@ -12,6 +12,7 @@ import pytest
 
 from aichats import clock, ids
 from aichats.errors import Invalid
+from aichats.services.chats import chat_json
 from aichats.services.messages import decimal_tokens
 from aichats.services.pagination import decode_cursor, encode_cursor
 
@@ -102,3 +103,25 @@ def test_cursor_round_trip_and_rejection() -> None:
         decode_cursor("c", cursor, 1, name="after")
     with pytest.raises(Invalid, match="before"):
         decode_cursor("a", "%%%", 2, name="before")
+
+
+@pytest.mark.parametrize(
+    "created, updated, last",
+    [
+        (1701406800401, 1701406800401, 1701406800401),  # a new chat
+        (1701406800401, 1701406900002, 1701406900002),  # a message since
+        (1701406800401, 1701407000000, 1701406900002),  # renamed since its last message
+        (1701406800401, 1701406800401, None),  # no message
+    ],
+)
+def test_a_chats_instants_are_each_its_own(created: int, updated: int, last: int | None) -> None:
+    """``chat_json`` formats an instant once when it repeats: each field is still its own."""
+    row = {
+        "id": "aich_x", "title": None, "notification_preference": "all", "agent_identifier": "support",
+        "message_count": 1, "blended_token_usage_micros": 0, "created_at": created, "updated_at": updated,
+        "last_message_at": last, "user_id": "user_x",
+    }  # fmt: skip
+    shown = chat_json(row)
+    assert shown["created_at"] == clock.isoformat_ms(created)
+    assert shown["updated_at"] == clock.isoformat_ms(updated)
+    assert shown["last_message_at"] == (None if last is None else clock.isoformat_ms(last))

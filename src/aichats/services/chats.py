@@ -208,8 +208,8 @@ def _sort_key(order: ChatOrder) -> tuple[sa.Column[Any], ...]:
 def _filtered(statement: sa.Select[Any], flt: Shape) -> sa.Select[Any]:
     only_active_crons, by_agent, by_title = flt
     statement = statement.where(_c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
-    if only_active_crons:
-        statement = statement.where(_c.has_active_cron == sa.true())
+    if only_active_crons:  # the predicate of its partial index, as written there (schema.ACTIVE_CRON_CHAT)
+        statement = statement.where(sa.text("has_active_cron"))
     if by_agent:
         statement = statement.where(_c.agent_identifier == sa.bindparam("agent_identifier"))
     if by_title:
@@ -248,8 +248,13 @@ def _beyond_statement(order: ChatOrder, flt: Shape, side: Literal["after", "befo
 
 
 def chat_json(row: Row) -> dict[str, Any]:
-    """The AI chat as the API shows it (and as the published clients parse it)."""
-    last = row["last_message_at"]
+    """The AI chat as the API shows it (and as the published clients parse it).
+
+    Its instants are formatted once each: a message moves ``updated_at`` and
+    ``last_message_at`` to the same instant, and a new chat has all three the same (a list
+    page calls this 20 times)."""
+    created, updated, last = row["created_at"], row["updated_at"], row["last_message_at"]
+    updated_text = isoformat_ms(updated)
     return {
         "id": row["id"],
         "title": row["title"],
@@ -257,9 +262,9 @@ def chat_json(row: Row) -> dict[str, Any]:
         "agent_identifier": row["agent_identifier"],
         "message_count": row["message_count"],
         "blended_token_usage": decimal_tokens(row["blended_token_usage_micros"]),
-        "created_at": isoformat_ms(row["created_at"]),
-        "updated_at": isoformat_ms(row["updated_at"]),
-        "last_message_at": None if last is None else isoformat_ms(last),  # inlined: a list page calls this 20 times
+        "created_at": updated_text if created == updated else isoformat_ms(created),
+        "updated_at": updated_text,
+        "last_message_at": updated_text if last == updated else None if last is None else isoformat_ms(last),
         "user": {"id": row["user_id"]},
     }
 

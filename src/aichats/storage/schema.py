@@ -33,6 +33,9 @@ metadata = sa.MetaData(
 )
 
 LIVE_CHAT = sa.text("deleted_at IS NULL")
+# A live chat with an active schedule: the list's ``only_active_crons`` filter says the same
+# (``chats._filtered``), so that both databases use the partial index it names (0009).
+ACTIVE_CRON_CHAT = sa.text("deleted_at IS NULL AND has_active_cron")
 ACTIVE_RUN = sa.text("status IN ('queued', 'running', 'waiting')")
 
 users = sa.Table(
@@ -107,12 +110,11 @@ ai_chats = sa.Table(
         postgresql_where=LIVE_CHAT,
     ),
     sa.Index(
-        "ix_ai_chats_user_cron_pk_live",
+        "ix_ai_chats_user_active_cron_pk",
         "user_id",
-        "has_active_cron",
         "pk",
-        sqlite_where=LIVE_CHAT,
-        postgresql_where=LIVE_CHAT,
+        sqlite_where=ACTIVE_CRON_CHAT,
+        postgresql_where=ACTIVE_CRON_CHAT,
     ),
 )
 
