@@ -3,6 +3,7 @@ web page fetched under the outbound rules (redirects checked at every hop, and c
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +33,8 @@ class _Redirects(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            with contextlib.suppress(ConnectionError):  # a client that read enough hangs up
+                self.wfile.write(body)
         elif self.path == "/to-file":
             self._redirect("file:///etc/passwd")
         elif self.path.startswith("/hop/") and self.path != "/hop/0":
