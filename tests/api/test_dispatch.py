@@ -7,11 +7,15 @@ from typing import Any
 
 import httpx2
 import pytest
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aichats.api import errors
+from aichats.api.app import create_app
 from aichats.api.dispatch import OperationDispatch
+from aichats.config import Settings
 from aichats.errors import NotFound
 from tests.support.api import assert_private, create
 from tests.support.servers import AppServer
@@ -164,3 +168,12 @@ async def test_an_unexpected_error_is_answered_500_then_raised() -> None:
     assert sent[0]["status"] == 500
     assert b'"type":"internal_error"' in sent[1]["body"]
     assert (b"cache-control", b"no-store") in sent[0]["headers"]
+
+
+def test_an_error_gets_the_handler_starlette_would_pick() -> None:
+    """Dispatch and the app read one mapping (``errors.EXCEPTION_HANDLERS``); the nearest
+    class in an error's MRO picks, as in Starlette."""
+    assert errors.handler_for(NotFound("x")) is errors.service_error
+    assert errors.handler_for(HTTPException(404)) is errors.http_error
+    assert errors.handler_for(KeyError("x")) is errors.unexpected_error
+    assert create_app(Settings()).exception_handlers == errors.EXCEPTION_HANDLERS  # the app's own

@@ -10,7 +10,6 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.convertors import StringConvertor, register_url_convertor
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -19,14 +18,13 @@ from starlette.types import ASGIApp
 from aichats.api import operations
 from aichats.api.auth_limit import FailedAuthLimit
 from aichats.api.dispatch import OperationDispatch
-from aichats.api.errors import http_error, service_error, unexpected_error
+from aichats.api.errors import EXCEPTION_HANDLERS
 from aichats.api.headers import SecurityHeaders
 from aichats.api.openapi import openapi_document
 from aichats.api.rate_limit import RateLimiter
 from aichats.api.registry import OPERATIONS
 from aichats.api.responses import json_response
 from aichats.config import Settings, get_settings
-from aichats.errors import ServiceError
 from aichats.observability import routes as observability
 from aichats.observability.middleware import RequestObserver
 from aichats.observability.shared import publishing
@@ -125,11 +123,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         api_routes=operations.routes(OPERATIONS),
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={
-            ServiceError: service_error,
-            HTTPException: http_error,
-            Exception: unexpected_error,
-        },
+        exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.state.settings = settings
     app.state.auth_limit = FailedAuthLimit(settings.auth_failures_per_minute)

@@ -13,8 +13,9 @@ operation declares, with no ``root_path``. Everything else (unknown paths, a met
 path lacks: the 404 and 405 with ``Allow``, the redirects of a trailing slash, the web
 app, ``/metrics``) goes on to Starlette's stack unchanged.
 
-An endpoint's :class:`~aichats.errors.ServiceError` or ``HTTPException`` gets the app's
-error answers (:mod:`aichats.api.errors`); anything else the logged 500 of
+An endpoint's error gets the answer of the app's handler for it
+(:data:`aichats.api.errors.EXCEPTION_HANDLERS`): a :class:`~aichats.errors.ServiceError`'s
+or an ``HTTPException``'s envelope; anything else the logged 500 of
 :func:`~aichats.api.errors.unexpected_error`, and is raised on, as Starlette's
 ``ServerErrorMiddleware`` does, for the server to log too.
 """
@@ -24,15 +25,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aichats.api.errors import http_error, service_error, unexpected_error
+from aichats.api.errors import handler_for, unexpected_error
 from aichats.api.headers import secured
-from aichats.errors import ServiceError
 
 
 class _Target(NamedTuple):
@@ -77,12 +76,11 @@ class OperationDispatch:
         failure = None
         try:
             response = await target.endpoint(request)
-        except ServiceError as error:
-            response = await service_error(request, error)
-        except HTTPException as error:
-            response = await http_error(request, error)
         except Exception as error:
-            response, failure = await unexpected_error(request, error), error
+            handler = handler_for(error)
+            response = await handler(request, error)
+            if handler is unexpected_error:
+                failure = error
         response.raw_headers = secured(response.raw_headers, path)
         await response(scope, receive, send)
         if failure is not None:

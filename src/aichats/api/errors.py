@@ -7,6 +7,7 @@ errors (unknown route 404, wrong method 405) and anything unexpected (500, logge
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -58,3 +59,22 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "the server failed to answer; the request may be retried")
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+# The app's exception handlers (``create_app``), which ``api/dispatch.py`` applies itself to
+# the operations it runs: one mapping, so that both answer an error alike.
+EXCEPTION_HANDLERS: dict[type[Exception], Handler] = {
+    ServiceError: service_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}
+
+
+def handler_for(error: Exception) -> Handler:
+    """The handler Starlette picks for ``error``: that of the nearest class in its MRO."""
+    for cls in type(error).__mro__:
+        handler = EXCEPTION_HANDLERS.get(cls)
+        if handler is not None:
+            return handler
+    return unexpected_error  # not reached: every Exception has Exception in its MRO
