@@ -36,7 +36,7 @@ from aichats.observability.logs import request_id
 from aichats.observability.metrics import HTTP_BUCKETS, Histogram
 from aichats.observability.middleware import RequestObserver, route_label
 
-BODY = b'{"id": "aich_3kTq9ZbW1xYv0pLm", "title": "Weekly Revenue Analysis"}'
+BODY = b'{"id": "aich_0mxbofft83kTq9ZbW1xYv0pLm", "title": "Weekly Revenue Analysis"}'
 START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
 END = {"type": "http.response.body", "body": BODY}
 # A retrieve as wrk sends it, as uvicorn hands it to the app.
@@ -49,8 +49,8 @@ SCOPE: dict[str, Any] = {
     "scheme": "http",
     "method": "GET",
     "root_path": "",
-    "path": "/api/v1/ai_chats/aich_3kTq9ZbW1xYv0pLm",
-    "raw_path": b"/api/v1/ai_chats/aich_3kTq9ZbW1xYv0pLm",
+    "path": "/api/v1/ai_chats/aich_0mxbofft83kTq9ZbW1xYv0pLm",
+    "raw_path": b"/api/v1/ai_chats/aich_0mxbofft83kTq9ZbW1xYv0pLm",
     "query_string": b"",
     "headers": [
         (b"host", b"127.0.0.1:8000"),

@@ -1,7 +1,8 @@
 """Public identifiers: a type prefix, the instant they were made, and an unguessable random part.
 
-After the prefix, 8 characters of the millisecond the id was made (base 62 in ASCII order,
-so ids of one type sort as they were made), then 16 characters of base 62 drawn from
+After the prefix, 9 characters of the millisecond the id was made (base 36: digits and
+lower-case letters, which sort alike in byte order and in a language's collation, so ids of
+one type sort as they were made in any database), then 16 characters of base 62 drawn from
 ``secrets`` (95 bits), so ids cannot be enumerated or guessed, and stay short in indexes
 and URLs.
 
@@ -21,8 +22,8 @@ import time
 
 _ALPHABET = string.ascii_letters + string.digits
 RANDOM_LENGTH = 16
-TIME_LENGTH = 8  # 62**8 ms: until the year 8888
-_TIME_DIGITS = string.digits + string.ascii_uppercase + string.ascii_lowercase  # in ASCII order
+TIME_LENGTH = 9  # 36**9 ms: until the year 5188
+_TIME_DIGITS = string.digits + string.ascii_lowercase  # in ASCII order, and in every collation
 
 USER = "user"
 CHAT = "aich"
@@ -35,7 +36,7 @@ TOOL_CALL = "tcall"
 
 
 def new_id(prefix: str, length: int = RANDOM_LENGTH) -> str:
-    """A fresh id such as ``aich_0ROgrNk23kTq9ZbW1xYv0pLm``: the instant (:func:`_instant`),
+    """A fresh id such as ``aich_0mxbofft83kTq9ZbW1xYv0pLm``: the instant (:func:`_instant`),
     then ``length`` random characters.
 
     Random bytes below 248 (4 x 62) each pick one of the 62 characters, evenly; the rest are
@@ -53,13 +54,13 @@ _last_instant = (-1, "")  # the millisecond last written, and its text: ids come
 
 
 def _instant(ms: int) -> str:
-    """``ms`` in :data:`TIME_LENGTH` base-62 digits, most significant first."""
+    """``ms`` in :data:`TIME_LENGTH` base-36 digits, most significant first."""
     global _last_instant
     if _last_instant[0] == ms:
         return _last_instant[1]
     digits, rest = [], ms
     for _ in range(TIME_LENGTH):
-        rest, digit = divmod(rest, 62)
+        rest, digit = divmod(rest, 36)
         digits.append(_TIME_DIGITS[digit])
     text = "".join(reversed(digits))
     _last_instant = (ms, text)

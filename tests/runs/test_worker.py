@@ -7,6 +7,8 @@ the runs its test queued, and counts of turns are exact.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +23,7 @@ from aichats import clock
 from aichats.config import Settings
 from aichats.errors import Conflict, NotFound
 from aichats.runs.turn import Models
-from aichats.runs.worker import Worker
+from aichats.runs.worker import Worker, worker_name
 from aichats.services import chats, events, runs, users
 from aichats.services.chats import ChatChanges, NewChat
 from aichats.services.messages import NewMessage, add_user_message, create_chat, list_messages
@@ -477,3 +479,11 @@ async def test_a_failed_model_load_is_tried_again() -> None:
     with pytest.raises(ValueError, match="unknown model provider") as again:
         await models.get("nope:model")
     assert again.value is not failures[0]  # a new attempt: the failure was not kept
+
+
+def test_a_worker_name_fits_its_column_whatever_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the name is ``runs.worker_id`` (64 characters); a long host name (a pod's)
+    made it longer, and every claim failed on PostgreSQL."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "p" * 63)
+    name = worker_name()
+    assert len(name) <= 64 and name.startswith("p" * 40 + f":{os.getpid()}:")

@@ -67,3 +67,12 @@ def test_the_reads_made_every_second_or_scrape_use_partial_indexes(sqlite_db) ->
 
     assert "USING INDEX ix_runs_active_" in _plan(sqlite_db, runs._SCHEDULED_IN_FLIGHT)  # either partial index
     assert "ix_schedules_due" in _plan(sqlite_db, gauges._DUE_SCHEDULES)
+
+
+def test_the_active_schedule_count_reads_the_active_cron_index(sqlite_db) -> None:
+    """Regression: the cap's count (each schedule saved, ``GET /usage``) compared
+    ``has_active_cron = 1``, which is not the partial index's own term: SQLite read every
+    live chat of the user instead."""
+    from aichats.services import schedules
+
+    assert "ix_ai_chats_user_active_cron_pk" in _plan(sqlite_db, schedules._OTHER_ACTIVE)

@@ -20,7 +20,7 @@ from aichats.services.pagination import decode_cursor, encode_cursor
 def test_ids_have_prefix_and_random_part() -> None:
     made = {ids.new_id("aich") for _ in range(1000)}
     assert len(made) == 1000
-    assert all(re.fullmatch(r"aich_[A-Za-z0-9]{24}", i) for i in made)
+    assert all(re.fullmatch(r"aich_[0-9a-z]{9}[A-Za-z0-9]{16}", i) for i in made)
     assert ids.looks_like("user", "user_abc") and not ids.looks_like("user", "user_a-b")
     assert not ids.looks_like("user", "user_" + "a" * 64)
 
@@ -41,12 +41,13 @@ def test_ids_sort_as_they_were_made() -> None:
         made.append(ids.new_id("aich"))
         time.sleep(0.002)
     assert sorted(made) == made
-    edges = [0, 61, 62, 62**ids.TIME_LENGTH - 1]
-    instants = [*random.Random(1).sample(range(62**ids.TIME_LENGTH), 5_000), *edges]
+    edges = [0, 35, 36, 36**ids.TIME_LENGTH - 1]
+    instants = [*random.Random(1).sample(range(36**ids.TIME_LENGTH), 5_000), *edges]
     texts = {ms: ids._instant(ms) for ms in instants}
     assert all(len(text) == ids.TIME_LENGTH for text in texts.values())
     assert sorted(texts.values()) == [texts[ms] for ms in sorted(instants)]
-    assert ids._instant(0) == "00000000" and ids._instant(62**ids.TIME_LENGTH - 1) == "zzzzzzzz"
+    assert ids._instant(0) == "000000000" and ids._instant(36**ids.TIME_LENGTH - 1) == "zzzzzzzzz"
+    assert sorted(texts.values(), key=str.casefold) == sorted(texts.values())  # a collation that folds case agrees
 
 
 @pytest.mark.parametrize(

@@ -288,7 +288,7 @@ class ToolServerTool(Strict):
 class ToolServer(Strict):
     """A user's MCP tool server, reached over Streamable HTTP (docs/tools.md). Its headers are never returned."""
 
-    id: str = Field(pattern=r"^tsrv_[A-Za-z0-9]+$", examples=["tsrv_3kTq9ZbW1xYv0pLm"])
+    id: str = Field(pattern=r"^tsrv_[A-Za-z0-9]+$", examples=["tsrv_0mxbofft83kTq9ZbW1xYv0pLm"])
     name: str = Field(description="Prefixes its tools' names as the model sees them: `name__tool`.")
     url: str
     has_headers: bool = Field(description="Whether headers are sent with each request (stored encrypted).")

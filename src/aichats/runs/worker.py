@@ -29,12 +29,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
-from aichats import ids
 from aichats.agent.models import ModelError, parse_spec
 from aichats.config import Settings
 from aichats.observability import logs, metrics
@@ -342,6 +342,12 @@ class Worker:
                 h.turn.cancel()
 
 
+def worker_name() -> str:
+    """``host:pid:random``, at most 64 characters (``runs.worker_id``): the host name cut to
+    40 (a long pod name would otherwise make every claim fail), 6 random hex digits."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class Workers:
     """This process's worker, its model cache and its wake-up (``aichats_runs``), for
     ``count`` turns at once (``AICHATS_WORKERS``; 0: none)."""
@@ -385,7 +391,7 @@ class Workers:
             self.settings,
             self.models,
             self._wake,
-            f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('w', 6)}",
+            worker_name(),
             operator=self.operator,
             running=self.running,
             capacity=self.count,

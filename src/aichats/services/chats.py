@@ -26,7 +26,7 @@ from aichats.services.pagination import Keyset, Page, PageRequest, read_page
 from aichats.services.sql import json_records
 from aichats.services.usage import decimal_tokens
 from aichats.storage.database import Connection, Database, Row
-from aichats.storage.schema import ai_chats, notifications
+from aichats.storage.schema import ACTIVE_CRON, ai_chats, notifications
 
 if TYPE_CHECKING:  # a type only: ``messages`` imports this module
     from aichats.services.messages import NewMessage
@@ -208,8 +208,8 @@ def _sort_key(order: ChatOrder) -> tuple[sa.Column[Any], ...]:
 def _filtered(statement: sa.Select[Any], flt: Shape) -> sa.Select[Any]:
     only_active_crons, by_agent, by_title = flt
     statement = statement.where(_c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
-    if only_active_crons:  # the predicate of its partial index, as written there (schema.ACTIVE_CRON_CHAT)
-        statement = statement.where(sa.text("has_active_cron"))
+    if only_active_crons:
+        statement = statement.where(ACTIVE_CRON)  # as its partial index says it (schema.py)
     if by_agent:
         statement = statement.where(_c.agent_identifier == sa.bindparam("agent_identifier"))
     if by_title:

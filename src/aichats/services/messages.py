@@ -325,8 +325,10 @@ def _create_chat_statement() -> sa.Select[Any]:
     eight statements, 1,750 to 2,100 in one. SQLite has no DML in CTEs, and needs none: its
     statements are calls, not round trips."""
     chat = chats.INSERT_CHAT.cte("new_chat")
-    asked = _insert_from(chat.c.pk, "message").returning(_m.pk).cte("asked")
-    reply = _insert_from(chat.c.pk, "reply").returning(_m.pk).cte("reply")
+    asked = _insert_from(chat.c.pk, "message").returning(_m.pk, _m.chat_pk).cte("asked")
+    # Read from the question's row, the reply is inserted after it (sibling CTEs run in no
+    # set order): its pk is the larger, and a chat reads question, then answer.
+    reply = _insert_from(asked.c.chat_pk, "reply").returning(_m.pk).cte("reply")
     turn = runs.queue_from(chat.c.pk, asked.c.pk, reply.c.pk).cte("turn")
     event = events.append_from(chat.c.pk).cte("event")
     payload = sa.cast(chat.c.pk, sa.Text)

@@ -24,7 +24,7 @@ from aichats.errors import Invalid, NotFound, ScheduleLimitExceeded
 from aichats.services import chats
 from aichats.services.sql import json_records
 from aichats.storage.database import Connection, Database, Row
-from aichats.storage.schema import ai_chats, schedules, users
+from aichats.storage.schema import ACTIVE_CRON, ai_chats, schedules, users
 
 MAX_PROMPT_LENGTH = 32_000
 MAX_INTERVAL_SECONDS = 366 * 24 * 3600  # a (leap) year; longer waits are a `run_at`
@@ -329,7 +329,7 @@ _LOCK_OWNER = (
 )
 _OTHER_ACTIVE = sa.select(sa.func.count().label("n")).where(
     ai_chats.c.user_id == sa.bindparam("user_id"),
-    ai_chats.c.has_active_cron == sa.true(),
+    ACTIVE_CRON,  # as its partial index says it (schema.py)
     ai_chats.c.deleted_at.is_(None),
     ai_chats.c.pk != sa.bindparam("chat_pk"),
 )

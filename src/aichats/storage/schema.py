@@ -33,8 +33,11 @@ metadata = sa.MetaData(
 )
 
 LIVE_CHAT = sa.text("deleted_at IS NULL")
-# A live chat with an active schedule: the list's ``only_active_crons`` filter says the same
-# (``chats._filtered``), so that both databases use the partial index it names (0009).
+# A live chat with an active schedule: the partial index of those (0009). The queries that
+# want it filter with ACTIVE_CRON beside their ``deleted_at IS NULL``, word for word: SQLite
+# uses a partial index only for a query with its condition's own terms (``has_active_cron = 1``
+# would not do).
+ACTIVE_CRON = sa.text("has_active_cron")
 ACTIVE_CRON_CHAT = sa.text("deleted_at IS NULL AND has_active_cron")
 ACTIVE_RUN = sa.text("status IN ('queued', 'running', 'waiting')")
 
