@@ -244,6 +244,16 @@ _INSERT_MANY = (
 )  # fmt: skip
 
 
+def _text_message_row(pk: int, message_id: str, text: str, source: MessageSource, now: int) -> MessageRow:
+    """A user's text-only message as stored at ``now`` (no file, completed at once): the row
+    that a statement writing several at once does not read back."""
+    return MessageRow(
+        pk=pk, id=message_id, role="user", content=text, status="completed", error=None, source=source.value,
+        attachments="[]", model=None, input_tokens=0, output_tokens=0, blended_tokens_micros=0, created_at=now,
+        completed_at=now,
+    )  # fmt: skip
+
+
 async def add_user_messages(tx: Connection, batch: Sequence[QueuedMessage], *, now: int) -> list[MessageRow]:
     """:func:`add_user_message` for many chats at once (one message per chat, text only), in
     four statements whatever their number: the messages and their pending replies, the turns
@@ -269,11 +279,7 @@ async def add_user_messages(tx: Connection, batch: Sequence[QueuedMessage], *, n
     rows: list[MessageRow] = []
     turns: list[runs.NewTurn] = []
     for item, message, reply in zip(batch, records[::2], records[1::2], strict=True):
-        row = MessageRow(
-            pk=pks[message["id"]], id=message["id"], role="user", content=item.text, status="completed", error=None,
-            source=item.source.value, attachments="[]", model=None, input_tokens=0, output_tokens=0,
-            blended_tokens_micros=0, created_at=now, completed_at=now,
-        )  # fmt: skip
+        row = _text_message_row(pks[message["id"]], message["id"], item.text, item.source, now)
         rows.append(row)
         turns.append(runs.NewTurn(item.chat_pk, item.trigger, row["pk"], pks[reply["id"]], item.scheduled_for))
     await runs.queue_many(tx, turns, now)
@@ -334,7 +340,6 @@ def _create_chat_statement() -> sa.Select[Any]:
     payload = sa.cast(chat.c.pk, sa.Text)
     return sa.select(
         chat.c.pk,
-        asked.c.pk.label("message_pk"),
         sa.func.pg_notify(sa.literal(runs.CHANNEL), payload),
         sa.func.pg_notify(sa.literal(events.CHANNEL), payload),
     ).add_cte(turn, event)
@@ -353,11 +358,7 @@ async def create_chat_alone(db: Database, user_id: str, data: chats.NewChat) -> 
     now = now_ms()
     chat = chats.new_chat_row(user_id, data, now)
     first = data.message
-    message = MessageRow(
-        pk=0, id=ids.new_id(ids.MESSAGE), role="user", content=first.text, status="completed", error=None,
-        source=first.source.value, attachments="[]", model=None, input_tokens=0, output_tokens=0,
-        blended_tokens_micros=0, created_at=now, completed_at=now,
-    )  # fmt: skip
+    message = _text_message_row(0, ids.new_id(ids.MESSAGE), first.text, first.source, now)  # its pk unread
     params = {
         **chat,
         "message_id": message["id"], "message_role": "user", "message_content": first.text,
