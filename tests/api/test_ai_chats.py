@@ -15,6 +15,7 @@ from aichats.api.registry import OPERATIONS
 from aichats.api.schemas import AiChat, AiChatList
 from tests.support.accounts import Account
 from tests.support.api import assert_error, create
+from tests.support.databases import execute
 from tests.support.servers import AppServer, Server
 
 
@@ -244,6 +245,21 @@ def test_title_search(api: httpx2.Client) -> None:
     page = api.get("/ai_chats", params=rest).json()
     assert [c["id"] for c in page["data"]] == [revenue["id"]] and not page["page_info"]["has_next_page"]
     assert_error(api.get("/ai_chats", params={"query": "x" * 201}), 422, "invalid_request", "query")
+
+
+def test_answers_show_a_chat_changed_behind_the_servers_back(app_server: AppServer, api: httpx2.Client) -> None:
+    """Retrieve and list keep chats' JSON by their rows (api.responses.JSONMemo): a row changed
+    by anything (another process, a worker, a tool) is answered as it now is."""
+    chat = create(api, title="Before")
+    assert api.get(f"/ai_chats/{chat['id']}").json() == chat
+    assert api.get("/ai_chats").json()["data"] == [chat]
+    execute(app_server.database_url, "UPDATE ai_chats SET title = 'After', message_count = 7")
+    changed = {**chat, "title": "After", "message_count": 7}
+    assert api.get(f"/ai_chats/{chat['id']}").json() == changed
+    assert api.get("/ai_chats").json()["data"] == [changed]
+    execute(app_server.database_url, "UPDATE ai_chats SET blended_token_usage_micros = 1500000")
+    assert api.get("/ai_chats").json()["data"] == [{**changed, "blended_token_usage": "1.5"}]
+    assert api.get(f"/ai_chats/{chat['id']}").json() == {**changed, "blended_token_usage": "1.5"}
 
 
 def test_openapi_and_health(server: Server) -> None:

@@ -4,14 +4,13 @@ own caching."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx2
 
 from tests.support.accounts import make_account
 from tests.support.api import assert_error, assert_private
-from tests.support.databases import query
+from tests.support.databases import execute
 from tests.support.servers import LiveServer, start_server, stop_server
 
 WEB = {"X-Aichats-Web": "1"}
@@ -67,11 +66,7 @@ def test_a_server_error_is_nosniff_and_no_store(database_url: str, tmp_path: Pat
     try:
         account = make_account(url)
         # Break the database under the running server: listing chats now fails inside.
-        if url.startswith("sqlite"):
-            with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
-                connection.execute("ALTER TABLE ai_chats RENAME TO ai_chats_gone")
-        else:
-            query(url, "ALTER TABLE ai_chats RENAME TO ai_chats_gone")
+        execute(url, "ALTER TABLE ai_chats RENAME TO ai_chats_gone")
         response = httpx2.get(server.api + "/ai_chats", headers=account.headers)
         assert_error(response, 500, "internal_error")
         assert_private(response)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from aichats.observability.logs import ContextIds, JsonFormatter
 from tests.e2e_agent.support import closed_port
 from tests.support.accounts import make_account
 from tests.support.api import create
-from tests.support.databases import query
+from tests.support.databases import execute
 from tests.support.servers import log_of, serving
 from tests.support.waiting import wait_for
 
@@ -86,11 +85,7 @@ def json_lines(path: Path | None) -> list[dict[str, Any]]:
 def test_a_server_error_logs_its_request_id_as_json(database_url: str, tmp_path: Path) -> None:
     with serving(database_url, tmp_path, {"AICHATS_WORKERS": "0", "AICHATS_LOG_FORMAT": "json"}) as server:
         account = make_account(database_url)
-        if database_url.startswith("sqlite"):  # break the database under the running server
-            with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
-                connection.execute("ALTER TABLE ai_chats RENAME TO ai_chats_gone")
-        else:
-            query(database_url, "ALTER TABLE ai_chats RENAME TO ai_chats_gone")
+        execute(database_url, "ALTER TABLE ai_chats RENAME TO ai_chats_gone")  # break the database under the running server
         headers = {**account.headers, "X-Request-Id": "req-500-test"}
         answer = httpx2.get(server.api + "/ai_chats", headers=headers)
         assert answer.status_code == 500 and answer.headers["x-request-id"] == "req-500-test"

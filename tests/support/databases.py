@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -114,6 +115,16 @@ def query(database_url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
             await connection.close()
 
     return asyncio.run(run())
+
+
+def execute(database_url: str, sql: str) -> None:
+    """Run ``sql`` (no parameters) on a test database of either backend, as another process
+    would: behind the back of any server using it."""
+    if backend_of(database_url) == "sqlite":
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+            connection.execute(sql)
+    else:
+        query(database_url, sql)
 
 
 class Templates:
