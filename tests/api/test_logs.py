@@ -85,7 +85,8 @@ def json_lines(path: Path | None) -> list[dict[str, Any]]:
 def test_a_server_error_logs_its_request_id_as_json(database_url: str, tmp_path: Path) -> None:
     with serving(database_url, tmp_path, {"AICHATS_WORKERS": "0", "AICHATS_LOG_FORMAT": "json"}) as server:
         account = make_account(database_url)
-        execute(database_url, "ALTER TABLE ai_chats RENAME TO ai_chats_gone")  # break the database under the running server
+        # Break the database under the running server: listing chats now fails inside.
+        execute(database_url, "ALTER TABLE ai_chats RENAME TO ai_chats_gone")
         headers = {**account.headers, "X-Request-Id": "req-500-test"}
         answer = httpx2.get(server.api + "/ai_chats", headers=headers)
         assert answer.status_code == 500 and answer.headers["x-request-id"] == "req-500-test"
