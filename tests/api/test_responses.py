@@ -19,9 +19,9 @@ def counting(calls: list[tuple[Any, ...]]) -> Any:
 
 def test_an_answer_is_the_items_json_as_orjson_writes_it() -> None:
     memo = JSONMemo(counting([]), 10)
-    row = ("aich_1", "Weekly \u00e9 \"report\"", 3)
+    row = ("aich_1", 'Weekly \u00e9 "report"', 3)
     page = orjson.dumps({"data": [memo(row), memo(row)]})
-    item = orjson.dumps({"id": "aich_1", "title": "Weekly \u00e9 \"report\"", "n": 3})
+    item = orjson.dumps({"id": "aich_1", "title": 'Weekly \u00e9 "report"', "n": 3})
     assert page == b'{"data":[' + item + b"," + item + b"]}"
 
 
