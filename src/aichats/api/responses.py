@@ -30,7 +30,9 @@ class JSONMemo:
     that pages show repeat: a user's first page, read again and again. The key is every
     value of the row (``tuple(row)`` of a ``sqlite3.Row`` or an ``asyncpg.Record``), so a
     row that changed in any column is a new key: an answer is never stale, and
-    ``item_json`` must read nothing but its row. A hit is one ``tuple`` and one dict lookup
+    ``item_json`` must read nothing but its row (nor tell apart values that Python holds
+    equal, as ``1``, ``1.0`` and ``True``: a row's column has one type). A hit is one
+    ``tuple`` and one dict lookup
     (about 0.5 µs); the kept answer is an ``orjson.Fragment``, written into the page's
     bytes as they are.
 
