@@ -17,7 +17,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,7 +121,7 @@ def execute(database_url: str, sql: str) -> None:
     """Run ``sql`` (no parameters) on a test database of either backend, as another process
     would: behind the back of any server using it."""
     if backend_of(database_url) == "sqlite":
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as connection, connection:
             connection.execute(sql)
     else:
         query(database_url, sql)

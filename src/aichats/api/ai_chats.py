@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import TypeVar
 
 import orjson
@@ -15,6 +16,8 @@ from aichats.api.responses import JSONMemo, json_response, page_json
 from aichats.errors import Invalid
 from aichats.services import chats, idempotency, messages
 from aichats.services.chats import (
+    CHAT_COLUMNS,
+    CHAT_JSON_COLUMNS,
     MAX_QUERY_LENGTH,
     AgentIdentifier,
     ChatFilter,
@@ -26,10 +29,15 @@ from aichats.storage.database import Connection
 TAG = "AI chats"
 E = TypeVar("E", AgentIdentifier, ChatOrder)
 
-# The chats that retrieve and list answer with, kept serialised (JSONMemo): room for the
-# first pages of a thousand users, at about 1 KiB a chat (its row's values and its JSON).
+# The chats that retrieve and list answer with (rows of CHAT_COLUMNS), kept serialised
+# (JSONMemo): room for the first pages of a thousand users, at about 1 KB a chat (the
+# values it was made from, and its JSON; docs/deployment.md). Keyed by position: by name
+# on a sqlite3.Row it cost five times as much (1.1 against 0.2 µs a chat).
 CHAT_MEMO_SIZE = 32_768
-chat_answer = JSONMemo(chat_json, CHAT_MEMO_SIZE)
+_COLUMN_NAMES = [column.key for column in CHAT_COLUMNS]
+chat_answer = JSONMemo(
+    chat_json, itemgetter(*(_COLUMN_NAMES.index(name) for name in CHAT_JSON_COLUMNS)), CHAT_MEMO_SIZE
+)
 
 
 @operation(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 import orjson
@@ -23,29 +23,29 @@ def page_json(page: Page[T], item_json: Callable[[T], object]) -> dict[str, obje
 
 
 class JSONMemo:
-    """``item_json``'s answers, serialised, kept by the whole row they were made from.
+    """``item_json``'s answers, serialised, kept by the values they were made from.
 
     Building and serialising an item's JSON was a quarter of a list page's time under load
     (20 chats: 76 µs of dicts, instants and ``orjson``; ``bench/README.md``), and the rows
-    that pages show repeat: a user's first page, read again and again. The key is every
-    value of the row (``tuple(row)`` of a ``sqlite3.Row`` or an ``asyncpg.Record``), so a
-    row that changed in any column is a new key: an answer is never stale, and
-    ``item_json`` must read nothing but its row (nor tell apart values that Python holds
-    equal, as ``1``, ``1.0`` and ``True``: a row's column has one type). A hit is one
-    ``tuple`` and one dict lookup
-    (about 0.5 µs); the kept answer is an ``orjson.Fragment``, written into the page's
-    bytes as they are.
+    that pages show repeat: a user's first page, read again and again. ``key`` gives, of a
+    row, every value that ``item_json`` reads, so a row changed in any of them is a new key:
+    an answer is never stale. (Nor may ``item_json`` tell apart values that Python holds
+    equal, as ``1``, ``1.0`` and ``True``: a column has one type.) A hit is the key and one
+    dict lookup (about 0.5 µs); the kept answer is an ``orjson.Fragment``, written into the
+    page's bytes as they are.
 
-    At most ``size`` rows are kept; the oldest kept goes first (first in, first out).
+    At most ``size`` answers are kept; the oldest kept goes first (first in, first out). It
+    is not thread-safe: the event loop's tasks share it, between awaits.
     """
 
-    def __init__(self, item_json: Callable[[Any], object], size: int) -> None:
+    def __init__(self, item_json: Callable[[Any], object], key: Callable[[Any], Hashable], size: int) -> None:
         self.item_json = item_json
+        self.key = key
         self.size = size
-        self._kept: dict[tuple[Any, ...], orjson.Fragment] = {}
+        self._kept: dict[Hashable, orjson.Fragment] = {}
 
-    def __call__(self, row: Iterable[Any]) -> orjson.Fragment:
-        key = tuple(row)
+    def __call__(self, row: Any) -> orjson.Fragment:
+        key = self.key(row)
         fragment = self._kept.get(key)
         if fragment is None:
             # A copy: the bytes orjson returns keep its whole write buffer (4 KiB for a chat).

@@ -247,6 +247,22 @@ def _beyond_statement(order: ChatOrder, flt: Shape, side: Literal["after", "befo
 # ------------------------------------------------------------------------ services
 
 
+# The columns chat_json reads, and nothing else: what a memo of its answers keys on
+# (aichats.api.ai_chats.chat_answer).
+CHAT_JSON_COLUMNS = (
+    "id",
+    "user_id",
+    "title",
+    "notification_preference",
+    "agent_identifier",
+    "message_count",
+    "blended_token_usage_micros",
+    "created_at",
+    "updated_at",
+    "last_message_at",
+)
+
+
 def chat_json(row: Row) -> dict[str, Any]:
     """The AI chat as the API shows it (and as the published clients parse it).
 
