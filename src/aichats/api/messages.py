@@ -11,7 +11,7 @@ from starlette.types import Receive
 
 from aichats import ids
 from aichats.api import schemas, sse
-from aichats.api.inputs import page_request, read_body
+from aichats.api.inputs import page_request, query_value, read_body
 from aichats.api.models import MessageInput
 from aichats.api.operations import FIRST_OR_LAST, Call, Stream, operation, paging, query
 from aichats.api.responses import json_response, page_json
@@ -169,7 +169,7 @@ async def _last_event_id(call: Call, chat_pk: int) -> int:
 
     Checked before the stream starts, so that a bad value is a 422 and not a cut stream."""
     request = call.request
-    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    raw = request.headers.get("last-event-id") or query_value(request, "after") or "0"
     if raw == "latest":
         return await events.latest_id(call.db, chat_pk)
     after = ids.parse_bigint(raw)
