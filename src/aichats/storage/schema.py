@@ -38,7 +38,7 @@ LIVE_CHAT = sa.text("deleted_at IS NULL")
 # uses a partial index only for a query with its condition's own terms (``has_active_cron = 1``
 # would not do).
 ACTIVE_CRON = sa.text("has_active_cron")
-ACTIVE_CRON_CHAT = sa.text("deleted_at IS NULL AND has_active_cron")
+ACTIVE_CRON_CHAT = sa.text(f"{LIVE_CHAT.text} AND {ACTIVE_CRON.text}")
 ACTIVE_RUN = sa.text("status IN ('queued', 'running', 'waiting')")
 
 users = sa.Table(
