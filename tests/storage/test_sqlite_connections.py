@@ -29,10 +29,10 @@ def pragma(connection: sqlite3.Connection, name: str) -> object:
 
 
 async def test_no_connection_reads_through_a_memory_map(db: SQLiteDatabase) -> None:
-    """A connection drops its whole map at each commit of another connection, and the reader
-    sees every commit of the writer. Without the 256 MiB map they had, bench/api.py's create
-    served 7 to 31% more requests a second, and retrieve 4 to 46% more (bench/README.md, fifth
-    session). Whatever the build's default, neither connection maps the file."""
+    """A connection drops its whole map at each commit of another connection (then faults
+    every page in again), and the reader sees every commit of the writer: with the 256 MiB
+    map they had, a list page took 3 to 4 page faults under commits, and 0.1 without
+    (bench/README.md, fifth session). Whatever the build's default, neither maps the file."""
     for connection in (db._writer, db._reader._connection):
         assert pragma(connection, "mmap_size") == 0
         assert pragma(connection, "journal_mode") == "wal"

@@ -178,9 +178,9 @@ def _sqlite_connect(path: str, *, cache_kib: int, busy_ms: int = 5000) -> sqlite
     connection.execute(f"PRAGMA busy_timeout={busy_ms}")
     # No memory map. A connection drops its whole map (munmap, then a page fault for every
     # page read again) each time it sees another connection's commit, and this process's
-    # reader sees every commit of its own writer: under writes the map cost more than the
-    # read(2) per page it saves (bench/README.md, fifth session: without it, create served 7
-    # to 31% more requests a second, retrieve 4 to 46%). Explicit, whatever the build's default.
+    # reader sees every commit of its own writer. Without it, a list page under commits
+    # takes 0.1 page faults instead of 3 to 4, and nothing measured got slower
+    # (bench/README.md, fifth session). Explicit, whatever the build's default.
     connection.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
     connection.execute(f"PRAGMA cache_size=-{cache_kib}")
     return connection
