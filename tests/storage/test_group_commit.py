@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from aichats.storage import database, migrate
+from aichats.storage import database
 from aichats.storage.database import Connection, SQLiteDatabase
 from aichats.storage.schema import users
 
@@ -20,16 +18,6 @@ pytestmark = pytest.mark.anyio
 
 INSERT = sa.insert(users).values(id=sa.bindparam("id"), created_at=0)
 COUNT = sa.select(sa.func.count()).select_from(users).where(users.c.id.like("g%"))
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    url = f"sqlite:///{tmp_path / 'group.db'}"
-    migrate.upgrade(url)
-    connected = await database.connect(url)
-    assert isinstance(connected, SQLiteDatabase)
-    yield connected
-    await connected.close()
 
 
 def commits_of(db: SQLiteDatabase) -> list[str]:

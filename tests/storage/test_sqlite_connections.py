@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from aichats.storage import database, migrate
 from aichats.storage.database import SQLiteDatabase
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    url = f"sqlite:///{tmp_path / 'settings.db'}"
-    migrate.upgrade(url)
-    connected = await database.connect(url)
-    assert isinstance(connected, SQLiteDatabase)
-    yield connected
-    await connected.close()
 
 
 def pragma(connection: sqlite3.Connection, name: str) -> object:
