@@ -11,6 +11,7 @@ import time
 import httpx2
 import pytest
 
+from aichats.api.ai_chats import chat_answers
 from aichats.api.registry import OPERATIONS
 from aichats.api.schemas import AiChat, AiChatList
 from tests.support.accounts import Account
@@ -293,3 +294,32 @@ def test_concurrent_retries_create_one_chat(server: Server, account: Account) ->
     assert len({r.json()["id"] for r in responses}) == 1
     with server.client(account) as client:
         assert len(client.get("/ai_chats").json()["data"]) == 1
+
+
+def test_a_page_read_from_kept_answers_is_the_page_read_whole(app_server: AppServer, api: httpx2.Client) -> None:
+    """A list reads its page's (pk, row_version) first and answers from the kept answers when
+    it has them all; else it reads the page whole. Both give the same page, its cursors
+    included, in every order, filter and direction."""
+    made = [create(api, title=f"Chat {n}", agent_identifier="support" if n % 2 else "general") for n in range(5)]
+    scheduled = api.put(
+        f"/ai_chats/{made[1]['id']}/schedule", json={"cron": "0 9 * * 1", "prompt": "Report", "timezone": "UTC"}
+    )
+    assert scheduled.status_code == 200, scheduled.text
+    middle = api.get("/ai_chats", params={"first": 2}).json()["page_info"]["end_cursor"]
+    shapes: list[dict[str, object]] = [
+        {},
+        {"first": 2},
+        {"first": 2, "after": middle},
+        {"last": 2, "before": middle},
+        {"order": "last_activity_at", "first": 3},
+        {"only_active_crons": "true"},
+        {"agent_identifier": "general"},
+        {"query": "chat 3"},
+    ]
+    for params in shapes:
+        app_server.app.state.chat_answers = chat_answers()  # nothing kept: the page is read whole
+        whole = api.get("/ai_chats", params=params).json()
+        kept = api.get("/ai_chats", params=params).json()  # every chat of it kept now
+        assert kept == whole and whole["data"], params
+    execute(app_server.database_url, "UPDATE ai_chats SET title = 'Changed'")
+    assert {chat["title"] for chat in api.get("/ai_chats").json()["data"]} == {"Changed"}

@@ -1,15 +1,17 @@
-"""``JSONMemo``: items' JSON kept serialised by the values they were made from, never stale,
-never unbounded; and the chats' memo keyed on exactly what ``chat_json`` reads."""
+"""``JSONMemo``: items' JSON kept serialised by a key that changes with them, never stale,
+never unbounded; and the chats' memo keyed by a row version that moves whenever anything
+``chat_json`` reads changes."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import orjson
 
-from aichats.api.ai_chats import chat_answer
+from aichats.api.ai_chats import chat_answers
 from aichats.api.responses import JSONMemo
-from aichats.services.chats import CHAT_COLUMNS, CHAT_JSON_COLUMNS, chat_json
+from aichats.services.chats import CHAT_ANSWER_COLUMNS, CHAT_JSON_COLUMNS, chat_json
 
 
 def counting(calls: list[tuple[Any, ...]]) -> Any:
@@ -60,10 +62,21 @@ def test_it_keeps_at_most_its_size_and_lets_the_oldest_go_first() -> None:
     assert len(memo) == 3
 
 
-def test_the_chats_memo_keys_on_exactly_what_chat_json_reads() -> None:
-    """Its key must hold every value chat_json reads (else a changed chat could be answered
-    stale) and may hold no other (the tools list, up to 10 KB, would only weigh the memo)."""
-    names = [column.key for column in CHAT_COLUMNS]
+def test_known_answers_are_all_or_nothing() -> None:
+    calls: list[tuple[Any, ...]] = []
+    memo = JSONMemo(counting(calls), tuple, 10)
+    first, second = memo(("aich_1", "A", 1)), memo(("aich_2", "B", 2))
+    assert memo.known([("aich_2", "B", 2), ("aich_1", "A", 1)]) == [second, first]
+    assert memo.known([("aich_1", "A", 1), ("aich_1", "A", 2)]) is None  # one not kept: none
+    assert memo.known([]) == []
+    assert len(calls) == 2
+
+
+def test_the_row_version_moves_with_exactly_what_chat_json_reads() -> None:
+    """The chats' memo keys on (pk, row_version): exact only if the row version moves whenever
+    a value chat_json reads changes. Migration 0010's trigger watches those columns: it must
+    watch exactly what chat_json reads (more would only empty the memo for nothing)."""
+    names = [column.key for column in CHAT_ANSWER_COLUMNS]
     values = [f"value of {name}" if name in ("id", "user_id", "title") else n for n, name in enumerate(names)]
 
     read: set[str] = set()
@@ -77,6 +90,8 @@ def test_the_chats_memo_keys_on_exactly_what_chat_json_reads() -> None:
     row["last_message_at"] = row["updated_at"] = row["created_at"] = 1_700_000_000_000
     chat_json(row)
     assert read == set(CHAT_JSON_COLUMNS)
-    # Rows of CHAT_COLUMNS (sqlite3.Row, asyncpg.Record) are read by position: the same values.
+    migration = importlib.import_module("aichats.storage.migrations.versions.0010_chat_row_version")
+    assert set(migration._SHOWN) == set(CHAT_JSON_COLUMNS)
+    # Rows of CHAT_ANSWER_COLUMNS (sqlite3.Row, asyncpg.Record) are read by position.
     by_position = tuple(row[name] for name in names)
-    assert chat_answer.key(by_position) == tuple(row[name] for name in CHAT_JSON_COLUMNS)
+    assert chat_answers().key(by_position) == (row["pk"], row["row_version"])

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from aichats.api import operations
+from aichats.api.ai_chats import chat_answers
 from aichats.api.auth_limit import FailedAuthLimit
 from aichats.api.dispatch import OperationDispatch
 from aichats.api.errors import EXCEPTION_HANDLERS
@@ -126,5 +127,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.state.settings = settings
+    app.state.chat_answers = chat_answers()
     app.state.auth_limit = FailedAuthLimit(settings.auth_failures_per_minute)
     return app

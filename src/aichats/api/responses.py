@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, TypeVar
 
 import orjson
@@ -54,6 +54,18 @@ class JSONMemo:
                 del self._kept[next(iter(self._kept))]
             self._kept[key] = fragment
         return fragment
+
+    def known(self, keys: Iterable[Hashable]) -> list[orjson.Fragment] | None:
+        """The kept answers of the rows of ``keys`` (as ``key`` gives them), in order; None
+        unless every one is kept."""
+        kept = self._kept
+        answers = []
+        for key in keys:
+            fragment = kept.get(key)
+            if fragment is None:
+                return None
+            answers.append(fragment)
+        return answers
 
     def __len__(self) -> int:
         return len(self._kept)

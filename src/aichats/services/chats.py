@@ -160,9 +160,14 @@ class ChatRow(TypedDict):
     tools: str | None  # JSON list of tool names, or NULL: every tool
 
 
+# A chat as retrieve and list read it: with its row version, which moves whenever a value
+# that chat_json shows changes (migration 0010): what their answers are kept by
+# (aichats.api.ai_chats). Last, so that CHAT_COLUMNS' positions hold.
+CHAT_ANSWER_COLUMNS = (*CHAT_COLUMNS, _c.row_version)
+
 _OWNED_LIVE = (_c.id == sa.bindparam("chat_id"), _c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
 
-_GET = sa.select(*CHAT_COLUMNS).where(*_OWNED_LIVE)
+_GET = sa.select(*CHAT_ANSWER_COLUMNS).where(*_OWNED_LIVE)
 # Public for the one-statement create of :mod:`aichats.services.messages` (a CTE of it).
 INSERT_CHAT = (
     sa.insert(ai_chats)
@@ -228,15 +233,20 @@ def like_pattern(text: str) -> str:
 
 
 @cache
-def _keyset(order: ChatOrder, flt: Shape) -> Keyset:
-    """The list in ``order`` with the filters of ``flt``, newest first."""
+def _keyset(order: ChatOrder, flt: Shape, versions: bool = False) -> Keyset:
+    """The list in ``order`` with the filters of ``flt``, newest first: its chats, or (for
+    ``versions``) their pk and row version alone (then its sort key too, for the cursors)."""
     code = "c" if order is ChatOrder.created_at else "a"
-    return Keyset(code, _filtered(sa.select(*CHAT_COLUMNS), flt), _sort_key(order), descending=True)
+    key = _sort_key(order)
+    columns = (_c.pk, _c.row_version, *key[:-1]) if versions else CHAT_ANSWER_COLUMNS
+    return Keyset(code, _filtered(sa.select(*columns), flt), key, descending=True)
 
 
-def _page_statement(order: ChatOrder, flt: Shape, after: bool, before: bool, backwards: bool) -> sa.Select[Any]:
+def _page_statement(
+    order: ChatOrder, flt: Shape, after: bool, before: bool, backwards: bool, versions: bool = False
+) -> sa.Select[Any]:
     """One page's statement (the query plan tests read it)."""
-    return _keyset(order, flt).page_statement(after, before, backwards)
+    return _keyset(order, flt, versions).page_statement(after, before, backwards)
 
 
 def _beyond_statement(order: ChatOrder, flt: Shape, side: Literal["after", "before"]) -> sa.Select[Any]:
@@ -362,13 +372,34 @@ async def list_chats(
     order: ChatOrder = ChatOrder.created_at,
     flt: ChatFilter = ChatFilter(),
 ) -> Page[ChatRow]:
-    """One page of the user's live chats, newest first (by creation or by activity)."""
+    """One page of the user's live chats (rows of :data:`CHAT_ANSWER_COLUMNS`), newest first
+    (by creation or by activity)."""
+    return await _list(db, user_id, page, order, flt, versions=False)
+
+
+async def list_chat_versions(
+    db: Database,
+    user_id: str,
+    page: PageRequest,
+    *,
+    order: ChatOrder = ChatOrder.created_at,
+    flt: ChatFilter = ChatFilter(),
+) -> Page[Any]:
+    """:func:`list_chats`'s page as ``(pk, row_version)`` rows (read by position) (and its cursors): what a
+    caller that keeps chats' answers by their version needs first. Without a filter, in the
+    default order, the index alone answers it: no table page per chat."""
+    return await _list(db, user_id, page, order, flt, versions=True)
+
+
+async def _list(
+    db: Database, user_id: str, page: PageRequest, order: ChatOrder, flt: ChatFilter, *, versions: bool
+) -> Page[Any]:
     params: dict[str, Any] = {"user_id": user_id}
     if flt.agent_identifier is not None:
         params["agent_identifier"] = flt.agent_identifier.value
     if flt.query:
         params["title_pattern"] = like_pattern(flt.query)
-    return await read_page(db, _keyset(order, flt.shape), page, params)
+    return await read_page(db, _keyset(order, flt.shape, versions), page, params)
 
 
 # ------------------------------------------------ what other aggregates keep on a chat

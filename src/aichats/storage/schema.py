@@ -63,6 +63,11 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.BigInteger, nullable=True),
 )
 
+# Carried by the lists' indexes by pk (0010): with them, a page of (pk, row_version) reads
+# the index alone. deleted_at is NULL in every entry (the indexes are partial), but SQLite
+# reads the table for any column that its query names and the index lacks.
+_VERSION_COLUMNS = ("row_version", "deleted_at")
+
 ai_chats = sa.Table(
     "ai_chats",
     metadata,
@@ -89,10 +94,15 @@ ai_chats = sa.Table(
     # JSON list of the tools and tool servers the chat's agent may use; NULL: all the user's (0007).
     sa.Column("tools", sa.Text, nullable=True),
     sa.Column("deleted_at", sa.BigInteger, nullable=True),
+    # One more at every change of what the chat's JSON shows, made by a trigger whoever
+    # changes it (migration 0010): what the API's memo of chats' answers keys on
+    # (aichats.api.ai_chats), so that the first page of a list reads it alone, from its index.
+    sa.Column("row_version", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index(
         "ix_ai_chats_user_pk_live",
         "user_id",
         "pk",
+        *_VERSION_COLUMNS,
         sqlite_where=LIVE_CHAT,
         postgresql_where=LIVE_CHAT,
     ),
@@ -116,6 +126,7 @@ ai_chats = sa.Table(
         "ix_ai_chats_user_active_cron_pk",
         "user_id",
         "pk",
+        *_VERSION_COLUMNS,
         sqlite_where=ACTIVE_CRON_CHAT,
         postgresql_where=ACTIVE_CRON_CHAT,
     ),
