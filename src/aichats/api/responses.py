@@ -23,16 +23,17 @@ def page_json(page: Page[T], item_json: Callable[[T], object]) -> dict[str, obje
 
 
 class JSONMemo:
-    """``item_json``'s answers, serialised, kept by the values they were made from.
+    """``item_json``'s answers, serialised, kept by a key that changes whenever they would.
 
     Building and serialising an item's JSON was a quarter of a list page's time under load
     (20 chats: 76 µs of dicts, instants and ``orjson``; ``bench/README.md``), and the rows
     that pages show repeat: a user's first page, read again and again. ``key`` gives, of a
-    row, every value that ``item_json`` reads, so a row changed in any of them is a new key:
-    an answer is never stale. (Nor may ``item_json`` tell apart values that Python holds
-    equal, as ``1``, ``1.0`` and ``True``: a column has one type.) A hit is the key and one
-    dict lookup (about 0.5 µs); the kept answer is an ``orjson.Fragment``, written into the
-    page's bytes as they are.
+    row, what names it and changes whenever a value that ``item_json`` reads changes (the
+    values themselves, or a version that moves with them, as a chat's ``row_version``), so
+    a changed row is a new key: an answer is never stale. A hit is the key and one dict
+    lookup (about 0.5 µs); the kept answer is an ``orjson.Fragment``, written into the
+    page's bytes as they are. :meth:`known` finds the answers of rows by their keys alone:
+    a caller that can read the keys without the rows reads no more.
 
     At most ``size`` answers are kept; the oldest kept goes first (first in, first out). It
     is not thread-safe: the event loop's tasks share it, between awaits.

@@ -385,9 +385,9 @@ async def list_chat_versions(
     order: ChatOrder = ChatOrder.created_at,
     flt: ChatFilter = ChatFilter(),
 ) -> Page[Any]:
-    """:func:`list_chats`'s page as ``(pk, row_version)`` rows (read by position) (and its cursors): what a
-    caller that keeps chats' answers by their version needs first. Without a filter, in the
-    default order, the index alone answers it: no table page per chat."""
+    """:func:`list_chats`'s page (its cursors the same) as rows of ``pk, row_version`` first
+    (read them by position): what a caller that keeps chats' answers by their version needs.
+    In the default order without a filter, the index alone answers it: no table page per chat."""
     return await _list(db, user_id, page, order, flt, versions=True)
 
 
