@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -30,3 +31,20 @@ async def test_the_reader_caches_a_thousand_users_first_pages(db: SQLiteDatabase
     with a 32 MiB cache, as the writer's, the reader read most of them again for each page."""
     assert pragma(db._reader._connection, "cache_size") == -128 * 1024
     assert pragma(db._writer, "cache_size") == -32 * 1024
+
+
+async def test_another_processs_commits_are_looked_for_once_per_turn_of_the_loop(db: SQLiteDatabase) -> None:
+    """``others_stamp`` (read by the key cache at every request) costs a read transaction
+    (two file locks) on the writer: once per turn of the event loop, for every request that
+    turn serves, then again in the next turn, which sees another process's commit."""
+    readings: list[str] = []
+    db._writer.set_trace_callback(lambda sql: readings.append(sql) if "data_version" in sql else None)
+    first = db.others_stamp()
+    assert db.others_stamp() == first and len(readings) == 1
+    other = sqlite3.connect(db.url.removeprefix("sqlite:///"))
+    other.execute("INSERT INTO users (id, created_at) VALUES ('user_other', 0)")
+    other.commit()
+    other.close()
+    assert db.others_stamp() == first and len(readings) == 1  # this turn's reading
+    await asyncio.sleep(0)
+    assert db.others_stamp() != first and len(readings) == 2

@@ -165,6 +165,12 @@ class ChatRow(TypedDict):
 # (aichats.api.ai_chats). Last, so that CHAT_COLUMNS' positions hold.
 CHAT_ANSWER_COLUMNS = (*CHAT_COLUMNS, _c.row_version)
 
+# What the service's UPDATEs of a value that chat_json shows set besides: the row's next
+# version. The trigger of migration 0010 moves it for any UPDATE that does not; on SQLite it
+# does so by updating the row a second time (its triggers cannot change NEW), which these
+# spare (and their RETURNING shows the new version, as on PostgreSQL).
+NEXT_VERSION = {"row_version": _c.row_version + 1}
+
 _OWNED_LIVE = (_c.id == sa.bindparam("chat_id"), _c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
 
 _GET = sa.select(*CHAT_ANSWER_COLUMNS).where(*_OWNED_LIVE)
@@ -194,13 +200,18 @@ INSERT_CHAT = (
     )
     .returning(_c.pk)
 )
-_DELETE = sa.update(ai_chats).where(*_OWNED_LIVE).values(deleted_at=sa.bindparam("now"), updated_at=sa.bindparam("now"))
+_DELETE = (
+    sa.update(ai_chats)
+    .where(*_OWNED_LIVE)
+    .values(deleted_at=sa.bindparam("now"), updated_at=sa.bindparam("now"), **NEXT_VERSION)
+)
 
 
 @cache
 def _update_statement(fields: frozenset[str]) -> sa.Update:
     values: dict[str, Any] = {name: sa.bindparam("set_" + name) for name in sorted(fields)}
     values["updated_at"] = sa.bindparam("now")
+    values.update(NEXT_VERSION)
     if "title" in fields:  # the user chose (or cleared) the title: never generate one over it
         values["title_locked"] = sa.true()
     return sa.update(ai_chats).where(*_OWNED_LIVE).values(values).returning(*CHAT_COLUMNS)
@@ -414,12 +425,13 @@ _COUNT_MESSAGE = (
         last_message_at=sa.bindparam("now"),
         activity_at=sa.bindparam("now"),
         updated_at=sa.bindparam("now"),
+        **NEXT_VERSION,
     )
 )
 _UNCOUNT_MESSAGE = (
     sa.update(ai_chats)
     .where(_c.pk == sa.bindparam("chat_pk"))
-    .values(message_count=_c.message_count - 1, updated_at=sa.bindparam("now"))
+    .values(message_count=_c.message_count - 1, updated_at=sa.bindparam("now"), **NEXT_VERSION)
 )
 _SET_ACTIVE_CRON = (
     sa.update(ai_chats).where(_c.pk == sa.bindparam("chat_pk")).values(has_active_cron=sa.bindparam("flag"))
@@ -455,6 +467,7 @@ _COUNT_MESSAGES = (
         last_message_at=sa.bindparam("now"),
         activity_at=sa.bindparam("now"),
         updated_at=sa.bindparam("now"),
+        **NEXT_VERSION,
     )
 )
 _CLEAR_ACTIVE_CRONS = sa.update(ai_chats).where(_c.pk == _chat_pks.c.pk).values(has_active_cron=False)
@@ -518,13 +531,14 @@ _ADD_USAGE = (
     .values(
         blended_token_usage_micros=_c.blended_token_usage_micros + sa.bindparam("blended_tokens_micros"),
         updated_at=sa.bindparam("now"),
+        **NEXT_VERSION,
     )
     .returning(*CHAT_COLUMNS)
 )
 _SET_GENERATED_TITLE = (
     sa.update(ai_chats)
     .where(_c.pk == sa.bindparam("chat_pk"), _c.title.is_(None), _c.title_locked == sa.false())
-    .values(title=sa.bindparam("title"))
+    .values(title=sa.bindparam("title"), **NEXT_VERSION)
     .returning(*CHAT_COLUMNS)
 )
 

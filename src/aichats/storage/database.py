@@ -133,7 +133,12 @@ class Database(Protocol):
         """What moves when another process commits and no notification tells of it: SQLite's
         ``PRAGMA data_version`` (microseconds to read); always 0 on PostgreSQL, whose
         processes send NOTIFY. A cache kept while ``listening`` that must also be exact
-        right after another process's commit (a key revoked by the CLI) compares it."""
+        right after another process's commit (a key revoked by the CLI) compares it.
+
+        SQLite reads it at most once per turn of the event loop: a reading serves the
+        callbacks queued before it was taken (a callback queued behind them drops it), each
+        of which belongs to a request that had arrived before it, so a commit that reading
+        missed did not precede the request."""
         ...
 
     async def listen(self, channel: str, listener: Listener) -> None: ...
@@ -266,6 +271,7 @@ class SQLiteDatabase:
         self._batch: _Batch | None = None  # the transaction the next writers join, until it commits
         self._listeners: dict[str, list[Listener]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._turn_stamp: int | None = None  # others_stamp() in this turn of the event loop
 
     @property
     def listening(self) -> bool:
@@ -280,7 +286,14 @@ class SQLiteDatabase:
         return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
 
     def others_stamp(self) -> int:
-        return self._data_version()
+        stamp = self._turn_stamp
+        if stamp is None:  # the first reading of this turn of the loop (Database.others_stamp)
+            stamp = self._turn_stamp = self._data_version()
+            asyncio.get_running_loop().call_soon(self._end_turn)
+        return stamp
+
+    def _end_turn(self) -> None:
+        self._turn_stamp = None
 
     async def _watch_other_processes(self) -> None:
         seen = self._data_version()
