@@ -42,10 +42,14 @@ def _changed(distinct: str) -> str:
     return " OR ".join(f"NEW.{name} {distinct} OLD.{name}" for name in _SHOWN)
 
 
+# Fired only by an UPDATE that names one of them (a badge's or the schedule flag's does not).
+_EVENT = f"UPDATE OF {', '.join(_SHOWN)} ON ai_chats"
+
+
 # SQLite's triggers cannot change NEW: the AFTER trigger updates the row again (which,
 # its version moved, does not fire it again). A RETURNING clause shows the row before it.
 _SQLITE_TRIGGER = f"""
-CREATE TRIGGER ai_chats_row_version AFTER UPDATE ON ai_chats
+CREATE TRIGGER ai_chats_row_version AFTER {_EVENT}
 FOR EACH ROW WHEN NEW.row_version = OLD.row_version AND ({_changed("IS NOT")})
 BEGIN
     UPDATE ai_chats SET row_version = OLD.row_version + 1 WHERE pk = NEW.pk;
@@ -61,8 +65,8 @@ BEGIN
 END
 $$
 """
-_POSTGRESQL_TRIGGER = """
-CREATE TRIGGER ai_chats_row_version BEFORE UPDATE ON ai_chats
+_POSTGRESQL_TRIGGER = f"""
+CREATE TRIGGER ai_chats_row_version BEFORE {_EVENT}
 FOR EACH ROW EXECUTE FUNCTION ai_chats_row_version()
 """
 
