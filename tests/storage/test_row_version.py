@@ -99,9 +99,9 @@ def _set_columns(statement: sa.Update) -> set[str]:
 
 
 def test_the_services_updates_of_what_the_answer_shows_move_it_themselves() -> None:
-    """Not left to the trigger, which on SQLite updates the row a second time (PATCH served
-    17% fewer requests a second, bench/README.md): every UPDATE of chats in the service's
-    modules that sets a value chat_json shows sets row_version too."""
+    """Not left to the trigger, which on SQLite can only update the row a second time (one
+    more write per change): every UPDATE of chats in the service's modules that sets a value
+    chat_json shows sets row_version too."""
     statements = {
         f"{module.__name__}.{name}": value
         for module in (chats, *(importlib.import_module(f"aichats.services.{m}") for m in SERVICES))
