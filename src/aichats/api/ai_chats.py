@@ -226,7 +226,7 @@ async def list_(call: Call) -> Response:
     order = _enum(call, "order", ChatOrder) or ChatOrder.created_at
     memo, user_id = _answers(call), call.principal.user_id
     # The page's (pk, row_version) first: when every chat on it is kept, that is all it reads.
-    versions = await chats.list_chat_versions(call.db, user_id, page, order=order, flt=flt)
+    versions = await chats.list_chats(call.db, user_id, page, order=order, flt=flt, versions=True)
     kept = memo.known((row[0], row[1]) for row in versions.items)
     if kept is not None:
         return json_response({"data": kept, "page_info": versions.page_info.as_dict()})

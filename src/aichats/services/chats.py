@@ -382,29 +382,15 @@ async def list_chats(
     *,
     order: ChatOrder = ChatOrder.created_at,
     flt: ChatFilter = ChatFilter(),
-) -> Page[ChatRow]:
+    versions: bool = False,
+) -> Page[Any]:
     """One page of the user's live chats (rows of :data:`CHAT_ANSWER_COLUMNS`), newest first
-    (by creation or by activity)."""
-    return await _list(db, user_id, page, order, flt, versions=False)
+    (by creation or by activity).
 
-
-async def list_chat_versions(
-    db: Database,
-    user_id: str,
-    page: PageRequest,
-    *,
-    order: ChatOrder = ChatOrder.created_at,
-    flt: ChatFilter = ChatFilter(),
-) -> Page[Any]:
-    """:func:`list_chats`'s page (its cursors the same) as rows of ``pk, row_version`` first
-    (read them by position): what a caller that keeps chats' answers by their version needs.
-    In the default order without a filter, the index alone answers it: no table page per chat."""
-    return await _list(db, user_id, page, order, flt, versions=True)
-
-
-async def _list(
-    db: Database, user_id: str, page: PageRequest, order: ChatOrder, flt: ChatFilter, *, versions: bool
-) -> Page[Any]:
+    With ``versions``, the same page (its cursors the same) as rows of ``pk, row_version``
+    first (read them by position): what a caller that keeps chats' answers by their version
+    reads first. In the default order without a filter, the index alone answers it: no table
+    page per chat."""
     params: dict[str, Any] = {"user_id": user_id}
     if flt.agent_identifier is not None:
         params["agent_identifier"] = flt.agent_identifier.value
