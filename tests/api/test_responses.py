@@ -8,9 +8,13 @@ import importlib
 from typing import Any
 
 import orjson
+import pytest
+from starlette.responses import Response
 
 from aichats.api.ai_chats import chat_answers
-from aichats.api.responses import JSONMemo
+from aichats.api.app import AppState, create_app
+from aichats.api.responses import JSONBytes, JSONMemo
+from aichats.config import Settings
 from aichats.services.chats import CHAT_ANSWER_COLUMNS, CHAT_JSON_COLUMNS, chat_json
 
 
@@ -95,3 +99,30 @@ def test_the_row_version_moves_with_exactly_what_chat_json_reads() -> None:
     # Rows of CHAT_ANSWER_COLUMNS (sqlite3.Row, asyncpg.Record) are read by position.
     by_position = tuple(row[name] for name in names)
     assert chat_answers().key(by_position) == (row["pk"], row["row_version"])
+
+
+def test_a_json_answer_is_starlettes_response_with_its_two_headers() -> None:
+    """``JSONBytes`` writes its headers itself: the same as ``Response`` would, for every
+    status an API answer has."""
+    for status in (200, 201, 400, 404, 429, 500):
+        for body in (b"true", orjson.dumps({"title": "caf\u00e9 \u2615"})):
+            ours, theirs = JSONBytes(body, status), Response(body, status, media_type="application/json")
+            assert (ours.status_code, ours.body, ours.raw_headers) == (theirs.status_code, theirs.body, theirs.raw_headers)
+            assert ours.background is None
+
+
+def test_the_apps_state_is_read_as_plain_attributes() -> None:
+    """``app.state``'s values live in Starlette's dict and in the object itself (read
+    without ``State.__getattr__``): setting, replacing and deleting keep the two the same."""
+    state = create_app(Settings(database_url="sqlite:///unused.db")).state
+    assert isinstance(state, AppState)
+    state.thing = 1
+    state["other"] = 2
+    state.thing = 3
+    assert vars(state)["thing"] == state._state["thing"] == state.thing == 3
+    assert vars(state)["other"] == state._state["other"] == state["other"] == 2
+    del state.thing
+    del state["other"]
+    assert "thing" not in vars(state) and "thing" not in state._state and "other" not in vars(state)
+    with pytest.raises(AttributeError):
+        _ = state.thing

@@ -121,30 +121,30 @@ async def test_a_connection_the_server_closed_is_replaced(pool: Pool) -> None:
 
 
 async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on(pool: Pool) -> None:
-    holding = [await pool._acquire(), await pool._acquire()]
-    waiter = asyncio.create_task(pool._acquire())
+    holding = [await pool.acquire(), await pool.acquire()]
+    waiter = asyncio.create_task(pool.acquire())
     await asyncio.sleep(0.01)  # the waiter now waits in the queue
-    pool._release(holding.pop(), reusable=True)  # handed to the waiter...
+    pool.release(holding.pop())  # handed to the waiter...
     waiter.cancel()  # ...which is cancelled before it runs again
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert pool.idle == 1 and pool.size == 2  # the connection came back, not lost
-    pool._release(holding.pop(), reusable=True)
+    pool.release(holding.pop())
 
 
 async def test_close_fails_waiters_and_terminates_what_comes_back(pool: Pool) -> None:
-    held = [await pool._acquire(), await pool._acquire()]
-    waiter = asyncio.create_task(pool._acquire())
+    held = [await pool.acquire(), await pool.acquire()]
+    waiter = asyncio.create_task(pool.acquire())
     await asyncio.sleep(0.01)
     await pool.close()
     with pytest.raises(PoolClosed):
         await waiter
     for connection in held:
-        pool._release(connection, reusable=True)
+        pool.release(connection)
         assert connection.is_closed()
     assert pool.size == 0
     with pytest.raises(PoolClosed):
-        await pool._acquire()
+        await pool.acquire()
 
 
 async def test_a_failed_connect_frees_its_place() -> None:
@@ -158,5 +158,5 @@ async def test_a_failed_connect_frees_its_place() -> None:
     pool = Pool(failing, max_size=1)
     for _ in range(3):
         with pytest.raises(ConnectionRefusedError):
-            await pool._acquire()
+            await pool.acquire()
     assert attempts == 3 and pool.size == 0

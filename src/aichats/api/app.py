@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -51,6 +52,27 @@ register_url_convertor("id", IdConvertor())
 log = logging.getLogger("aichats")
 
 
+class AppState(State):
+    """Starlette's ``app.state``, whose values are also plain attributes of the object.
+
+    Starlette's ``State`` keeps them in a dict behind ``__getattr__``: a Python call, about
+    0.5 µs, for each of the half dozen (the database, the settings, the key cache, the
+    limits, the memo) that every API request reads. Here a read is an ordinary attribute
+    lookup; writes and deletes keep both places the same.
+    """
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        super().__setattr__(key, value)
+        object.__setattr__(self, key, value)
+
+    def __delattr__(self, key: str) -> None:
+        super().__delattr__(key)
+        object.__delattr__(self, key)
+
+    __setitem__ = __setattr__
+    __delitem__ = __delattr__
+
+
 class App(Starlette):
     """Starlette with our layers around its whole stack, outermost first:
 
@@ -66,6 +88,7 @@ class App(Starlette):
 
     def __init__(self, *, api_routes: list[Route], routes: list[BaseRoute], **options: Any) -> None:
         super().__init__(routes=[*api_routes, *routes], **options)
+        self.state = AppState()
         self.api_routes = api_routes
 
     def build_middleware_stack(self) -> ASGIApp:

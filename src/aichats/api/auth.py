@@ -28,7 +28,11 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def presented_key(request: Request) -> str:
     """The key this request presents, from its Authorization header or its session cookie."""
-    header = request.headers.get("authorization")
+    header = None
+    for name, value in request.scope["headers"]:  # as request.headers.get, without building them
+        if name == b"authorization":
+            header = value.decode("latin-1")
+            break
     if header:
         scheme, _, secret = header.partition(" ")
         secret = secret.strip()
@@ -58,7 +62,8 @@ def client_address(request: Request) -> str:
     uvicorn puts in its place when the peer is a trusted proxy (``FORWARDED_ALLOW_IPS``).
     An IPv6 client counts as its /64: one host usually holds a whole /64, and counting each
     address apart would give it billions of buckets."""
-    host = request.client.host if request.client else ""
+    peer = request.scope.get("client")  # request.client's host, without the namedtuple
+    host: str = peer[0] if peer else ""
     if ":" not in host:
         return host
     try:

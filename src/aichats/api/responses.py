@@ -13,8 +13,26 @@ from aichats.services.pagination import Page
 T = TypeVar("T")
 
 
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class JSONBytes(Response):
+    """An answer of JSON already serialised: ``Response(body, status, media_type=
+    "application/json")``, with its two headers written directly rather than through
+    ``Response.init_headers``' general case (every API answer is one of these)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        assert status >= 200 and status not in (204, 304), "an answer with a body"
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+
+
 def json_response(value: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(value), status_code=status, media_type="application/json")
+    return JSONBytes(orjson.dumps(value), status)
 
 
 def page_json(page: Page[T], item_json: Callable[[T], object]) -> dict[str, object]:

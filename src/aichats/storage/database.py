@@ -28,7 +28,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import asyncpg
 import sqlalchemy as sa
@@ -196,7 +196,7 @@ class _SQLiteConnection:
         self._connection = connection
         self.pending: dict[tuple[str, str], None] = {}  # (channel, payload), once each, in order
 
-    def _run(self, statement: sa.Executable, params: Params) -> sqlite3.Cursor:
+    def run(self, statement: sa.Executable, params: Params) -> sqlite3.Cursor:
         compiled = compile_statement(statement, "sqlite")
         try:
             return self._connection.execute(compiled.sql, compiled.bind(params))
@@ -206,13 +206,13 @@ class _SQLiteConnection:
             raise
 
     async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
-        return self._run(statement, params).fetchone()
+        return self.run(statement, params).fetchone()
 
     async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
-        return self._run(statement, params).fetchall()
+        return self.run(statement, params).fetchall()
 
     async def execute(self, statement: sa.Executable, params: Params = NO_PARAMS) -> int:
-        return self._run(statement, params).rowcount
+        return self.run(statement, params).rowcount
 
     async def notify(self, channel: str, payload: str) -> None:
         self.pending[(channel, payload)] = None
@@ -309,11 +309,13 @@ class SQLiteDatabase:
                         except Exception:  # one broken listener must not stop the others, nor the watcher
                             log.exception("a listener failed")
 
+    # The reader's statements run here directly (not through its async methods): a read
+    # outside a transaction is the commonest call there is, one coroutine fewer each.
     async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
-        return await self._reader.fetch_one(statement, params)
+        return self._reader.run(statement, params).fetchone()
 
     async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
-        return await self._reader.fetch_all(statement, params)
+        return self._reader.run(statement, params).fetchall()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -445,8 +447,15 @@ class _PostgresConnection:
 async def _translate(awaitable: Any) -> Any:
     try:
         return await awaitable
-    except asyncpg.UniqueViolationError as error:
+    except BaseException as error:
+        _raise_translated(error)
+
+
+def _raise_translated(error: BaseException) -> NoReturn:
+    """Raise ``error``, as :class:`UniqueViolation` if it is asyncpg's."""
+    if isinstance(error, asyncpg.UniqueViolationError):
         raise UniqueViolation(str(error)) from error
+    raise error
 
 
 class PostgresDatabase:
@@ -533,13 +542,29 @@ class PostgresDatabase:
 
         return cls(url, await Pool.open(connect, pool_size))
 
+    # A read outside a transaction, the commonest call there is, borrows its connection
+    # without the pool's context manager and runs its statement directly.
     async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
-        async with self._pool.connection() as connection:
-            return await _PostgresConnection(connection).fetch_one(statement, params)
+        compiled = compile_statement(statement, "postgresql")
+        connection = await self._pool.acquire()
+        try:
+            row = await connection.fetchrow(compiled.sql, *compiled.bind(params))
+        except BaseException as error:
+            self._pool.release(connection, error)
+            _raise_translated(error)
+        self._pool.release(connection)
+        return row  # type: ignore[return-value]  # a Record is a Mapping, which asyncpg does not declare
 
     async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
-        async with self._pool.connection() as connection:
-            return await _PostgresConnection(connection).fetch_all(statement, params)
+        compiled = compile_statement(statement, "postgresql")
+        connection = await self._pool.acquire()
+        try:
+            rows = await connection.fetch(compiled.sql, *compiled.bind(params))
+        except BaseException as error:
+            self._pool.release(connection, error)
+            _raise_translated(error)
+        self._pool.release(connection)
+        return rows  # type: ignore[return-value]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:

@@ -70,15 +70,18 @@ class Pool:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """Borrow a connection for the block; it goes back (or is terminated) when it ends."""
-        connection = await self._acquire()
+        connection = await self.acquire()
         try:
             yield connection
         except BaseException as error:
-            self._release(connection, reusable=_survives(error))
+            self.release(connection, error)
             raise
-        self._release(connection, reusable=True)
+        self.release(connection)
 
-    async def _acquire(self) -> asyncpg.Connection:
+    async def acquire(self) -> asyncpg.Connection:
+        """Borrow a connection; every one borrowed must be given back with :meth:`release`.
+        (:meth:`connection` does both; these two are for the hottest callers, which a
+        context manager's generator would cost a microsecond each.)"""
         while True:
             if self._closed:
                 raise PoolClosed("the connection pool is closed")
@@ -110,6 +113,11 @@ class Pool:
             if handed is not None:
                 return handed
             # None: a place was freed; loop to open a connection in it (or take an idle one).
+
+    def release(self, connection: asyncpg.Connection, error: BaseException | None = None) -> None:
+        """Give back a connection borrowed with :meth:`acquire`, with the error that ended
+        its use, if any (one a connection does not survive gets it terminated)."""
+        self._release(connection, reusable=error is None or _survives(error))
 
     def _release(self, connection: asyncpg.Connection, *, reusable: bool) -> None:
         if not reusable or self._closed or connection.is_closed() or connection.is_in_transaction():
