@@ -107,7 +107,8 @@ def test_a_json_answer_is_starlettes_response_with_its_two_headers() -> None:
     for status in (200, 201, 400, 404, 429, 500):
         for body in (b"true", orjson.dumps({"title": "caf\u00e9 \u2615"})):
             ours, theirs = JSONBytes(body, status), Response(body, status, media_type="application/json")
-            assert (ours.status_code, ours.body, ours.raw_headers) == (theirs.status_code, theirs.body, theirs.raw_headers)
+            shown = (ours.status_code, ours.body, ours.raw_headers)
+            assert shown == (theirs.status_code, theirs.body, theirs.raw_headers)
             assert ours.background is None
 
 

@@ -83,3 +83,14 @@ def test_the_active_schedule_count_reads_the_active_cron_index(sqlite_db) -> Non
     from aichats.services import schedules
 
     assert "ix_ai_chats_user_active_cron_pk" in _plan(sqlite_db, schedules._OTHER_ACTIVE)
+
+
+def test_a_retrieve_finds_its_chat_by_id(sqlite_db) -> None:
+    """Retrieve reads the chat's (pk, row_version) first, then, when its answer is not kept,
+    the chat: both by the unique index on ``id``, never a scan of the user's chats (which
+    SQLite's planner, without statistics, could pick for ``user_id = ?``)."""
+    from aichats.services import chats
+
+    for statement in (chats._GET_VERSION, chats._GET):
+        plan = _plan(sqlite_db, statement)
+        assert plan == "SEARCH ai_chats USING INDEX sqlite_autoindex_ai_chats_1 (id=?)", plan

@@ -51,7 +51,7 @@ async def test_failed_statements_give_their_connection_back(db: Database) -> Non
     one (a connection kept by a failure would leave it waiting for ever)."""
     for _ in range(POOL_SIZE + 1):
         for fetch in (db.fetch_one, db.fetch_all):
-            with pytest.raises(Exception, match="overflow|out of range"):
+            with pytest.raises(Exception, match=r"overflow|out of range"):
                 await asyncio.wait_for(fetch(_OVERFLOW, {"n": SMALLEST}), 5)
     row = await asyncio.wait_for(db.fetch_one(_OVERFLOW, {"n": -42}), 5)
     assert row is not None and row["n"] == 42

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 
 import pytest
+import sqlalchemy as sa
 
 from aichats.storage.database import SQLiteDatabase
 
@@ -48,3 +51,30 @@ async def test_another_processs_commits_are_looked_for_once_per_turn_of_the_loop
     assert db.others_stamp() == first and len(readings) == 1  # this turn's reading
     await asyncio.sleep(0)
     assert db.others_stamp() != first and len(readings) == 2
+
+
+def _open_temporary_files() -> list[str]:
+    """SQLite's temporary files this process holds open (made, then unlinked at once)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if "etilqs_" in os.readlink(f"/proc/self/fd/{fd}"):
+                found.append(fd)
+    return found
+
+
+async def test_a_batchs_statement_journal_stays_in_memory(db: SQLiteDatabase) -> None:
+    """Each transaction is a savepoint of its batch's one SQLite transaction: the pages it
+    changes first go to a statement journal, which SQLite spilled into a temporary file
+    past 64 KiB (an open, an unlink and a pwrite per page: 36 a created chat). With
+    ``temp_store=MEMORY`` on both connections there is no such file."""
+    for connection in (db._writer, db._reader._connection):
+        assert pragma(connection, "temp_store") == 2  # MEMORY
+    async with db.transaction() as tx:
+        for n in range(5_000):
+            await tx.execute(
+                sa.text("INSERT INTO users (id, created_at) VALUES (:id, 0)"), {"id": f"user_{n:05}_{'x' * 40}"}
+            )
+    async with db.transaction() as tx:  # the savepoint journals every page it changes: 300 KiB
+        assert await tx.execute(sa.text("UPDATE users SET created_at = 1")) == 5_000
+        assert _open_temporary_files() == []

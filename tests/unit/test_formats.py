@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -23,6 +25,34 @@ def test_ids_have_prefix_and_random_part() -> None:
     assert all(re.fullmatch(r"aich_[0-9a-z]{9}[A-Za-z0-9]{16}", i) for i in made)
     assert ids.looks_like("user", "user_abc") and not ids.looks_like("user", "user_a-b")
     assert not ids.looks_like("user", "user_" + "a" * 64)
+
+
+def _random_part(made: str) -> str:
+    return made[-ids.RANDOM_LENGTH :]
+
+
+def test_no_two_threads_share_an_ids_random_bytes() -> None:
+    """Ids draw their random bytes from a pool refilled a few KiB at a time (``ids.py``):
+    eight threads making ids at once, across many refills, never get the same bytes."""
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: ids.new_id("aich"), range(20_000)))
+    assert len({_random_part(m) for m in made}) == len(made)
+
+
+def test_a_forked_child_makes_random_parts_of_its_own() -> None:
+    """A child forked while the pool holds bytes must not hand out the parent's."""
+    ids.new_id("aich")  # the pool now holds bytes the parent has not used
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids to the parent, then out without pytest's exit handlers
+        os.write(writer, " ".join(_random_part(ids.new_id("aich")) for _ in range(50)).encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    with os.fdopen(reader) as pipe:
+        child = set(pipe.read().split())
+    parent = {_random_part(ids.new_id("aich")) for _ in range(50)}
+    assert len(child) == 50 and not child & parent
 
 
 def test_id_characters_are_even() -> None:

@@ -101,7 +101,10 @@ async def create(call: Call) -> Response:
     errors=(404,),
 )
 async def retrieve(call: Call) -> Response:
-    return json_response(_answers(call)(await call.chat()))
+    # The chat's (pk, row_version) first: when its answer is kept, that is all it reads.
+    memo = _answers(call)
+    kept = memo.get(await chats.chat_version(call.db, call.principal.user_id, call.path("chat_id")))
+    return json_response(kept if kept is not None else memo(await call.chat()))
 
 
 @operation(

@@ -81,19 +81,23 @@ async def authenticate_limited(request: Request, secret: str) -> Principal | Non
     A client past :class:`~aichats.api.auth_limit.FailedAuthLimit` gets 429 without its
     key being looked up, unless the key was accepted recently.
     """
-    limit: FailedAuthLimit = request.app.state.auth_limit
-    client = client_address(request)
+    state = request.app.state
+    limit: FailedAuthLimit = state.auth_limit
     key_hash = hash_key(secret)  # once, for the limit and for the lookup
-    wait = limit.retry_after(client, key_hash)
-    if wait:
-        raise HTTPException(
-            429,
-            f"too many attempts with invalid API keys from this address; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
-    principal = await authenticate_hash(request.app.state.db, key_hash, request.app.state.key_cache)
+    if limit.blocking:
+        wait = limit.retry_after(client_address(request), key_hash)
+        if wait:
+            raise HTTPException(
+                429,
+                f"too many attempts with invalid API keys from this address; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+    # A key the cache holds (the usual case) costs no await.
+    principal = state.key_cache.cached(state.db, key_hash) or await authenticate_hash(
+        state.db, key_hash, state.key_cache
+    )
     if principal is None:
-        limit.failed(client, key_hash)
+        limit.failed(client_address(request), key_hash)
     else:
         limit.accepted(key_hash)
     return principal

@@ -52,6 +52,12 @@ class FailedAuthLimit:
     def __len__(self) -> int:
         return len(self._full_at)
 
+    @property
+    def blocking(self) -> bool:
+        """Whether any client has failures counted: if not, :meth:`retry_after` is 0 for
+        every client, and a caller need not work out which client it is."""
+        return bool(self._full_at)
+
     def retry_after(self, client: str, key_hash: str) -> int:
         """Seconds ``client`` must wait before the key of ``key_hash`` is checked; 0 when it may
         be checked now. Keys are known by their hash (:func:`aichats.services.keys.hash_key`,

@@ -74,6 +74,10 @@ class JSONMemo:
             self._kept[key] = fragment
         return fragment
 
+    def get(self, key: Hashable) -> orjson.Fragment | None:
+        """The kept answer of the row of ``key`` (as ``key`` gives it), if any."""
+        return self._kept.get(key)
+
     def known(self, keys: Iterable[Hashable]) -> list[orjson.Fragment] | None:
         """The kept answers of the rows of ``keys`` (as ``key`` gives them), in order; None
         unless every one is kept."""

@@ -174,6 +174,7 @@ NEXT_VERSION = {"row_version": _c.row_version + 1}
 _OWNED_LIVE = (_c.id == sa.bindparam("chat_id"), _c.user_id == sa.bindparam("user_id"), _c.deleted_at.is_(None))
 
 _GET = sa.select(*CHAT_ANSWER_COLUMNS).where(*_OWNED_LIVE)
+_GET_VERSION = sa.select(_c.pk, _c.row_version).where(*_OWNED_LIVE)
 # Public for the one-statement create of :mod:`aichats.services.messages` (a CTE of it).
 INSERT_CHAT = (
     sa.insert(ai_chats)
@@ -348,6 +349,15 @@ async def get_chat(db: Database, user_id: str, chat_id: str) -> ChatRow:
     if row is None:
         raise NotFound(f"no AI chat {chat_id}")
     return cast(ChatRow, row)
+
+
+async def chat_version(db: Database, user_id: str, chat_id: str) -> tuple[int, int]:
+    """The chat's ``(pk, row_version)`` (:func:`get_chat`'s 404 if it is not the user's
+    live chat): what names its answer as it is now, read without the rest of its row."""
+    row = await db.fetch_one(_GET_VERSION, {"chat_id": chat_id, "user_id": user_id})
+    if row is None:
+        raise NotFound(f"no AI chat {chat_id}")
+    return row["pk"], row["row_version"]
 
 
 async def update_chat(db: Database, user_id: str, chat_id: str, data: ChatChanges) -> ChatRow:

@@ -154,15 +154,22 @@ class KeyCache:
     async def authenticate(self, db: Database, secret: str) -> Principal | None:
         return await self.authenticate_hash(db, hash_key(secret))
 
+    def cached(self, db: Database, key_hash: str) -> Principal | None:
+        """The principal of ``key_hash`` if the cache holds it and may be trusted now; None
+        otherwise (then :meth:`authenticate_hash` looks it up). Not a coroutine: a hit, the
+        usual case, awaits nothing."""
+        if not db.listening:
+            return None
+        stamp = db.others_stamp()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self.forget_all()
+        return self._entries.get(key_hash)
+
     async def authenticate_hash(self, db: Database, key_hash: str) -> Principal | None:
-        if db.listening:
-            stamp = db.others_stamp()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self.forget_all()
-            hit = self._entries.get(key_hash)
-            if hit is not None:
-                return hit
+        hit = self.cached(db, key_hash)
+        if hit is not None:
+            return hit
         generation = self._generation
         principal = await _lookup(db, key_hash)
         if principal is not None and db.listening and generation == self._generation:

@@ -188,6 +188,13 @@ def _sqlite_connect(path: str, *, cache_kib: int, busy_ms: int = 5000) -> sqlite
     # (bench/README.md, fifth session). Explicit, whatever the build's default.
     connection.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
     connection.execute(f"PRAGMA cache_size=-{cache_kib}")
+    # Temporary storage in memory. Every transaction is a savepoint of its batch's one SQLite
+    # transaction (SQLiteDatabase.transaction), so each page a member changes first goes
+    # to a statement journal, which SQLite spills into a new temporary file past 64 KiB:
+    # an open, an unlink and 36 pwrite calls per created chat, twice the WAL's own
+    # (bench/README.md, seventh session). Here it stays in memory: a batch's pages, at
+    # most a few MiB, freed at its commit.
+    connection.execute("PRAGMA temp_store=MEMORY")
     return connection
 
 
