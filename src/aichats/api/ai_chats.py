@@ -68,7 +68,7 @@ async def create(call: Call) -> Response:
     if key is None:
         await call.check_budget()
         chat = await messages.create_chat_alone(call.db, principal.user_id, data)
-        return Response(orjson.dumps(chat_json(chat)), status_code=201, media_type="application/json")
+        return json_response(chat_json(chat), 201)
 
     async def work(tx: Connection) -> idempotency.Answer:
         # Only for a create that is not a replay (a replay answers as the first did), on the
