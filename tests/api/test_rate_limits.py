@@ -74,6 +74,22 @@ def test_past_the_limit_429_with_retry_after_and_the_headers(limited: tuple[AppS
         assert response.status_code == 200 and limit_headers(response) == (5, 4, 60)
 
 
+def test_ratelimit_reset_counts_whole_seconds_to_the_next_minute(limited: tuple[AppServer, Clock]) -> None:
+    """``RateLimit-Reset`` is made once a second (rate_limit.py): through a second it stays
+    the same, at the next whole second it is one less, and a new minute starts at 60."""
+    server, clock = limited
+    start = clock.now
+    with server.client(server.account()) as api:
+        chat = create(api)
+        resets = []
+        for at in (10.2, 10.9, 11.0, 59.99, 60.0):
+            clock.now = start + at
+            response = api.get(f"/ai_chats/{chat['id']}")
+            assert response.status_code == 200, response.text
+            resets.append(limit_headers(response)[2])
+    assert resets == [50, 50, 49, 1, 60]
+
+
 def test_an_admitted_request_that_fails_still_says_what_is_left(limited: tuple[AppServer, Clock]) -> None:
     """A request admitted by the limit is counted whatever it answers: its error answer (a bad
     body, an unknown chat) tells the client what is left, as a success does. A request refused

@@ -23,7 +23,6 @@ until the next minute.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ class RateLimiter:
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._minute = 0  # the newest minute seen: slots of older ones are forgotten when it moves
         self._limit_header = (b"ratelimit-limit", str(per_minute).encode())
+        self._reset_header = (-1, (b"", b""))  # (the second it was made in, RateLimit-Reset)
 
     def take(self, key_id: str, operation: str) -> Headers | None:
         """The request's ``RateLimit-*`` headers if this process's block admits it (the usual
@@ -111,11 +111,11 @@ class RateLimiter:
     def _headers(self, slot: _Slot, now: float) -> Headers:
         """``RateLimit-Remaining`` is what this process knows: its block, and what the minute
         had left for everyone at its last reservation (other processes may have taken some)."""
-        return [
-            self._limit_header,
-            (b"ratelimit-remaining", str(slot.left + slot.unreserved).encode()),
-            (b"ratelimit-reset", str(_reset(now)).encode()),
-        ]
+        second, reset = self._reset_header
+        if second != int(now):  # the same for a whole second (_reset): made once a second
+            reset = (b"ratelimit-reset", b"%d" % _reset(now))
+            self._reset_header = (int(now), reset)
+        return [self._limit_header, (b"ratelimit-remaining", b"%d" % (slot.left + slot.unreserved)), reset]
 
     def _refusal(self, now: float) -> RateLimited:
         wait = _reset(now)
@@ -134,5 +134,6 @@ class RateLimiter:
 
 
 def _reset(now: float) -> int:
-    """Whole seconds until the next minute starts (1 to 60)."""
-    return max(math.ceil(60 - now % 60), 1)
+    """Whole seconds until the next minute starts (1 to 60): ``60 - int(now) % 60``, the
+    same all through each second."""
+    return 60 - int(now) % 60
