@@ -137,8 +137,9 @@ def timed_turn(base: str, key: str, text: str) -> Turn:
             elif event == "message.failed":
                 raise BenchError(f"the turn failed: {json.loads(data)['error']}")
             elif event == "message.completed":
-                if first is None:
-                    raise BenchError("the reply completed without streaming a token")
+                # A reply that ended before the stream opened has no deltas left to replay
+                # (its completion replaces them): its first token arrived with it.
+                first = at if first is None else first
                 return Turn(answered, first, at, json.loads(data)["usage"]["output_tokens"], deltas)
             if time.monotonic() > deadline:
                 raise BenchError(f"a turn took over {TURN_SECONDS} s")
@@ -190,6 +191,8 @@ def bench_overhead(url: str, key: str, workdir: Path, sizes: Sizes) -> None:
     _, turns = timed_turns(url, key, workdir, model, OVERHEAD_WORDS, sizes.overhead_chats)
     if any(t.tokens != OVERHEAD_WORDS for t in turns):
         raise BenchError(f"{model} streamed {sorted({t.tokens for t in turns})} tokens, not {OVERHEAD_WORDS}")
+    if any(t.deltas == 0 for t in turns):
+        raise BenchError(f"a reply of {model} ended before its event stream opened: nothing streamed to time")
     per_token = [t.streaming / t.tokens * 1e6 for t in turns]
     print(
         f"  {'chats':>5} {'tokens':>6} {'first->last p50 ms':>19} {'per token p50 µs':>17} {'p99 µs':>7}"
