@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -128,30 +128,64 @@ def timed_turn(base: str, key: str, text: str) -> Turn:
         sent = time.perf_counter()
         chat = api_call(connection, "POST", CHATS, key, {"message_text": text})
         answered = time.perf_counter() - sent
-        first, deltas = None, 0
-        for event, data in sse_events(open_events(connection, key, chat["id"])):
-            at = time.perf_counter() - sent
-            if event == "message.delta":
-                first = at if first is None else first
-                deltas += 1
-            elif event == "message.failed":
-                raise BenchError(f"the turn failed: {json.loads(data)['error']}")
-            elif event == "message.completed":
-                # A reply that ended before the stream opened has no deltas left to replay
-                # (its completion replaces them): its first token arrived with it.
-                first = at if first is None else first
-                return Turn(answered, first, at, json.loads(data)["usage"]["output_tokens"], deltas)
-            if time.monotonic() > deadline:
-                raise BenchError(f"a turn took over {TURN_SECONDS} s")
+        return _timed_reply(sse_events(open_events(connection, key, chat["id"])), sent, answered, deadline)
+
+
+def live_turn(base: str, key: str, text: str) -> Turn:
+    """A turn timed on an event stream opened before its message is sent: a chat is made
+    (its first turn run out, untimed), then a second message is timed, live. A reply of
+    the instant test model can end before a stream opened after the POST replays it, and
+    then it has no deltas left to replay (its completion replaces them)."""
+    deadline = time.monotonic() + TURN_SECONDS
+    with (
+        closing(connect(base, timeout=TURN_SECONDS)) as posting,
+        closing(connect(base, timeout=TURN_SECONDS)) as first,
+        closing(connect(base, timeout=TURN_SECONDS)) as listening,
+    ):
+        chat = api_call(posting, "POST", CHATS, key, {"message_text": text})
+        for event, _ in sse_events(open_events(first, key, chat["id"])):
+            if event in ("message.completed", "message.failed"):
+                break
+        stream = sse_events(open_events(listening, key, chat["id"], after="latest"))
+        sent = time.perf_counter()
+        api_call(posting, "POST", f"{CHATS}/{chat['id']}/messages", key, {"message_text": text})
+        return _timed_reply(stream, sent, time.perf_counter() - sent, deadline)
+
+
+def _timed_reply(stream: Iterator[tuple[str, str]], sent: float, answered: float, deadline: float) -> Turn:
+    """Read ``stream`` until the reply completes; its times in seconds from ``sent``."""
+    first, deltas = None, 0
+    for event, data in stream:
+        at = time.perf_counter() - sent
+        if event == "message.delta":
+            first = at if first is None else first
+            deltas += 1
+        elif event == "message.failed":
+            raise BenchError(f"the turn failed: {json.loads(data)['error']}")
+        elif event == "message.completed":
+            # A reply that ended before the stream opened has no deltas left to replay
+            # (its completion replaces them): its first token arrived with it.
+            first = at if first is None else first
+            return Turn(answered, first, at, json.loads(data)["usage"]["output_tokens"], deltas)
+        if time.monotonic() > deadline:
+            raise BenchError(f"a turn took over {TURN_SECONDS} s")
     raise BenchError("the event stream ended before message.completed")
 
 
-def timed_turns(url: str, key: str, workdir: Path, model: str, max_tokens: int, chats: int) -> tuple[Turn, list[Turn]]:
+def timed_turns(
+    url: str,
+    key: str,
+    workdir: Path,
+    model: str,
+    max_tokens: int,
+    chats: int,
+    turn: Callable[[str, str, str], Turn] = timed_turn,
+) -> tuple[Turn, list[Turn]]:
     """A server with ``model`` and one in-process worker: one cold turn, then ``chats`` measured."""
     settings = {"AICHATS_MODEL": model, "AICHATS_MAX_OUTPUT_TOKENS": str(max_tokens), "AICHATS_WORKERS": "1"}
     with aichats_server(url, workdir, settings, log_name=f"serve-{model.replace(':', '-')}.log") as base:
-        cold = timed_turn(base, key, PROMPT)  # loads the model, warms caches
-        return cold, [timed_turn(base, key, PROMPT) for _ in range(chats)]
+        cold = turn(base, key, PROMPT)  # loads the model, warms caches
+        return cold, [turn(base, key, PROMPT) for _ in range(chats)]
 
 
 # ------------------------------------------------------------------ 1. time to first token
@@ -188,11 +222,11 @@ def bench_overhead(url: str, key: str, workdir: Path, sizes: Sizes) -> None:
     print(f"\n2. Server overhead per streamed token: {model} on SQLite, 1 in-process worker, one chat at a time")
     print("   (the test model takes ~0 s a token: (last token - first token) / tokens is the server's cost)")
     warn_if_busy()
-    _, turns = timed_turns(url, key, workdir, model, OVERHEAD_WORDS, sizes.overhead_chats)
+    _, turns = timed_turns(url, key, workdir, model, OVERHEAD_WORDS, sizes.overhead_chats, live_turn)
     if any(t.tokens != OVERHEAD_WORDS for t in turns):
         raise BenchError(f"{model} streamed {sorted({t.tokens for t in turns})} tokens, not {OVERHEAD_WORDS}")
     if any(t.deltas == 0 for t in turns):
-        raise BenchError(f"a reply of {model} ended before its event stream opened: nothing streamed to time")
+        raise BenchError(f"a reply of {model} streamed no delta, even to a stream opened before it began")
     per_token = [t.streaming / t.tokens * 1e6 for t in turns]
     print(
         f"  {'chats':>5} {'tokens':>6} {'first->last p50 ms':>19} {'per token p50 µs':>17} {'p99 µs':>7}"

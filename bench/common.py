@@ -226,9 +226,14 @@ def api_get(base: str, path: str, key: str) -> Any:
 # ------------------------------------------------------------------ events, keys, figures
 
 
-def open_events(connection: http.client.HTTPConnection, key: str, chat_id: str) -> http.client.HTTPResponse:
-    """``GET .../events`` without Last-Event-ID: every event of the chat, replayed, then live."""
+def open_events(
+    connection: http.client.HTTPConnection, key: str, chat_id: str, after: str | None = None
+) -> http.client.HTTPResponse:
+    """``GET .../events``: every event of the chat, replayed, then live; with ``after`` (its
+    ``Last-Event-ID``: an event id, or ``latest``), only those after it."""
     headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+    if after is not None:
+        headers["Last-Event-ID"] = after
     connection.request("GET", f"{CHATS}/{chat_id}/events", headers=headers)
     response = connection.getresponse()
     if response.status != 200:
