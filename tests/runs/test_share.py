@@ -9,10 +9,12 @@ import sqlalchemy as sa
 
 from aichats.runs.share import Share, turn_slots
 from aichats.storage.database import Database
+from aichats.storage.schema import users
 
 pytestmark = pytest.mark.anyio
 
 _ONE = sa.select(sa.literal(1).label("one"))
+_INSERT_USER = sa.insert(users).values(id=sa.bindparam("id"), created_at=0)
 
 
 async def test_turns_past_their_share_wait_and_the_api_does_not(db: Database) -> None:
@@ -31,12 +33,16 @@ async def test_turns_past_their_share_wait_and_the_api_does_not(db: Database) ->
     holder = asyncio.create_task(turn_transaction())
     await entered.wait()
     waiting = asyncio.create_task(share.fetch_one(_ONE))
+    grouped = asyncio.create_task(share.run_grouped(_INSERT_USER, {"id": "user_shared"}))
     assert await asyncio.wait_for(db.fetch_one(_ONE), 5) is not None  # the API's read
     await asyncio.sleep(0.1)
     assert not waiting.done(), "a turn's read went past the share"
+    assert not grouped.done(), "a turn's grouped write went past the share"
     release.set()
     row = await asyncio.wait_for(waiting, 5)
     assert row is not None and row["one"] == 1
+    await asyncio.wait_for(grouped, 5)
+    assert await db.fetch_one(sa.select(users.c.pk).where(users.c.id == "user_shared")) is not None
     await holder
 
 

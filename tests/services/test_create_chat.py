@@ -65,8 +65,9 @@ async def test_a_chat_created_alone_is_stored_as_in_a_transaction(db: Database) 
         in_transaction = await create_chat(tx, user_id, new_chat())
     alone = await create_chat_alone(db, user_id, new_chat())
 
-    assert alone["pk"] != in_transaction["pk"]
-    assert {k: v for k, v in alone.items() if k not in ("pk", "id")} == {
+    assert "pk" not in alone  # not read back (PostgreSQL groups its statement with others')
+    assert alone["id"] != in_transaction["id"]
+    assert {k: v for k, v in alone.items() if k != "id"} == {
         k: v for k, v in in_transaction.items() if k not in ("pk", "id")
     }
     expected = await stored(db, in_transaction["id"])
@@ -112,7 +113,9 @@ async def test_its_workers_and_readers_are_told(db: Database) -> None:
     user_id = await users.create_user(db)
     chat = await create_chat_alone(db, user_id, new_chat())
     await asyncio.wait_for(both.wait(), 10)
-    assert heard == {runs.CHANNEL: [str(chat["pk"])], events.CHANNEL: [str(chat["pk"])]}
+    row = await db.fetch_one(sa.select(ai_chats.c.pk).where(ai_chats.c.id == chat["id"]))
+    assert row is not None
+    assert heard == {runs.CHANNEL: [str(row["pk"])], events.CHANNEL: [str(row["pk"])]}
 
 
 async def test_a_missing_attachment_stores_nothing(db: Database) -> None:
@@ -120,3 +123,17 @@ async def test_a_missing_attachment_stores_nothing(db: Database) -> None:
     with pytest.raises(NotFound, match="no file file_missing"):
         await create_chat_alone(db, user_id, NewChat(NewMessage("see this", file_ids=("file_missing",))))
     assert await db.fetch_all(sa.select(ai_chats.c.pk).where(ai_chats.c.user_id == user_id)) == []
+
+
+async def test_chats_created_together_each_get_their_own_rows(db: Database) -> None:
+    """Creates at the same time (one group on PostgreSQL) each store the same rows as one
+    alone: no message, turn or event goes to another's chat."""
+    clock.set_clock(lambda: NOW)
+    user_id = await users.create_user(db)
+    async with db.transaction() as tx:
+        first = await create_chat(tx, user_id, new_chat())
+    expected = await stored(db, first["id"])
+    created = await asyncio.gather(*(create_chat_alone(db, user_id, new_chat()) for _ in range(20)))
+    assert len({chat["id"] for chat in created}) == 20
+    for chat in created:
+        assert await stored(db, chat["id"]) == expected

@@ -63,5 +63,9 @@ class Share:
         async with self._slots, self._db.transaction() as tx:
             yield tx
 
+    async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
+        async with self._slots:  # holds a slot while its group waits: at most one connection
+            await self._db.run_grouped(statement, params)
+
     async def close(self) -> None:
         """Nothing: the database is its owner's to close."""

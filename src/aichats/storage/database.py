@@ -149,6 +149,11 @@ class Database(Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[Connection]: ...
 
+    async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
+        """Run ``statement`` as a transaction of its own, which may commit together with other
+        callers' runs of the same statement (PostgreSQL: :class:`GroupedStatement`). Its
+        rows, if any, are not returned."""
+
     async def close(self) -> None: ...
 
 
@@ -324,6 +329,11 @@ class SQLiteDatabase:
     async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
         return self._reader.run(statement, params).fetchall()
 
+    async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
+        # Every transaction here commits with the others of its turn of the event loop.
+        async with self.transaction() as tx:
+            await tx.execute(statement, params)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """A transaction, committed with those of the other tasks that run one in the same
@@ -465,12 +475,119 @@ def _raise_translated(error: BaseException) -> NoReturn:
     raise error
 
 
+# A group is at most this many runs; at most this many groups of a statement are in flight
+# at once (one waits for its commit while the next is sent).
+GROUP_SIZE = 100
+GROUPS_IN_FLIGHT = 2
+
+
+class GroupedStatement:
+    """One statement, run for every caller that runs it at the same time in one round trip
+    and one transaction: a group commit.
+
+    Alone, a statement that is its own transaction (creating a chat) costs PostgreSQL a
+    round trip, an executor start and a commit with its WAL flush, and costs this process a
+    send and a receive: about as much as the statement's own work (bench/README.md, eighth
+    session). Runs that arrive while a group is in flight wait for the next, and asyncpg's
+    ``executemany`` sends them all at once; PostgreSQL runs them in one transaction.
+
+    All or nothing, as ``executemany`` is. When PostgreSQL refuses one run (a unique or
+    foreign key violation, a bad value), the whole group was rolled back: each run then goes
+    again alone, so that each caller gets its own outcome. On any other failure (the
+    connection lost, a cancellation), the group may or may not have committed: every caller
+    gets the error, and nothing runs twice.
+
+    A caller cancelled before its group is sent is left out of it; once sent, its run
+    commits or not with the group, as a cancelled single statement would.
+    """
+
+    def __init__(self, pool: Pool, compiled: Compiled) -> None:
+        self._pool = pool
+        self._compiled = compiled
+        self._waiting: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # kept: the loop holds its tasks weakly
+
+    async def run(self, params: Params) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._compiled.bind(params), future))
+        if self._in_flight < GROUPS_IN_FLIGHT:
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await future
+
+    async def _drain(self) -> None:
+        """Send groups while runs wait (those of this turn of the event loop join the first)."""
+        try:
+            while self._waiting:
+                group = [run for run in self._waiting[:GROUP_SIZE] if not run[1].done()]
+                del self._waiting[:GROUP_SIZE]
+                if group:
+                    await self._run(group)
+        except BaseException:
+            for _, future in self._waiting:  # cancelled: the loop is ending, nothing will send them
+                future.cancel()
+            raise
+        finally:
+            self._in_flight -= 1
+
+    async def _run(self, group: list[tuple[tuple[Any, ...], asyncio.Future[None]]]) -> None:
+        connection = None
+        try:
+            connection = await self._pool.acquire()
+            await connection.executemany(self._compiled.sql, [args for args, _ in group])
+        except BaseException as error:
+            if connection is not None:
+                self._pool.release(connection, error)
+            refused = isinstance(error, asyncpg.PostgresError) and connection is not None and not connection.is_closed()
+            if refused and len(group) > 1:
+                for args, future in group:
+                    await self._run_alone(args, future)
+            else:
+                for _, future in group:
+                    _settle(future, error)
+            if not isinstance(error, Exception):
+                raise  # this task was cancelled: the database is closing
+            return
+        self._pool.release(connection)
+        for _, future in group:
+            _settle(future)
+
+    async def _run_alone(self, args: tuple[Any, ...], future: asyncio.Future[None]) -> None:
+        try:
+            async with self._pool.connection() as connection:
+                await connection.execute(self._compiled.sql, *args)
+        except Exception as error:
+            _settle(future, error)
+        else:
+            _settle(future)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None = None) -> None:
+    """End a caller's wait: with its run's error translated (:func:`_raise_translated`);
+    cancelled when that error is not an Exception (a cancellation)."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    elif not isinstance(error, Exception):
+        future.cancel()
+    else:
+        try:
+            _raise_translated(error)
+        except Exception as translated:
+            future.set_exception(translated)
+
+
 class PostgresDatabase:
     dialect = "postgresql"
 
     def __init__(self, url: str, pool: Pool) -> None:
         self.url = url
         self._pool = pool
+        self._grouped: dict[str, GroupedStatement] = {}  # by SQL
         self._listeners: dict[str, list[Listener]] = {}
         self._listen_connection: Any = None
         self._reconnecting: asyncio.Task[None] | None = None
@@ -572,6 +689,13 @@ class PostgresDatabase:
             _raise_translated(error)
         self._pool.release(connection)
         return rows  # type: ignore[return-value]
+
+    async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
+        compiled = compile_statement(statement, "postgresql")
+        grouped = self._grouped.get(compiled.sql)
+        if grouped is None:
+            grouped = self._grouped[compiled.sql] = GroupedStatement(self._pool, compiled)
+        await grouped.run(params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:

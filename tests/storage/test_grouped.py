@@ -1,0 +1,117 @@
+"""Statements run as transactions of their own, grouped (``Database.run_grouped``): on
+PostgreSQL the runs that arrive together share one round trip and one commit
+(:class:`~aichats.storage.database.GroupedStatement`); each caller still gets its own
+outcome, and nothing runs twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from aichats.storage import database
+from aichats.storage.database import Database, PostgresDatabase, UniqueViolation, asyncpg_dsn
+from aichats.storage.schema import users
+
+pytestmark = pytest.mark.anyio
+
+_INSERT_USER = sa.insert(users).values(id=sa.bindparam("id"), created_at=0)
+# The same insert after ``seconds`` of sleep (PostgreSQL only): a group held in flight.
+_SLOW_INSERT_USER = sa.insert(users).from_select(
+    ["id", "created_at"],
+    sa.select(sa.bindparam("id", type_=sa.String), sa.literal(0)).select_from(
+        sa.func.pg_sleep(sa.bindparam("seconds", type_=sa.Float))
+    ),
+)
+postgresql_only = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    connected = await database.connect(database_url, pool_size=3)
+    yield connected
+    await connected.close()
+
+
+async def stored(db: Database, prefix: str) -> set[str]:
+    rows = await db.fetch_all(sa.select(users.c.id).where(users.c.id.startswith(prefix)))
+    return {row["id"] for row in rows}
+
+
+async def test_runs_at_the_same_time_all_commit(db: Database) -> None:
+    ids = [f"user_group_{n}" for n in range(30)]
+    await asyncio.gather(*(db.run_grouped(_INSERT_USER, {"id": id_}) for id_ in ids))
+    assert await stored(db, "user_group_") == set(ids)
+    if db.dialect == "postgresql":  # in few transactions: rows of one transaction share its xmin
+        xmin = sa.select(sa.func.count(sa.distinct(sa.literal_column("xmin::text")))).where(
+            users.c.id.startswith("user_group_")
+        )
+        transactions = await db.fetch_one(xmin)
+        assert transactions is not None and transactions[0] <= 2
+
+
+async def test_a_refused_run_fails_alone(db: Database) -> None:
+    """One run of a group breaks a unique constraint: it gets the (translated) error, and
+    the rest of its group commits."""
+    await db.run_grouped(_INSERT_USER, {"id": "user_refused_taken"})
+    ids = [f"user_refused_{n}" for n in range(10)]
+    ids.insert(4, "user_refused_taken")
+    outcomes = await asyncio.gather(*(db.run_grouped(_INSERT_USER, {"id": id_}) for id_ in ids), return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [type(None)] * 4 + [UniqueViolation] + [type(None)] * 6
+    assert await stored(db, "user_refused_") == set(ids)
+
+
+@postgresql_only
+async def test_a_caller_cancelled_before_its_group_is_sent_is_left_out(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(db, PostgresDatabase)
+    monkeypatch.setattr(database, "GROUPS_IN_FLIGHT", 1)
+    first = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_left_first", "seconds": 0.5}))
+    await asyncio.sleep(0.1)  # its group is in flight
+    cancelled = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_left_out", "seconds": 0}))
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    await first
+    await db.run_grouped(_SLOW_INSERT_USER, {"id": "user_left_last", "seconds": 0})  # after the next group
+    assert cancelled.cancelled()
+    assert await stored(db, "user_left_") == {"user_left_first", "user_left_last"}
+    assert db._pool.idle == db._pool.size  # every connection given back
+
+
+@postgresql_only
+async def test_a_group_whose_connection_is_lost_fails_whole_and_runs_nothing_again(
+    db: Database, database_url: str
+) -> None:
+    """Whether a group whose connection was lost committed is unknown: every caller gets the
+    error, and none runs again alone (which could store it twice)."""
+    slow, quick = (
+        db.run_grouped(_SLOW_INSERT_USER, {"id": "user_lost_slow", "seconds": 5}),
+        db.run_grouped(_SLOW_INSERT_USER, {"id": "user_lost_quick", "seconds": 0}),
+    )
+    group = asyncio.gather(slow, quick, return_exceptions=True)
+    admin = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            pids = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()"
+            )
+            if pids:
+                break
+        assert len(pids) == 1
+        await admin.execute("SELECT pg_terminate_backend($1)", pids[0]["pid"])
+    finally:
+        await admin.close()
+    outcomes = await asyncio.wait_for(group, 10)
+    assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
+    assert outcomes[0] is outcomes[1]  # the group's one error
+    assert await stored(db, "user_lost_") == set()
