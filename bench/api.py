@@ -7,8 +7,8 @@ Usage (from the repository root)::
 For each backend it creates a fresh database, bulk-loads 201,000 chats (1,000 users
 with 100 each, one heavy user with 100,000, one light user with 1,000), starts
 ``aichats serve`` on loopback (with the rate limit on, at a limit no request reaches) and
-drives each call with ``wrk`` (1 thread, 32 connections); then retrieve again, in turns,
-on two fresh servers, one with the limit and one without: what the limit costs. A bare
+drives each call with ``wrk`` (1 thread, 32 connections); then retrieve again on two fresh
+servers at the same time, one with the limit and one without: what the limit costs. A bare
 ASGI app on the same server stack, answering with the bytes of a retrieve response, gives
 the ceiling every figure is compared with. See ``bench/README.md`` for what each printed
 figure means.
@@ -80,7 +80,7 @@ TARGET_CREATE_RPS = 2_000  # creates a second, at least (an absolute figure: thi
 # request is refused: every request still goes through it (and its reservations).
 BENCH_RATE_LIMIT = 1_000_000_000
 TARGET_LIMIT_OVERHEAD = 0.10  # the limit costs retrieve at most this share of its requests/s
-LIMIT_ROUNDS = 5  # retrieve with and without the limit, back to back, this many pairs
+LIMIT_ROUNDS = 5  # retrieve with and without the limit, both at once, this many rounds
 
 
 # ------------------------------------------------------------------ seed data
@@ -360,22 +360,30 @@ def lua_string(text: str) -> str:
     return json.dumps(text)  # JSON and Lua agree on "..." with \" and \\ escapes
 
 
-def write_script(scenario: Scenario, workdir: Path) -> Path:
+def write_script(scenario: Scenario, workdir: Path, name: str = "wrk.lua") -> Path:
     rows = ",\n".join(
         "{" + ", ".join("nil" if part is None else lua_string(part) for part in call) + "}" for call in scenario.calls
     )
-    path = workdir / "wrk.lua"
+    path = workdir / name
     path.write_text(f"CALLS = {{\n{rows}\n}}\n{LUA}")
     return path
 
 
-def run_wrk(base: str, script: Path, seconds: int, connections: int) -> dict:
+def start_wrk(base: str, script: Path, seconds: int, connections: int) -> subprocess.Popen:
     argv = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
-    finished = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-    line = next((text for text in finished.stdout.splitlines() if text.startswith("BENCH ")), None)
-    if finished.returncode != 0 or line is None:
-        raise BenchError(f"wrk failed ({finished.returncode}):\n{finished.stdout}{finished.stderr}")
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wrk_figures(process: subprocess.Popen, seconds: int) -> dict:
+    stdout, stderr = process.communicate(timeout=seconds + 60)
+    line = next((text for text in stdout.splitlines() if text.startswith("BENCH ")), None)
+    if process.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({process.returncode}):\n{stdout}{stderr}")
     return json.loads(line.removeprefix("BENCH "))
+
+
+def run_wrk(base: str, script: Path, seconds: int, connections: int) -> dict:
+    return wrk_figures(start_wrk(base, script, seconds, connections), seconds)
 
 
 def measure(base: str, scenario: Scenario, workdir: Path, args: argparse.Namespace) -> Result:
@@ -383,12 +391,35 @@ def measure(base: str, scenario: Scenario, workdir: Path, args: argparse.Namespa
     script = write_script(scenario, workdir)
     runs = [run_wrk(base, script, seconds, args.connections) for seconds in (args.warmup, args.duration) if seconds]
     for figures in runs:
-        if figures["non_2xx"] or figures["socket_errors"]:
-            raise BenchError(
-                f"{scenario.name}: {figures['non_2xx']} non-2xx responses, {figures['socket_errors']} "
-                f"socket errors; first bad answer: {figures['first_bad']}"
-            )
-    figures = runs[-1]
+        check_answers(scenario, figures)
+    return result_of(scenario, runs[-1])
+
+
+def measure_together(targets: list[tuple[str, Scenario]], workdir: Path, args: argparse.Namespace) -> list[Result]:
+    """Load every ``(base, scenario)`` at the same time, each with its share of
+    ``args.connections`` (one wrk each), warm-up first; fail on any non-2xx."""
+    scripts = [write_script(scenario, workdir, f"wrk-{n}.lua") for n, (_, scenario) in enumerate(targets)]
+    each = max(1, args.connections // len(targets))
+    bases = [base for base, _ in targets]
+    runs: list[dict] = []
+    for seconds in (args.warmup, args.duration):
+        if seconds:
+            started = [start_wrk(base, script, seconds, each) for base, script in zip(bases, scripts, strict=True)]
+            runs = [wrk_figures(process, seconds) for process in started]
+            for (_, scenario), figures in zip(targets, runs, strict=True):
+                check_answers(scenario, figures)
+    return [result_of(scenario, figures) for (_, scenario), figures in zip(targets, runs, strict=True)]
+
+
+def check_answers(scenario: Scenario, figures: dict) -> None:
+    if figures["non_2xx"] or figures["socket_errors"]:
+        raise BenchError(
+            f"{scenario.name}: {figures['non_2xx']} non-2xx responses, {figures['socket_errors']} "
+            f"socket errors; first bad answer: {figures['first_bad']}"
+        )
+
+
+def result_of(scenario: Scenario, figures: dict) -> Result:
     return Result(
         scenario.name,
         figures["requests"] / (figures["duration_us"] / 1e6),
@@ -437,8 +468,8 @@ DESCRIPTIONS = {
     "list deep page": f"heavy user, first=20 after {DEEP_WALK_PAGES * 100:,} chats",
     "list, light user": f"first=20, user with {LIGHT_CHATS:,} chats",
     "list, heavy user": f"first=20, user with {HEAVY_CHATS:,} chats",
-    "retrieve, limit on": f"retrieve on a fresh server, limit on (never reached), median of {LIMIT_ROUNDS} pairs",
-    "retrieve, limit off": "the same beside it, AICHATS_RATE_LIMIT_PER_MINUTE=0, the same pair",
+    "retrieve, limit on": f"fresh server, limit on (never reached), loaded with the next: median of {LIMIT_ROUNDS}",
+    "retrieve, limit off": "fresh server, AICHATS_RATE_LIMIT_PER_MINUTE=0, at the same time as the previous",
 }
 
 
@@ -510,32 +541,34 @@ def bench_backend(backend: str, data: Dataset, workdir: Path, args: argparse.Nam
                 print_result(results[scenario.name], bare)
         results.update(measure_limit_overhead(url, data, workdir, args))
         for name in ("retrieve, limit on", "retrieve, limit off"):
-            print_result(results[name], bare)
+            print_result(results[name])  # both loaded at once: compared with each other
     return check_targets(results, bare)
 
 
 def measure_limit_overhead(url: str, data: Dataset, workdir: Path, args: argparse.Namespace) -> dict[str, Result]:
-    """Retrieve on two fresh servers side by side on the same database, one with the limit
-    and one without, measured back to back ``LIMIT_ROUNDS`` times (which goes first
-    alternates); the pair whose ratio is the median. Each ratio compares two turns a few
-    seconds apart, so the machine's speed, which drifts by tens of percent over minutes
-    here, weighs on both sides of it alike; the median leaves out a pair that a burst of
-    other work hit on one side. (The best turn of each side, measured before, compared two
-    lucky turns: it read a 5 to 8% cost as 11 to 15% on PostgreSQL.)"""
+    """Retrieve on two fresh servers on the same database, one with the limit and one
+    without, both loaded at the same time (half the connections each), ``LIMIT_ROUNDS``
+    times; the round whose ratio is the median. Loaded together, the two share the machine
+    as it is at that moment: its speed, which drifts here by tens of percent between runs
+    a few seconds apart, weighs on both alike, and the server whose requests cost more CPU
+    answers fewer. (Measured in turns, one server after the other, the same cost read
+    anywhere from -4 to 17%; together, 3 to 7%: bench/README.md, eighth session.) Each
+    gets about half of what it would alone: these two rows compare with each other, not
+    with the bare app."""
     calls = [Call("GET", f"{CHATS}/{chat}", key) for key, chat in data.samples]
     on = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": str(BENCH_RATE_LIMIT)}
     off = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": "0"}
-    pairs: list[dict[str, Result]] = []
+    names = ("retrieve, limit on", "retrieve, limit off")
+    rounds: list[dict[str, Result]] = []
     with (
         aichats_server(url, workdir, on, log_name="aichats-limit-on.log") as limited,
         aichats_server(url, workdir, off, log_name="aichats-limit-off.log") as unlimited,
     ):
-        sides = [("retrieve, limit on", limited), ("retrieve, limit off", unlimited)]
-        for n in range(LIMIT_ROUNDS):
-            order = sides if n % 2 == 0 else sides[::-1]
-            pairs.append({name: measure(base, Scenario(name, calls), workdir, args) for name, base in order})
-    pairs.sort(key=lambda pair: pair["retrieve, limit on"].rps / pair["retrieve, limit off"].rps)
-    return pairs[len(pairs) // 2]
+        targets = [(limited, Scenario(names[0], calls)), (unlimited, Scenario(names[1], calls))]
+        for _ in range(LIMIT_ROUNDS):
+            rounds.append({result.name: result for result in measure_together(targets, workdir, args)})
+    rounds.sort(key=lambda pair: pair[names[0]].rps / pair[names[1]].rps)
+    return rounds[len(rounds) // 2]
 
 
 def measure_bare(data: Dataset, workdir: Path, args: argparse.Namespace) -> Result:
