@@ -553,8 +553,8 @@ def measure_limit_overhead(url: str, data: Dataset, workdir: Path, args: argpars
     a few seconds apart, weighs on both alike, and the server whose requests cost more CPU
     answers fewer. (Measured in turns, one server after the other, the same cost read
     anywhere from -4 to 17%; together, 3 to 7%: bench/README.md, eighth session.) Each
-    gets about half of what it would alone: these two rows compare with each other, not
-    with the bare app."""
+    gets a share of the machine, not what it would get alone: these two rows compare with
+    each other, not with the bare app."""
     calls = [Call("GET", f"{CHATS}/{chat}", key) for key, chat in data.samples]
     on = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": str(BENCH_RATE_LIMIT)}
     off = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": "0"}
