@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import secrets
 import shutil
@@ -470,8 +471,8 @@ DESCRIPTIONS = {
     "list deep page": f"heavy user, first=20 after {DEEP_WALK_PAGES * 100:,} chats",
     "list, light user": f"first=20, user with {LIGHT_CHATS:,} chats",
     "list, heavy user": f"first=20, user with {HEAVY_CHATS:,} chats",
-    "retrieve, limit on": f"fresh server, limit on (never reached), loaded with the next: median of {LIMIT_ROUNDS}",
-    "retrieve, limit off": "fresh server, AICHATS_RATE_LIMIT_PER_MINUTE=0, at the same time as the previous",
+    "retrieve, limit on": f"fresh server, limit on (never reached), with the next on one CPU: median of {LIMIT_ROUNDS}",
+    "retrieve, limit off": "fresh server, AICHATS_RATE_LIMIT_PER_MINUTE=0, at the same time on the same CPU",
 }
 
 
@@ -576,22 +577,26 @@ def measure_shares(
 
 def measure_limit_overhead(url: str, data: Dataset, workdir: Path, args: argparse.Namespace) -> dict[str, Result]:
     """Retrieve on two fresh servers on the same database, one with the limit and one
-    without, both loaded at the same time (half the connections each), ``LIMIT_ROUNDS``
-    times; the round whose ratio is the median. Loaded together, the two share the machine
-    as it is at that moment: its speed, which drifts here by tens of percent between runs
-    a few seconds apart, weighs on both alike, and the server whose requests cost more CPU
-    answers fewer. (Measured in turns, one server after the other, the same cost read
-    anywhere from -4 to 17%; together, 3 to 7%: bench/README.md, eighth session.) Each
-    gets a share of the machine, not what it would get alone: these two rows compare with
-    each other, not with the bare app."""
+    without, both on the same CPU and loaded at the same time (half the connections each),
+    ``LIMIT_ROUNDS`` times; the round whose ratio is the median.
+
+    Loaded together on one CPU, the two share it evenly and as it is at that moment: the
+    machine's speed, which drifts here by tens of percent between runs seconds apart,
+    weighs on both alike, and the server whose requests cost more answers fewer. Loaded in
+    turns (until the eighth session), the same code read anywhere from -4 to 17%; loaded
+    together but free to move between CPUs, two identical servers read -9 to 31% apart on
+    PostgreSQL, as the scheduler placed them beside its backends or wrk; together on one
+    CPU, -4 to 2.5% (bench/README.md, eighth session). Each gets half a CPU: these two rows
+    compare with each other, not with the bare app."""
     calls = [Call("GET", f"{CHATS}/{chat}", key) for key, chat in data.samples]
     on = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": str(BENCH_RATE_LIMIT)}
     off = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": "0"}
     names = ("retrieve, limit on", "retrieve, limit off")
+    cpu = {max(os.sched_getaffinity(0))}  # one of the CPUs this benchmark may use
     rounds: list[dict[str, Result]] = []
     with (
-        aichats_server(url, workdir, on, log_name="aichats-limit-on.log") as limited,
-        aichats_server(url, workdir, off, log_name="aichats-limit-off.log") as unlimited,
+        aichats_server(url, workdir, on, log_name="aichats-limit-on.log", cpus=cpu) as limited,
+        aichats_server(url, workdir, off, log_name="aichats-limit-off.log", cpus=cpu) as unlimited,
     ):
         targets = [(limited, Scenario(names[0], calls)), (unlimited, Scenario(names[1], calls))]
         for _ in range(LIMIT_ROUNDS):

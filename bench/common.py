@@ -77,10 +77,19 @@ def aichats_env(settings: dict[str, str] | None = None) -> dict[str, str]:
     return {**inherited, **(settings or {})}
 
 
-def start_process(argv: Sequence[str], log: Path, settings: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``argv`` in ``log``'s directory, its output going to ``log``.
+def start_process(
+    argv: Sequence[str], log: Path, settings: dict[str, str] | None = None, cpus: set[int] | None = None
+) -> subprocess.Popen:
+    """Start ``argv`` in ``log``'s directory, its output going to ``log``; on ``cpus`` only,
+    if given (it and every thread it starts).
 
     The process gets SIGTERM if the benchmark dies before it could stop it (even by SIGKILL)."""
+
+    def before_exec() -> None:
+        _terminate_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     with open(log, "wb") as output:
         return subprocess.Popen(
             argv,
@@ -88,7 +97,7 @@ def start_process(argv: Sequence[str], log: Path, settings: dict[str, str] | Non
             stderr=subprocess.STDOUT,
             env=aichats_env(settings),
             cwd=log.parent,
-            preexec_fn=_terminate_with_parent,
+            preexec_fn=before_exec,
         )
 
 
@@ -125,10 +134,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(argv: Sequence[str], log: Path, settings: dict[str, str] | None = None) -> Iterator[str]:
+def server(
+    argv: Sequence[str], log: Path, settings: dict[str, str] | None = None, cpus: set[int] | None = None
+) -> Iterator[str]:
     """Run a server process (given ``--port`` last); yields its base URL once it listens."""
     port = free_port()
-    process = start_process([*argv, "--port", str(port)], log, settings)
+    process = start_process([*argv, "--port", str(port)], log, settings, cpus)
     try:
         wait_until_listening(port, process, log)
         yield f"http://127.0.0.1:{port}"
@@ -155,13 +166,18 @@ NEVER_REACHED_RATE_LIMIT = "1000000000"
 
 
 def aichats_server(
-    url: str, workdir: Path, settings: dict[str, str] | None = None, log_name: str = "aichats.log"
+    url: str,
+    workdir: Path,
+    settings: dict[str, str] | None = None,
+    log_name: str = "aichats.log",
+    cpus: set[int] | None = None,
 ) -> AbstractContextManager[str]:
     """``aichats serve`` on loopback against ``url``, with ``settings`` (AICHATS_* variables;
-    the rate limit, unless they set it, at :data:`NEVER_REACHED_RATE_LIMIT`)."""
+    the rate limit, unless they set it, at :data:`NEVER_REACHED_RATE_LIMIT`), on ``cpus``
+    only if given."""
     argv = aichats_command("serve", "--host", "127.0.0.1")
     env = {"AICHATS_DATABASE_URL": url, "AICHATS_RATE_LIMIT_PER_MINUTE": NEVER_REACHED_RATE_LIMIT, **(settings or {})}
-    return server(argv, workdir / log_name, env)
+    return server(argv, workdir / log_name, env, cpus)
 
 
 # ------------------------------------------------------------------ PostgreSQL
