@@ -602,6 +602,8 @@ def measure_limit_overhead(url: str, data: Dataset, workdir: Path, args: argpars
         for _ in range(LIMIT_ROUNDS):
             rounds.append({result.name: result for result in measure_together(targets, workdir, args)})
     rounds.sort(key=lambda pair: pair[names[0]].rps / pair[names[1]].rps)
+    each = " / ".join(f"{1 - pair[names[0]].rps / pair[names[1]].rps:.1%}" for pair in reversed(rounds))
+    print(f"  the limit's cost in each round: {each}", flush=True)
     return rounds[len(rounds) // 2]
 
 
