@@ -88,6 +88,21 @@ async def test_a_caller_cancelled_before_its_group_is_sent_is_left_out(
 
 
 @postgresql_only
+async def test_a_caller_cancelled_while_its_group_is_refused_does_not_run_alone(db: Database) -> None:
+    """The group is rolled back by another run's violation; its runs go again alone, but
+    not that of a caller who has gone meanwhile: nothing of it is stored."""
+    await db.run_grouped(_INSERT_USER, {"id": "user_gone_taken"})
+    refused = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_gone_taken", "seconds": 0.5}))
+    gone = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_gone_left", "seconds": 0}))
+    await asyncio.sleep(0.2)  # the group is in flight: the first run sleeps, then breaks the constraint
+    gone.cancel()
+    with pytest.raises(UniqueViolation):
+        await refused
+    assert gone.cancelled()
+    assert await stored(db, "user_gone_") == {"user_gone_taken"}
+
+
+@postgresql_only
 async def test_a_group_whose_connection_is_lost_fails_whole_and_runs_nothing_again(
     db: Database, database_url: str
 ) -> None:

@@ -498,7 +498,8 @@ class GroupedStatement:
     gets the error, and nothing runs twice.
 
     A caller cancelled before its group is sent is left out of it; once sent, its run
-    commits or not with the group, as a cancelled single statement would.
+    commits or not with the group, as a cancelled single statement would (and is left out
+    of the runs alone that follow a refused group).
     """
 
     def __init__(self, pool: Pool, compiled: Compiled) -> None:
@@ -544,7 +545,8 @@ class GroupedStatement:
             refused = isinstance(error, asyncpg.PostgresError) and connection is not None and not connection.is_closed()
             if refused and len(group) > 1:
                 for args, future in group:
-                    await self._run_alone(args, future)
+                    if not future.done():  # its caller, cancelled meanwhile, is left out
+                        await self._run_alone(args, future)
             else:
                 for _, future in group:
                     _settle(future, error)
