@@ -83,7 +83,7 @@ TARGET_CREATE_RPS = 2_000  # creates a second, at least (an absolute figure: thi
 # request is refused: every request still goes through it (and its reservations).
 BENCH_RATE_LIMIT = 1_000_000_000
 TARGET_LIMIT_OVERHEAD = 0.10  # the limit costs retrieve at most this share of its requests/s
-LIMIT_ROUNDS = 5  # retrieve with and without the limit, both at once, this many rounds
+LIMIT_ROUNDS = 7  # retrieve with and without the limit, both at once, this many rounds
 
 
 # ------------------------------------------------------------------ seed data
