@@ -372,9 +372,13 @@ def write_script(scenario: Scenario, workdir: Path, name: str = "wrk.lua") -> Pa
     return path
 
 
-def start_wrk(base: str, script: Path, seconds: int, connections: int) -> subprocess.Popen:
+def start_wrk(
+    base: str, script: Path, seconds: int, connections: int, cpus: set[int] | None = None
+) -> subprocess.Popen:
+    """wrk loading ``base``; on ``cpus`` only, if given."""
     argv = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin)
 
 
 def wrk_figures(process: subprocess.Popen, seconds: int) -> dict:
@@ -398,16 +402,20 @@ def measure(base: str, scenario: Scenario, workdir: Path, args: argparse.Namespa
     return result_of(scenario, runs[-1])
 
 
-def measure_together(targets: list[tuple[str, Scenario]], workdir: Path, args: argparse.Namespace) -> list[Result]:
+def measure_together(
+    targets: list[tuple[str, Scenario]], workdir: Path, args: argparse.Namespace, wrk_cpus: set[int] | None = None
+) -> list[Result]:
     """Load every ``(base, scenario)`` at the same time, each with its share of
-    ``args.connections`` (one wrk each), warm-up first; fail on any non-2xx."""
+    ``args.connections`` (one wrk each, on ``wrk_cpus`` if given), warm-up first; fail on any non-2xx."""
     scripts = [write_script(scenario, workdir, f"wrk-{n}.lua") for n, (_, scenario) in enumerate(targets)]
     each = max(1, args.connections // len(targets))
     bases = [base for base, _ in targets]
     runs: list[dict] = []
     for seconds in (args.warmup, args.duration):
         if seconds:
-            started = [start_wrk(base, script, seconds, each) for base, script in zip(bases, scripts, strict=True)]
+            started = [
+                start_wrk(base, script, seconds, each, wrk_cpus) for base, script in zip(bases, scripts, strict=True)
+            ]
             runs = [wrk_figures(process, seconds) for process in started]
             for (_, scenario), figures in zip(targets, runs, strict=True):
                 check_answers(scenario, figures)
@@ -586,8 +594,9 @@ def measure_limit_overhead(url: str, data: Dataset, workdir: Path, args: argpars
     turns (until the eighth session), the same code read anywhere from -4 to 17%; loaded
     together but free to move between CPUs, two identical servers read -9 to 31% apart on
     PostgreSQL, as the scheduler placed them beside its backends or wrk; together on one
-    CPU, -4 to 2.5% (bench/README.md, eighth session). Each gets half a CPU: these two rows
-    compare with each other, not with the bare app."""
+    CPU, -4 to 2.5% (bench/README.md, eighth session). wrk runs on the other CPUs (since
+    the ninth session), so that the servers' CPU runs nothing else of the benchmark's. Each
+    gets half a CPU: these two rows compare with each other, not with the bare app."""
     calls = [Call("GET", f"{CHATS}/{chat}", key) for key, chat in data.samples]
     on = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": str(BENCH_RATE_LIMIT)}
     off = {"AICHATS_WORKERS": "0", "AICHATS_RATE_LIMIT_PER_MINUTE": "0"}
@@ -600,7 +609,8 @@ def measure_limit_overhead(url: str, data: Dataset, workdir: Path, args: argpars
     ):
         targets = [(limited, Scenario(names[0], calls)), (unlimited, Scenario(names[1], calls))]
         for _ in range(LIMIT_ROUNDS):
-            rounds.append({result.name: result for result in measure_together(targets, workdir, args)})
+            together = measure_together(targets, workdir, args, wrk_cpus=os.sched_getaffinity(0) - cpu)
+            rounds.append({result.name: result for result in together})
     rounds.sort(key=lambda pair: pair[names[0]].rps / pair[names[1]].rps)
     each = " / ".join(f"{1 - pair[names[0]].rps / pair[names[1]].rps:.1%}" for pair in reversed(rounds))
     print(f"  the limit's cost in each round: {each}", flush=True)
