@@ -31,13 +31,16 @@ The helpers live in ``tests/support``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import httpx2
 import pytest
 
+from aichats import clock
+from aichats.storage import database
+from aichats.storage.database import Database
 from tests.support import databases
 from tests.support.accounts import Account, make_account
 from tests.support.databases import BACKENDS, Templates
@@ -80,6 +83,28 @@ def database_url(backend: str, database_templates: Templates, tmp_path: Path) ->
     """A migrated, empty database of the test's own, dropped after it."""
     with database_templates.fresh(backend, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio, what aichats runs on, for the tests marked ``anyio``."""
+    return "asyncio"
+
+
+@pytest.fixture
+def pool_size() -> int:
+    """The connections ``db`` may open on PostgreSQL: a module that needs more overrides it."""
+    return 2
+
+
+@pytest.fixture
+async def db(database_url: str, pool_size: int) -> AsyncIterator[Database]:
+    """The test's own database, connected in this process as a server connects to it (on
+    each backend). The test may move the clock: it is put back afterwards."""
+    connected = await database.connect(database_url, pool_size=pool_size)
+    yield connected
+    await connected.close()
+    clock.set_clock(None)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Services run in-process against each database (the ``db`` fixture)."""

@@ -14,7 +14,8 @@ from aichats.storage import database
 from aichats.storage.database import Connection, SQLiteDatabase
 from aichats.storage.schema import users
 
-pytestmark = pytest.mark.anyio
+# SQLite only: the test's own database (``db``) on that backend.
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
 
 INSERT = sa.insert(users).values(id=sa.bindparam("id"), created_at=0)
 COUNT = sa.select(sa.func.count()).select_from(users).where(users.c.id.like("g%"))

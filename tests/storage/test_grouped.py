@@ -6,7 +6,6 @@ outcome, and nothing runs twice."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -30,15 +29,8 @@ postgresql_only = pytest.mark.parametrize("backend", ["postgresql"], indirect=Tr
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    connected = await database.connect(database_url, pool_size=3)
-    yield connected
-    await connected.close()
+def pool_size() -> int:
+    return 3  # the groups' two, and one more for the test's own reads
 
 
 async def stored(db: Database, prefix: str) -> set[str]:

@@ -15,11 +15,6 @@ from tests.support.databases import POSTGRES_ADMIN_URL, _unreachable, skip_witho
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _connect() -> Any:
     return asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
 

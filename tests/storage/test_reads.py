@@ -5,12 +5,10 @@ this hot path), so every way out must give it back, and translate a unique viola
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
 
-from aichats.storage import database
 from aichats.storage.database import Database, PostgresDatabase, UniqueViolation
 from aichats.storage.schema import users
 
@@ -26,15 +24,8 @@ _BACKEND = sa.select(sa.func.pg_backend_pid())
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    connected = await database.connect(database_url, pool_size=POOL_SIZE)
-    yield connected
-    await connected.close()
+def pool_size() -> int:
+    return POOL_SIZE
 
 
 async def test_a_unique_violation_outside_a_transaction_is_translated(db: Database) -> None:

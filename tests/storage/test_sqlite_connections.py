@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from aichats.storage.database import SQLiteDatabase
 
-pytestmark = pytest.mark.anyio
+# SQLite only: the test's own database (``db``) on that backend.
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
 
 
 def pragma(connection: sqlite3.Connection, name: str) -> object:

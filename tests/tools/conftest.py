@@ -8,13 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services.conftest import db  # noqa: F401 - a database of each kind, for the built-in tools
 from tests.support.mcp_server import McpProcess, serving_mcp
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(autouse=True)

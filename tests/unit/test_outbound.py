@@ -27,11 +27,6 @@ ALLOW = outbound.Policy(allow_private=True, setting="AICHATS_TEST_ALLOW_PRIVATE_
 REFUSE = outbound.Policy(allow_private=False, setting="AICHATS_TEST_ALLOW_PRIVATE_URLS")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Server:
     """A real HTTP(S) server on 127.0.0.1 recording each request's Host header and TLS SNI."""
 

@@ -1,5 +1,0 @@
-"""Runs and workers in-process, on each database, with the deterministic test model."""
-
-from __future__ import annotations
-
-from tests.services.conftest import anyio_backend, db  # noqa: F401 - shared fixtures
