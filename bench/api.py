@@ -46,6 +46,7 @@ from common import (
     BenchError,
     aichats_server,
     api_get,
+    child_setup,
     is_loopback,
     postgres_database,
     run_bench,
@@ -382,8 +383,9 @@ def start_wrk(
 ) -> subprocess.Popen:
     """wrk loading ``base``; on ``cpus`` only, if given."""
     argv = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
-    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin)
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=child_setup(cpus)
+    )
 
 
 def wrk_figures(process: subprocess.Popen, seconds: int) -> dict:

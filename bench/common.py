@@ -84,12 +84,6 @@ def start_process(
     if given (it and every thread it starts).
 
     The process gets SIGTERM if the benchmark dies before it could stop it (even by SIGKILL)."""
-
-    def before_exec() -> None:
-        _terminate_with_parent()
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
     with open(log, "wb") as output:
         return subprocess.Popen(
             argv,
@@ -97,8 +91,20 @@ def start_process(
             stderr=subprocess.STDOUT,
             env=aichats_env(settings),
             cwd=log.parent,
-            preexec_fn=before_exec,
+            preexec_fn=child_setup(cpus),
         )
+
+
+def child_setup(cpus: set[int] | None = None) -> Callable[[], None]:
+    """What a process the benchmarks start runs before exec (``preexec_fn``): SIGTERM when
+    the benchmark dies, and ``cpus`` only, if given (it and every thread it starts)."""
+
+    def before_exec() -> None:
+        _terminate_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return before_exec
 
 
 def _terminate_with_parent() -> None:
