@@ -122,3 +122,54 @@ async def test_a_group_whose_connection_is_lost_fails_whole_and_runs_nothing_aga
     assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
     assert outcomes[0] is outcomes[1]  # the group's one error
     assert await stored(db, "user_lost_") == set()
+
+
+# ------------------------------------------------------------------ grouped reads
+
+_USER = sa.select(users.c.pk, users.c.id, users.c.created_at).where(users.c.id == sa.bindparam("id"))
+
+
+async def test_reads_at_the_same_time_each_get_their_own_row_as_fetch_one_gives_it(db: Database) -> None:
+    ids = [f"user_read_{n}" for n in range(20)]
+    for id_ in ids:
+        await db.run_grouped(_INSERT_USER, {"id": id_})
+    asked = [*ids[:10], "user_read_missing", *ids[10:]]
+    rows = await asyncio.gather(*(db.fetch_one_grouped(_USER, {"id": id_}) for id_ in asked))
+    assert rows[10] is None
+    for id_, row in zip(asked, rows, strict=True):
+        if id_ == "user_read_missing":
+            continue
+        alone = await db.fetch_one(_USER, {"id": id_})
+        assert row is not None and alone is not None
+        # The same row by position, by name, and as a whole: no column more, none less.
+        assert (row[0], row[1], row[2]) == (alone[0], alone[1], alone[2])
+        assert row["id"] == id_
+        assert dict(row) == dict(alone)
+        assert len(row) == len(alone) == 3
+        assert list(row) == list(alone)
+        assert list(row.keys()) == ["pk", "id", "created_at"]
+
+
+@postgresql_only
+async def test_reads_at_the_same_time_share_one_round_trip(db: Database) -> None:
+    """The reads of one turn of the event loop go as one group: one implicit transaction,
+    so one ``now()`` (each read alone would have its own)."""
+    started = sa.select(sa.func.now().cast(sa.Text).label("at"), sa.bindparam("n", type_=sa.Integer).label("n"))
+    rows = await asyncio.gather(*(db.fetch_one_grouped(started, {"n": n}) for n in range(30)))
+    assert [row["n"] for row in rows if row is not None] == list(range(30))
+    assert len({row["at"] for row in rows if row is not None}) == 1
+
+
+async def test_a_refused_read_fails_alone(db: Database) -> None:
+    """One read of a group is refused (a value its statement cannot cast): it gets the error,
+    the others their rows."""
+    as_number = sa.select(sa.cast(sa.bindparam("text", type_=sa.Text), sa.Integer).label("number"))
+    values = ["1", "2", "not a number", "4"]
+    outcomes = await asyncio.gather(
+        *(db.fetch_one_grouped(as_number, {"text": value}) for value in values), return_exceptions=True
+    )
+    if db.dialect == "postgresql":
+        assert isinstance(outcomes[2], asyncpg.InvalidTextRepresentationError)
+    else:  # SQLite casts what it cannot read as a number to 0
+        assert outcomes[2] is not None and outcomes[2]["number"] == 0
+    assert [outcomes[n]["number"] for n in (0, 1, 3)] == [1, 2, 4]  # type: ignore[index]

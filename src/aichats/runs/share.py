@@ -67,5 +67,9 @@ class Share:
         async with self._slots:  # holds a slot while its group waits: at most one connection
             await self._db.run_grouped(statement, params)
 
+    async def fetch_one_grouped(self, statement: sa.Executable, params: Params) -> Row | None:
+        async with self._slots:
+            return await self._db.fetch_one_grouped(statement, params)
+
     async def close(self) -> None:
         """Nothing: the database is its owner's to close."""

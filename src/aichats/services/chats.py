@@ -345,7 +345,7 @@ async def insert_chat(tx: Connection, user_id: str, data: NewChat, now: int) -> 
 
 
 async def get_chat(db: Database, user_id: str, chat_id: str) -> ChatRow:
-    row = await db.fetch_one(_GET, {"chat_id": chat_id, "user_id": user_id})
+    row = await db.fetch_one_grouped(_GET, {"chat_id": chat_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no AI chat {chat_id}")
     return cast(ChatRow, row)
@@ -354,7 +354,7 @@ async def get_chat(db: Database, user_id: str, chat_id: str) -> ChatRow:
 async def chat_version(db: Database, user_id: str, chat_id: str) -> tuple[int, int]:
     """The chat's ``(pk, row_version)`` (:func:`get_chat`'s 404 if it is not the user's
     live chat): what names its answer as it is now, read without the rest of its row."""
-    row = await db.fetch_one(_GET_VERSION, {"chat_id": chat_id, "user_id": user_id})
+    row = await db.fetch_one_grouped(_GET_VERSION, {"chat_id": chat_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no AI chat {chat_id}")
     return row["pk"], row["row_version"]
