@@ -35,17 +35,21 @@ async def test_turns_past_their_share_wait_and_the_api_does_not(db: Database) ->
     waiting = asyncio.create_task(share.fetch_one(_ONE))
     grouped = asyncio.create_task(share.run_grouped(_INSERT_USER, {"id": "user_shared"}))
     grouped_read = asyncio.create_task(share.fetch_one_grouped(_ONE, {}))
+    written = asyncio.create_task(share.write_one(_INSERT_USER, {"id": "user_shared_alone"}))
     assert await asyncio.wait_for(db.fetch_one(_ONE), 5) is not None  # the API's read
     await asyncio.sleep(0.1)
     assert not waiting.done(), "a turn's read went past the share"
     assert not grouped.done(), "a turn's grouped write went past the share"
     assert not grouped_read.done(), "a turn's grouped read went past the share"
+    assert not written.done(), "a turn's write went past the share"
     release.set()
     row = await asyncio.wait_for(waiting, 5)
     assert row is not None and row["one"] == 1
     await asyncio.wait_for(grouped, 5)
     grouped_row = await asyncio.wait_for(grouped_read, 5)
     assert grouped_row is not None and grouped_row["one"] == 1
+    await asyncio.wait_for(written, 5)
+    assert await db.fetch_one(sa.select(users.c.pk).where(users.c.id == "user_shared_alone")) is not None
     assert await db.fetch_one(sa.select(users.c.pk).where(users.c.id == "user_shared")) is not None
     await holder
 

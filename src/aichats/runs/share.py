@@ -67,6 +67,10 @@ class Share:
         async with self._slots:  # holds a slot while its group waits: at most one connection
             await self._db.run_grouped(statement, params)
 
+    async def write_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
+        async with self._slots:
+            return await self._db.write_one(statement, params)
+
     async def fetch_one_grouped(self, statement: sa.Executable, params: Params) -> Row | None:
         async with self._slots:
             return await self._db.fetch_one_grouped(statement, params)

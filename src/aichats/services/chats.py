@@ -368,8 +368,7 @@ async def update_chat(db: Database, user_id: str, chat_id: str, data: ChatChange
     params: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "now": now_ms()}
     for name, value in given.items():
         params["set_" + name] = value.value if isinstance(value, Enum) else value
-    async with db.transaction() as tx:
-        row = await tx.fetch_one(_update_statement(fields), params)
+    row = await db.write_one(_update_statement(fields), params)
     if row is None:
         raise NotFound(f"no AI chat {chat_id}")
     return cast(ChatRow, row)

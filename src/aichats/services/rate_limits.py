@@ -80,10 +80,6 @@ async def reserve(db: Database, *, key_id: str, operation: str, minute: int, lim
         "limit": limit,
         "first": first_block(limit),
     }
-    if db.dialect == "postgresql":  # one statement is a transaction of its own: one round trip, not three
-        row = await db.fetch_one(_RESERVE, params)
-    else:  # SQLite writes on its writer connection only
-        async with db.transaction() as tx:
-            row = await tx.fetch_one(_RESERVE, params)
+    row = await db.write_one(_RESERVE, params)
     assert row is not None
     return Grant(granted=int(row["granted"]), used=int(row["used"]))

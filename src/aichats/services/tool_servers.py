@@ -187,8 +187,7 @@ async def create_server(db: Database, user_id: str, data: NewServer, access: Acc
         "refreshed_at": now,
     }
     try:
-        async with db.transaction() as tx:
-            inserted = await tx.fetch_one(_INSERT, values)
+        inserted = await db.write_one(_INSERT, values)
     except UniqueViolation:  # registered meanwhile, by a concurrent request
         raise Conflict(_taken(name)) from None
     assert inserted is not None

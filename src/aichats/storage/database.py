@@ -155,6 +155,11 @@ class Database(Protocol):
         callers' runs of the same statement (PostgreSQL: :class:`GroupedStatement`). Its
         rows, if any, are not returned."""
 
+    async def write_one(self, statement: sa.Executable, params: Params = ...) -> Row | None:
+        """Run one writing statement as a transaction of its own: its first row (``RETURNING``),
+        or None. On PostgreSQL the statement alone, one round trip (a transaction block
+        would add a BEGIN and a COMMIT); on SQLite on the writer connection."""
+
     async def fetch_one_grouped(self, statement: sa.Executable, params: Params) -> Row | None:
         """``fetch_one`` of a read (a SELECT), which may run together with other callers'
         reads of the same statement (PostgreSQL: :class:`GroupedRead`, one round trip)."""
@@ -336,6 +341,10 @@ class SQLiteDatabase:
 
     async def fetch_one_grouped(self, statement: sa.Executable, params: Params) -> Row | None:
         return self._reader.run(statement, params).fetchone()  # no round trip to share
+
+    async def write_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
+        async with self.transaction() as tx:
+            return await tx.fetch_one(statement, params)
 
     async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
         # Every transaction here commits with the others of its turn of the event loop.
@@ -769,6 +778,9 @@ class PostgresDatabase:
             _raise_translated(error)
         self._pool.release(connection)
         return rows  # type: ignore[return-value]
+
+    async def write_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
+        return await self.fetch_one(statement, params)  # a statement outside a block commits alone
 
     async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
         compiled = compile_statement(statement, "postgresql")
