@@ -1,7 +1,8 @@
 """Statements run as transactions of their own, grouped (``Database.run_grouped``): on
 PostgreSQL the runs that arrive together share one round trip and one commit
 (:class:`~aichats.storage.database.GroupedStatement`); each caller still gets its own
-outcome, and nothing runs twice."""
+outcome, and nothing runs twice. Reads grouped the same way (``Database.fetch_one_grouped``,
+:class:`~aichats.storage.database.GroupedRead`) each get their own row."""
 
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ async def test_a_caller_cancelled_while_its_group_is_refused_does_not_run_alone(
     """The group is rolled back by another run's violation; its runs go again alone, but
     not that of a caller who has gone meanwhile: nothing of it is stored."""
     await db.run_grouped(_INSERT_USER, {"id": "user_gone_taken"})
+    # Alone, as nothing of its statement was in flight; the next two go as one group.
+    first = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_gone_first", "seconds": 0}))
     refused = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_gone_taken", "seconds": 0.5}))
     gone = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_gone_left", "seconds": 0}))
     await asyncio.sleep(0.2)  # the group is in flight: the first run sleeps, then breaks the constraint
@@ -91,7 +94,8 @@ async def test_a_caller_cancelled_while_its_group_is_refused_does_not_run_alone(
     with pytest.raises(UniqueViolation):
         await refused
     assert gone.cancelled()
-    assert await stored(db, "user_gone_") == {"user_gone_taken"}
+    await first
+    assert await stored(db, "user_gone_") == {"user_gone_taken", "user_gone_first"}
 
 
 @postgresql_only
@@ -100,17 +104,19 @@ async def test_a_group_whose_connection_is_lost_fails_whole_and_runs_nothing_aga
 ) -> None:
     """Whether a group whose connection was lost committed is unknown: every caller gets the
     error, and none runs again alone (which could store it twice)."""
-    slow, quick = (
+    first, slow, quick = (
+        db.run_grouped(_SLOW_INSERT_USER, {"id": "user_lost_first", "seconds": 0}),  # alone: nothing was in flight
         db.run_grouped(_SLOW_INSERT_USER, {"id": "user_lost_slow", "seconds": 5}),
         db.run_grouped(_SLOW_INSERT_USER, {"id": "user_lost_quick", "seconds": 0}),
     )
-    group = asyncio.gather(slow, quick, return_exceptions=True)
+    group = asyncio.gather(first, slow, quick, return_exceptions=True)
     admin = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         for _ in range(100):
             await asyncio.sleep(0.05)
             pids = await admin.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()"
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE state = 'active' AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()"
             )
             if pids:
                 break
@@ -118,10 +124,11 @@ async def test_a_group_whose_connection_is_lost_fails_whole_and_runs_nothing_aga
         await admin.execute("SELECT pg_terminate_backend($1)", pids[0]["pid"])
     finally:
         await admin.close()
-    outcomes = await asyncio.wait_for(group, 10)
+    first_outcome, *outcomes = await asyncio.wait_for(group, 10)
+    assert first_outcome is None
     assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
     assert outcomes[0] is outcomes[1]  # the group's one error
-    assert await stored(db, "user_lost_") == set()
+    assert await stored(db, "user_lost_") == {"user_lost_first"}
 
 
 # ------------------------------------------------------------------ grouped reads
@@ -152,12 +159,13 @@ async def test_reads_at_the_same_time_each_get_their_own_row_as_fetch_one_gives_
 
 @postgresql_only
 async def test_reads_at_the_same_time_share_one_round_trip(db: Database) -> None:
-    """The reads of one turn of the event loop go as one group: one implicit transaction,
-    so one ``now()`` (each read alone would have its own)."""
+    """The reads of one turn of the event loop go at most in two transactions, so with two
+    ``now()`` (each read alone would have its own): the first alone, as nothing was in
+    flight, the others as one group."""
     started = sa.select(sa.func.now().cast(sa.Text).label("at"), sa.bindparam("n", type_=sa.Integer).label("n"))
     rows = await asyncio.gather(*(db.fetch_one_grouped(started, {"n": n}) for n in range(30)))
     assert [row["n"] for row in rows if row is not None] == list(range(30))
-    assert len({row["at"] for row in rows if row is not None}) == 1
+    assert len({row["at"] for row in rows if row is not None}) == 2
 
 
 async def test_a_refused_read_fails_alone(db: Database) -> None:
@@ -173,3 +181,16 @@ async def test_a_refused_read_fails_alone(db: Database) -> None:
     else:  # SQLite casts what it cannot read as a number to 0
         assert outcomes[2] is not None and outcomes[2]["number"] == 0
     assert [outcomes[n]["number"] for n in (0, 1, 3)] == [1, 2, 4]  # type: ignore[index]
+
+
+@postgresql_only
+async def test_a_read_alone_cancelled_in_flight_ends_its_connection(db: Database) -> None:
+    """A read that went alone (nothing of its statement in flight) is its caller's: cancelled
+    with its query in flight, its connection is terminated, and the next read is answered."""
+    assert isinstance(db, PostgresDatabase)
+    sleep = sa.select(sa.func.pg_sleep(sa.bindparam("seconds", type_=sa.Float)).cast(sa.Text).label("slept"))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(db.fetch_one_grouped(sleep, {"seconds": 5}), 0.2)
+    row = await asyncio.wait_for(db.fetch_one_grouped(sleep, {"seconds": 0}), 5)
+    assert row is not None and row["slept"] == ""
+    assert db._pool.idle == db._pool.size == 1  # the cancelled read's connection was ended, not lent again

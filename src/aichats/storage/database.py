@@ -506,8 +506,9 @@ class GroupedStatement:
     round trip, an executor start and a commit with its WAL flush, and costs this process a
     send and a receive: about as much as the statement's own work (bench/README.md, eighth
     session). Runs that arrive while a group is in flight wait for the next, and asyncpg's
-    ``executemany`` sends them all at once; PostgreSQL runs them in one transaction. A
-    group of one is sent as the statement alone.
+    ``executemany`` sends them all at once; PostgreSQL runs them in one transaction. A run
+    that finds nothing of its statement in flight goes at once, alone, from its caller's
+    task (as ``fetch_one`` would: cancelled with its caller); a group of one goes alone too.
 
     All or nothing, as ``executemany`` is. When PostgreSQL refuses one run (a unique or
     foreign key violation, a bad value), the whole group was rolled back: each run then goes
@@ -528,15 +529,40 @@ class GroupedStatement:
         self._tasks: set[asyncio.Task[None]] = set()  # kept: the loop holds its tasks weakly
 
     async def run(self, params: Params) -> Any:
-        """Run the statement with ``params`` in the next group: its outcome (None for a write)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((self._compiled.bind(params), future))
-        if self._in_flight < GROUPS_IN_FLIGHT:
+        """Run the statement with ``params``: its outcome (None for a write). With nothing
+        in flight it goes at once, alone, from the caller's task (a group would only add a
+        task and a turn of the event loop); otherwise in the next group."""
+        args = self._compiled.bind(params)
+        if not self._in_flight:
             self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            try:
+                return await self._now(args)
+            finally:
+                self._in_flight -= 1
+                if self._waiting and self._in_flight < GROUPS_IN_FLIGHT:
+                    self._start_drain()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((args, future))
+        if self._in_flight < GROUPS_IN_FLIGHT:
+            self._start_drain()
         return await future
+
+    def _start_drain(self) -> None:
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._drain())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _now(self, args: tuple[Any, ...]) -> Any:
+        """One run alone, from its caller's task: cancelled with its caller, as ``fetch_one``."""
+        connection = await self._pool.acquire()
+        try:
+            outcome = await self._send_alone(connection, args)
+        except BaseException as error:
+            self._pool.release(connection, error)
+            _raise_translated(error)
+        self._pool.release(connection)
+        return outcome
 
     async def _send_group(self, connection: asyncpg.Connection, runs: list[tuple[Any, ...]]) -> list[Any]:
         """Every run of a group, in one round trip: each one's outcome, in order."""
@@ -675,8 +701,7 @@ class PostgresDatabase:
     def __init__(self, url: str, pool: Pool) -> None:
         self.url = url
         self._pool = pool
-        self._grouped: dict[str, GroupedStatement] = {}  # by SQL
-        self._grouped_reads: dict[str, GroupedRead] = {}  # by SQL
+        self._groups: dict[tuple[type[GroupedStatement], str], GroupedStatement] = {}  # by kind and SQL
         self._listeners: dict[str, list[Listener]] = {}
         self._listen_connection: Any = None
         self._reconnecting: asyncio.Task[None] | None = None
@@ -782,19 +807,19 @@ class PostgresDatabase:
     async def write_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         return await self.fetch_one(statement, params)  # a statement outside a block commits alone
 
-    async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
+    def _grouped(self, kind: type[GroupedStatement], statement: sa.Executable) -> GroupedStatement:
+        """The one ``kind`` of this process that groups ``statement``'s runs."""
         compiled = compile_statement(statement, "postgresql")
-        grouped = self._grouped.get(compiled.sql)
+        grouped = self._groups.get((kind, compiled.sql))
         if grouped is None:
-            grouped = self._grouped[compiled.sql] = GroupedStatement(self._pool, compiled)
-        await grouped.run(params)
+            grouped = self._groups[kind, compiled.sql] = kind(self._pool, compiled)
+        return grouped
+
+    async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
+        await self._grouped(GroupedStatement, statement).run(params)
 
     async def fetch_one_grouped(self, statement: sa.Executable, params: Params) -> Row | None:
-        compiled = compile_statement(statement, "postgresql")
-        grouped = self._grouped_reads.get(compiled.sql)
-        if grouped is None:
-            grouped = self._grouped_reads[compiled.sql] = GroupedRead(self._pool, compiled)
-        return await grouped.run(params)
+        return await self._grouped(GroupedRead, statement).run(params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
