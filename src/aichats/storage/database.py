@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
 from types import MappingProxyType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -41,6 +41,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from aichats.storage.pool import Pool
 
 Row = Mapping[str, Any]
+T = TypeVar("T")
 Params = Mapping[str, Any]
 NO_PARAMS: Params = MappingProxyType({})
 # Called with a notification's payload, or with None when notifications may have been
@@ -492,6 +493,21 @@ def _raise_translated(error: BaseException) -> NoReturn:
     raise error
 
 
+async def _borrowing(pool: Pool, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``call(connection, *args)`` on a connection of ``pool``, borrowed without its context
+    manager (a read outside a transaction is the commonest call there is): given back
+    after, or ended if the call was cancelled in flight; errors translated
+    (:func:`_raise_translated`)."""
+    connection = await pool.acquire()
+    try:
+        result = await call(connection, *args)
+    except BaseException as error:
+        pool.release(connection, error)
+        _raise_translated(error)
+    pool.release(connection)
+    return result
+
+
 # A group is at most this many runs; at most this many groups of a statement are in flight
 # at once (one waits for its commit while the next is sent).
 GROUP_SIZE = 100
@@ -555,14 +571,7 @@ class GroupedStatement:
 
     async def _now(self, args: tuple[Any, ...]) -> Any:
         """One run alone, from its caller's task: cancelled with its caller, as ``fetch_one``."""
-        connection = await self._pool.acquire()
-        try:
-            outcome = await self._send_alone(connection, args)
-        except BaseException as error:
-            self._pool.release(connection, error)
-            _raise_translated(error)
-        self._pool.release(connection)
-        return outcome
+        return await _borrowing(self._pool, self._send_alone, args)
 
     async def _send_group(self, connection: asyncpg.Connection, runs: list[tuple[Any, ...]]) -> list[Any]:
         """Every run of a group, in one round trip: each one's outcome, in order."""
@@ -780,29 +789,13 @@ class PostgresDatabase:
 
         return cls(url, await Pool.open(connect, pool_size))
 
-    # A read outside a transaction, the commonest call there is, borrows its connection
-    # without the pool's context manager and runs its statement directly.
     async def fetch_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         compiled = compile_statement(statement, "postgresql")
-        connection = await self._pool.acquire()
-        try:
-            row = await connection.fetchrow(compiled.sql, *compiled.bind(params))
-        except BaseException as error:
-            self._pool.release(connection, error)
-            _raise_translated(error)
-        self._pool.release(connection)
-        return row  # type: ignore[return-value]  # a Record is a Mapping, which asyncpg does not declare
+        return await _borrowing(self._pool, asyncpg.Connection.fetchrow, compiled.sql, *compiled.bind(params))
 
     async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
         compiled = compile_statement(statement, "postgresql")
-        connection = await self._pool.acquire()
-        try:
-            rows = await connection.fetch(compiled.sql, *compiled.bind(params))
-        except BaseException as error:
-            self._pool.release(connection, error)
-            _raise_translated(error)
-        self._pool.release(connection)
-        return rows  # type: ignore[return-value]
+        return await _borrowing(self._pool, asyncpg.Connection.fetch, compiled.sql, *compiled.bind(params))
 
     async def write_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         return await self.fetch_one(statement, params)  # a statement outside a block commits alone
