@@ -69,7 +69,7 @@ async def test_a_caller_cancelled_before_its_group_is_sent_is_left_out(
     assert isinstance(db, PostgresDatabase)
     monkeypatch.setattr(database, "GROUPS_IN_FLIGHT", 1)
     first = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_left_first", "seconds": 0.5}))
-    await asyncio.sleep(0.1)  # its group is in flight
+    await asyncio.sleep(0.1)  # in flight (alone: nothing was), so the next waits for a group
     cancelled = asyncio.create_task(db.run_grouped(_SLOW_INSERT_USER, {"id": "user_left_out", "seconds": 0}))
     await asyncio.sleep(0.05)
     cancelled.cancel()
@@ -194,3 +194,22 @@ async def test_a_read_alone_cancelled_in_flight_ends_its_connection(db: Database
     row = await asyncio.wait_for(db.fetch_one_grouped(sleep, {"seconds": 0}), 5)
     assert row is not None and row["slept"] == ""
     assert db._pool.idle == db._pool.size == 1  # the cancelled read's connection was ended, not lent again
+
+
+async def test_statements_of_the_same_sql_read_each_with_its_own_values(db: Database) -> None:
+    """Two statements whose SQL is the same but whose fixed values differ (a literal is a
+    parameter, its value kept beside the SQL) share a group: each run keeps its own values."""
+    one, two = (sa.select(sa.literal(n).label("n")) for n in (1, 2))
+    rows = await asyncio.gather(*(db.fetch_one_grouped(statement, {}) for statement in (one, two, one, two, two)))
+    assert [row["n"] for row in rows if row is not None] == [1, 2, 1, 2, 2]
+
+
+async def test_a_read_whose_argument_cannot_be_sent_fails_alone(db: Database) -> None:
+    """One run of a group has an argument the driver cannot encode (an integer past 64
+    bits): that caller gets the error, the others their rows."""
+    as_big = sa.select(sa.bindparam("n", type_=sa.BigInteger).label("n"))
+    outcomes = await asyncio.gather(
+        *(db.fetch_one_grouped(as_big, {"n": n}) for n in (1, 2, 2**70, 4)), return_exceptions=True
+    )
+    assert isinstance(outcomes[2], asyncpg.DataError if db.dialect == "postgresql" else OverflowError)
+    assert [outcomes[n]["n"] for n in (0, 1, 3)] == [1, 2, 4]  # type: ignore[index]

@@ -544,11 +544,12 @@ class GroupedStatement:
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()  # kept: the loop holds its tasks weakly
 
-    async def run(self, params: Params) -> Any:
-        """Run the statement with ``params``: its outcome (None for a write). With nothing
-        in flight it goes at once, alone, from the caller's task (a group would only add a
-        task and a turn of the event loop); otherwise in the next group."""
-        args = self._compiled.bind(params)
+    async def run(self, args: tuple[Any, ...]) -> Any:
+        """Run the statement with ``args`` (bound by the caller's own compiled statement: two
+        statements of the same SQL may differ in the values they fixed themselves): its
+        outcome (None for a write). With nothing in flight it goes at once, alone, from the
+        caller's task (a group would only add a task and a turn of the event loop);
+        otherwise in the next group."""
         if not self._in_flight:
             self._in_flight += 1
             try:
@@ -607,6 +608,8 @@ class GroupedStatement:
         except BaseException as error:
             if connection is not None:
                 self._pool.release(connection, error)
+            # PostgreSQL refused a run, or asyncpg could not encode a run's argument (its
+            # DataError, a PostgresError too): asyncpg rolled the group back.
             refused = isinstance(error, asyncpg.PostgresError) and connection is not None and not connection.is_closed()
             if refused:
                 for args, future in group:
@@ -640,13 +643,16 @@ class GroupedStatement:
 _FOUND = "found__"
 _ONE_ROW_EACH = (
     "SELECT r.* FROM (SELECT 1) AS one__ LEFT JOIN LATERAL"
-    f" (SELECT s.*, true AS {_FOUND} FROM ({{}}) AS s LIMIT 1) AS r ON true"
+    f" (SELECT s.*, true AS {_FOUND} FROM ({{}}\n) AS s LIMIT 1) AS r ON true"
 )
 
 
 class _FoundRow(asyncpg.Record):
     """A grouped read's row: the statement's own, every column where ``fetch_one`` puts it,
-    the marker column last and out of sight (of ``len``, iteration, ``keys``, ``dict``)."""
+    the marker column last and out of sight of ``len``, iteration, ``keys``, ``values``,
+    ``items`` and so ``dict``. Read it by name or by a position from the start, as every
+    caller does: a negative position, a slice, ``get`` of the marker's name, ``repr`` and
+    equality with a plain Record still see the marker."""
 
     def __len__(self) -> int:
         return super().__len__() - 1
@@ -800,19 +806,19 @@ class PostgresDatabase:
     async def write_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         return await self.fetch_one(statement, params)  # a statement outside a block commits alone
 
-    def _grouped(self, kind: type[GroupedStatement], statement: sa.Executable) -> GroupedStatement:
-        """The one ``kind`` of this process that groups ``statement``'s runs."""
+    async def _run_in_group(self, kind: type[GroupedStatement], statement: sa.Executable, params: Params) -> Any:
+        """Run ``statement`` in the one ``kind`` of this process that groups its SQL's runs."""
         compiled = compile_statement(statement, "postgresql")
         grouped = self._groups.get((kind, compiled.sql))
         if grouped is None:
             grouped = self._groups[kind, compiled.sql] = kind(self._pool, compiled)
-        return grouped
+        return await grouped.run(compiled.bind(params))
 
     async def run_grouped(self, statement: sa.Executable, params: Params) -> None:
-        await self._grouped(GroupedStatement, statement).run(params)
+        await self._run_in_group(GroupedStatement, statement, params)
 
     async def fetch_one_grouped(self, statement: sa.Executable, params: Params) -> Row | None:
-        return await self._grouped(GroupedRead, statement).run(params)
+        return await self._run_in_group(GroupedRead, statement, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
