@@ -674,9 +674,11 @@ class GroupedRead(GroupedStatement):
     """One read (a SELECT), run for every caller that runs it at the same time in one round
     trip: each caller gets its first row, or None, as from ``fetch_one``.
 
-    Alone, a one-row primary-key read costs this process about 25 µs of CPU and PostgreSQL
-    about 33 µs (a send, a wake-up, a receive, an executor start); in groups, about 6 and
-    10 µs (bench/README.md, tenth session). asyncpg's ``fetchmany`` sends the runs at once,
+    With 32 readers at once, a one-row primary-key read alone costs this process about 22 µs
+    of CPU and the machine about 45 (PostgreSQL's included: a send, a wake-up, a receive, an
+    executor start); grouped, about 8 and 15 (``bench/grouped_reads.py``; bench/README.md,
+    tenth session). With 4 readers, grouped reads are slower (two round trips in flight
+    where alone there are four) for the same CPU. asyncpg's ``fetchmany`` sends the runs at once,
     each wrapped in ``_ONE_ROW_EACH`` so that the rows it returns as one list say whose they
     are. The runs share an implicit transaction, but each sees what was committed before it
     started (read committed): a read sees every commit that preceded its call.
