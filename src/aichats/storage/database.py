@@ -340,8 +340,7 @@ class SQLiteDatabase:
     async def fetch_all(self, statement: sa.Executable, params: Params = NO_PARAMS) -> list[Row]:
         return self._reader.run(statement, params).fetchall()
 
-    async def fetch_one_grouped(self, statement: sa.Executable, params: Params) -> Row | None:
-        return self._reader.run(statement, params).fetchone()  # no round trip to share
+    fetch_one_grouped = fetch_one  # a read here is a call on the event loop: no round trip to share
 
     async def write_one(self, statement: sa.Executable, params: Params = NO_PARAMS) -> Row | None:
         async with self.transaction() as tx:
@@ -571,7 +570,7 @@ class GroupedStatement:
         task.add_done_callback(self._tasks.discard)
 
     async def _now(self, args: tuple[Any, ...]) -> Any:
-        """One run alone, from its caller's task: cancelled with its caller, as ``fetch_one``."""
+        """One run alone: from its caller's task, cancelled with its caller, as ``fetch_one``."""
         return await _borrowing(self._pool, self._send_alone, args)
 
     async def _send_group(self, connection: asyncpg.Connection, runs: list[tuple[Any, ...]]) -> list[Any]:
@@ -626,9 +625,9 @@ class GroupedStatement:
             _settle(future, outcome)
 
     async def _run_alone(self, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        """One run alone, from the group's task: its outcome goes to its caller's future."""
         try:
-            async with self._pool.connection() as connection:
-                outcome = await self._send_alone(connection, args)
+            outcome = await self._now(args)
         except BaseException as error:
             _settle(future, error=error)
             if not isinstance(error, Exception):
