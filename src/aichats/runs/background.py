@@ -48,7 +48,7 @@ async def background(
     await pool.prepare()
     services = pool.services()
     if workers:
-        services.append(Service("scheduler", partial(schedule_forever, db, settings)))
+        services.append(Service("scheduler", partial(schedule_forever, db, settings, pool.passes)))
         services.append(await webhook_sender(db, settings))
     if housekeeping:
         services.append(Service("housekeeping", partial(housekeeping_forever, db, settings)))

@@ -40,6 +40,7 @@ from aichats.config import Settings
 from aichats.observability import logs, metrics
 from aichats.runs.supervisor import Service
 from aichats.runs.turn import Models, run_turn
+from aichats.scheduling.loop import Passes
 from aichats.services import runs
 from aichats.services.chats import AgentIdentifier
 from aichats.services.replies import LostRun
@@ -136,7 +137,8 @@ class Worker:
     """Claims runs while it has room, and runs their turns, up to ``capacity`` at once.
 
     ``turns_db`` is what the turns read and write through (default ``db``); claims and
-    lease renewals always use ``db``.
+    lease renewals always use ``db``. ``passes``: the process's scheduling passes, during
+    which it claims nothing (:class:`~aichats.scheduling.loop.Passes`).
     """
 
     def __init__(
@@ -151,9 +153,11 @@ class Worker:
         running: Running | None = None,
         capacity: int | None = None,
         turns_db: Database | None = None,
+        passes: Passes | None = None,
     ) -> None:
         self.db = db
         self.turns_db = turns_db or db
+        self.passes = passes
         self.settings = settings
         self.models = models
         self.operator = operator or OperatorServers(settings)
@@ -177,6 +181,8 @@ class Worker:
         try:
             async with self._leases_kept():
                 while True:
+                    if self.passes is not None:
+                        await self.passes.over()  # this process's scheduling pass first
                     self.wake.clear()  # before looking: a notification during the claim is kept
                     try:
                         await self.claim_turns()
@@ -350,7 +356,8 @@ def worker_name() -> str:
 
 class Workers:
     """This process's worker, its model cache and its wake-up (``aichats_runs``), for
-    ``count`` turns at once (``AICHATS_WORKERS``; 0: none)."""
+    ``count`` turns at once (``AICHATS_WORKERS``; 0: none); ``passes``: the process's
+    scheduling passes, which the worker lets go first."""
 
     def __init__(
         self,
@@ -368,6 +375,7 @@ class Workers:
         self.models = Models(settings)
         self.operator = operator or OperatorServers(settings)
         self.running = Running(db)
+        self.passes = Passes()
         self._wake = asyncio.Event()
 
     async def prepare(self) -> None:
@@ -396,6 +404,7 @@ class Workers:
             running=self.running,
             capacity=self.count,
             turns_db=self.turns_db,
+            passes=self.passes,
         )
         return [Service("worker", worker.run_forever)]
 
