@@ -137,8 +137,9 @@ class Worker:
     """Claims runs while it has room, and runs their turns, up to ``capacity`` at once.
 
     ``turns_db`` is what the turns read and write through (default ``db``); claims and
-    lease renewals always use ``db``. ``passes``: the process's scheduling passes, during
-    which it claims nothing (:class:`~aichats.scheduling.loop.Passes`).
+    lease renewals always use ``db``. ``passes``: the process's scheduling passes; while one
+    fires, it claims nothing, for at most ``loop.HOLD_SECONDS``
+    (:class:`~aichats.scheduling.loop.Passes`).
     """
 
     def __init__(

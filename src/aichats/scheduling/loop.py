@@ -33,17 +33,19 @@ def until_next_pass(interval: float, now: float) -> float:
 
 
 class Passes:
-    """Whether this process's scheduling pass is running, for the process's workers: they
-    claim no runs meanwhile, for at most ``hold_seconds`` from the pass's start.
+    """Whether this process's scheduling pass is firing, for the process's workers: they
+    claim no runs from when the pass finds schedules due until it ends, for at most
+    ``hold_seconds``. A pass that finds nothing due holds nothing.
 
     Why: the fires of a burst of due schedules (10,000 at 09:00) can be claimed as soon as
     their batch commits, and answering them at once made the turns and the pass share the
     process and, with several processes, the machine's cores. 10,000 due at once were all
-    fired 1.4 to 2.0 s after their instant by one ``serve`` with the turns running, 1.0 s
-    when the turns waited, and three processes were no longer slower than one
-    (bench/README.md). The wait is the pass's: a few milliseconds when nothing is due, about
-    a second for 10,000. It holds back the runs queued before the pass too; the fires would
-    queue behind them anyway, and those are what a burst adds.
+    fired 1.3 s after their instant by one ``serve`` with the turns running, 1.0 s when
+    the turns waited, as fast as the scheduler alone (medians of three rounds,
+    bench/README.md). The hold is the pass's length: about a second for 10,000. It holds
+    back the runs queued before the pass too; the fires would queue behind them anyway, and
+    those are what a burst adds. Only the process's own pass holds its workers: another
+    process's workers go on once their own pass is over.
     """
 
     def __init__(self, hold_seconds: float = HOLD_SECONDS) -> None:
@@ -54,21 +56,25 @@ class Passes:
 
     @property
     def idle(self) -> bool:
-        """No pass is running."""
+        """The workers are not held: no pass is firing."""
         return self._over.is_set()
+
+    def firing(self) -> None:
+        """The running pass found schedules due: hold the workers from now (once a pass)."""
+        if self._over.is_set():
+            self._started = time.monotonic()
+            self._over.clear()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """A pass runs in the block (which may raise: the pass is over then too)."""
-        self._started = time.monotonic()
-        self._over.clear()
+        """A pass runs in the block (which may raise): the hold ends with it."""
         try:
             yield
         finally:
             self._over.set()
 
     async def over(self) -> None:
-        """Return once no pass is running, or ``hold_seconds`` after the running one started."""
+        """Return once no pass is firing, or ``hold_seconds`` after the firing one began."""
         left = self._started + self.hold_seconds - time.monotonic()
         if self._over.is_set() or left <= 0:
             return
@@ -78,26 +84,26 @@ class Passes:
 
 
 async def one_pass(db: Database, settings: Settings, passes: Passes) -> scheduler.Tick:
-    """A scheduling pass, with the settings' limits; ``passes`` knows it runs meanwhile."""
+    """A scheduling pass, with the settings' limits; ``passes`` knows when it fires."""
     async with passes.running():
         return await scheduler.tick(
             db,
             max_in_flight=settings.schedule_max_in_flight,
             batch_size=settings.scheduler_batch_size,
             budget=settings.token_budget_per_day,
+            on_due=passes.firing,
         )
 
 
-async def schedule_forever(db: Database, settings: Settings, passes: Passes | None = None) -> None:
+async def schedule_forever(db: Database, settings: Settings, passes: Passes) -> None:
     """Pass after pass; a pass that fails is logged, and the next one comes as usual.
-    ``passes``: this process's workers' view of them (:class:`Passes`).
+    ``passes``: the process's workers' view of them (:class:`Passes`).
 
     On PostgreSQL the passes have connections of their own, one per batch they write at
     once: the process's pool serves its callers in order, and hundreds of agent turns
     queued on it (a burst of fires being answered) delayed each batch behind them. SQLite's
     one writer is shared, as everything else's.
     """
-    passes = passes or Passes()
     own = None
     if db.dialect == "postgresql":
         own = await database.connect(db.url, pool_size=scheduler.PARALLEL_BATCHES)

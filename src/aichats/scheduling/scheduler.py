@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ BATCH = 250
 # gives them disjoint schedules): one batch keeps one server process busy, two use a
 # second core (10,000 due at once, in one process: 1.5x faster; three: no faster than two).
 PARALLEL_BATCHES = 3
+OnDue = Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +148,12 @@ async def fire(tx: Connection, fires: list[Fire], *, budget: int | None = None) 
     return len(batch)
 
 
-async def _fire_batch(db: Database, now: int, limit: int, budget: int | None) -> tuple[int, int]:
+async def _fire_batch(db: Database, now: int, limit: int, budget: int | None, on_due: OnDue) -> tuple[int, int]:
     """Take up to ``limit`` due schedules and fire them, in one transaction; (fired, taken)."""
     async with db.transaction() as tx:
         rows = await schedules.take_due(tx, now, limit)
+        if rows:
+            on_due()
         fires, broken = plan(rows, now)
         for row, error in broken:
             await _quarantine(tx, row, error)
@@ -168,7 +172,9 @@ class _Room:
     drained: bool = False  # a batch found fewer due than it asked for: nothing more is due
 
 
-async def _fire_until_done(db: Database, now: int, batch_size: int, budget: int | None, room: _Room) -> None:
+async def _fire_until_done(
+    db: Database, now: int, batch_size: int, budget: int | None, room: _Room, on_due: OnDue
+) -> None:
     while not room.drained:
         limit = min(batch_size, room.left)
         if limit <= 0:
@@ -176,10 +182,10 @@ async def _fire_until_done(db: Database, now: int, batch_size: int, budget: int 
             return
         room.left -= limit
         try:
-            fired, taken = await _fire_batch(db, now, limit, budget)
+            fired, taken = await _fire_batch(db, now, limit, budget, on_due)
         except UniqueViolation:  # a turn for an instant committed after this batch looked: look again
             log.info("a scheduled instant was fired meanwhile; taking the batch again")
-            fired, taken = await _fire_batch(db, now, limit, budget)
+            fired, taken = await _fire_batch(db, now, limit, budget, on_due)
         finally:
             room.left += limit
         room.left -= fired
@@ -190,14 +196,15 @@ async def _fire_until_done(db: Database, now: int, batch_size: int, budget: int 
 
 async def tick(
     db: Database, *, max_in_flight: int, now: int | None = None, batch_size: int = BATCH,
-    parallel: int = PARALLEL_BATCHES, budget: int | None = None,
+    parallel: int = PARALLEL_BATCHES, budget: int | None = None, on_due: OnDue = lambda: None,
 ) -> Tick:  # fmt: skip
     """Fire everything due as of ``now`` (default: the clock), up to the in-flight limit,
     ``batch_size`` schedules per transaction, ``parallel`` transactions at once on PostgreSQL
     (SQLite has one writer). ``budget``: the daily token budget of users without their own
     (``AICHATS_TOKEN_BUDGET_PER_DAY``); the scheduled runs of users over theirs are skipped.
-    The in-flight count is read once per pass and kept up to date
-    locally."""
+    ``on_due`` is called whenever a batch finds schedules due, before it writes (the loop
+    holds the process's workers from then: ``loop.Passes``). The in-flight count is read
+    once per pass and kept up to date locally."""
     now = now_ms() if now is None else now
     room = _Room(max_in_flight - await runs.scheduled_in_flight(db))
     parallel = parallel if db.dialect == "postgresql" else 1
@@ -205,5 +212,5 @@ async def tick(
     # (the next pass must not start while they still write).
     async with asyncio.TaskGroup() as group:
         for _ in range(parallel):
-            group.create_task(_fire_until_done(db, now, batch_size, budget, room))
+            group.create_task(_fire_until_done(db, now, batch_size, budget, room, on_due))
     return Tick(room.fired, skipped_for_limit=room.limited and not room.drained)
