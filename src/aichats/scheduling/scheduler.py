@@ -41,6 +41,7 @@ BATCH = 250
 # gives them disjoint schedules): one batch keeps one server process busy, two use a
 # second core (10,000 due at once, in one process: 1.5x faster; three: no faster than two).
 PARALLEL_BATCHES = 3
+# Told when a batch finds schedules due, before it writes (``loop.Passes.firing``).
 OnDue = Callable[[], None]
 
 
