@@ -486,7 +486,7 @@ def print_row(name: str, f: dict[str, float]) -> None:
     )
 
 
-def verdict(results: dict[str, list[dict[str, float]]], rounds: int = 1) -> int:
+def verdict(results: dict[str, list[dict[str, float]]], rounds: int) -> int:
     """The targets, said and checked: every schedule fired within 10 s of T, by each server
     layout in every round; 3 processes no slower than 1 (the medians of the rounds' times to
     all fired, within the machine's noise: a single round's time varies by up to 20%)."""

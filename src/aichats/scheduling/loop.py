@@ -75,8 +75,10 @@ class Passes:
 
     async def over(self) -> None:
         """Return once no pass is firing, or ``hold_seconds`` after the firing one began."""
+        if self._over.is_set():
+            return  # the worker's every turn of its loop: nothing more to do
         left = self._started + self.hold_seconds - time.monotonic()
-        if self._over.is_set() or left <= 0:
+        if left <= 0:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(left):
