@@ -209,6 +209,8 @@ def worker(ctx: click.Context, concurrency: int | None, metrics_port: int | None
     """Run agent workers alone (no API), until interrupted. Any number may share one PostgreSQL."""
     import signal
 
+    import uvloop
+
     from aichats.observability import logs
     from aichats.observability.routes import worker_endpoint
     from aichats.runs.background import background
@@ -235,7 +237,8 @@ def worker(ctx: click.Context, concurrency: int | None, metrics_port: int | None
         finally:
             await db.close()
 
-    asyncio.run(run())
+    # The event loop `serve` runs on (uvicorn's loop="uvloop"), not asyncio's own.
+    uvloop.run(run())
 
 
 @main.group("scheduler")

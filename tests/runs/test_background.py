@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -31,6 +32,16 @@ async def test_each_process_runs_its_services(
     settings = Settings(model="test:echo")
     async with background(db, settings, workers=workers, housekeeping=housekeeping) as supervisor:
         assert [service.name for service in supervisor.services] == services
+
+
+@pytest.mark.parametrize(("workers", "housekeeping"), [(2, True), (0, True), (1, False)])  # serve, API alone, worker
+async def test_what_startup_made_is_out_of_the_collectors_reach(db: Database, workers: int, housekeeping: bool) -> None:
+    """A full collection in the middle of a burst of fires scanned every module and model
+    (an `aichats worker` stopped 200 ms): each process freezes them once its services run."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    async with background(db, Settings(model="test:echo"), workers=workers, housekeeping=housekeeping):
+        assert gc.get_freeze_count() > 10_000
 
 
 async def test_a_message_is_answered_by_the_supervised_workers(db: Database) -> None:
