@@ -207,6 +207,7 @@ def _startup_summary(settings: Settings, host: str, port: int, processes: int) -
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None, metrics_port: int | None, metrics_host: str | None) -> None:
     """Run agent workers alone (no API), until interrupted. Any number may share one PostgreSQL."""
+    import gc
     import signal
 
     import uvloop
@@ -232,6 +233,7 @@ def worker(ctx: click.Context, concurrency: int | None, metrics_port: int | None
                 background(db, settings, workers=count, housekeeping=False) as supervisor,
                 worker_endpoint(db, settings, supervisor, metrics_host or settings.host, metrics_port),
             ):
+                gc.freeze()  # and the --metrics-port server too, as background() froze the rest
                 _say(settings, f"aichats worker: up to {count} turns at once on {db.dialect}")
                 await stop.wait()
         finally:

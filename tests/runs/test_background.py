@@ -40,8 +40,9 @@ async def test_what_startup_made_is_out_of_the_collectors_reach(db: Database, wo
     (an `aichats worker` stopped 200 ms): each process freezes them once its services run."""
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
-    async with background(db, Settings(model="test:echo"), workers=workers, housekeeping=housekeeping):
+    async with background(db, Settings(model="test:echo"), workers=workers, housekeeping=housekeeping) as supervisor:
         assert gc.get_freeze_count() > 10_000
+        assert not any(o is supervisor for o in gc.get_objects())  # made last: startup is over
 
 
 async def test_a_message_is_answered_by_the_supervised_workers(db: Database) -> None:

@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 publishing(),  # --processes N: one set of metrics for all N (observability/shared.py)
             ):
                 app.state.supervisor = supervisor  # /readyz asks it which services run
-                yield
+                yield  # background() froze what this lifespan made out of the collector's reach
         finally:
             await app.state.db.close()
 
