@@ -158,7 +158,7 @@ class Worker:
     ) -> None:
         self.db = db
         self.turns_db = turns_db or db
-        self.passes = passes
+        self.passes = passes or Passes()  # none given: no pass ever holds this worker
         self.settings = settings
         self.models = models
         self.operator = operator or OperatorServers(settings)
@@ -182,8 +182,7 @@ class Worker:
         try:
             async with self._leases_kept():
                 while True:
-                    if self.passes is not None:
-                        await self.passes.over()  # this process's scheduling pass first
+                    await self.passes.over()  # this process's scheduling pass first
                     self.wake.clear()  # before looking: a notification during the claim is kept
                     try:
                         await self.claim_turns()

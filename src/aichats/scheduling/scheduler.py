@@ -165,17 +165,17 @@ async def _fire_batch(db: Database, now: int, limit: int, budget: int | None, on
 @dataclass
 class _Room:
     """What a pass's concurrent batches share: room left under the in-flight limit (each
-    batch reserves its size first, and gives back what it did not fire), and the outcome."""
+    batch reserves its size first, and gives back what it did not fire), whom to tell when
+    they find schedules due, and the outcome."""
 
     left: int
+    on_due: OnDue  # told when a batch finds schedules due, before it writes
     fired: int = 0
     limited: bool = False  # a batch found no room
     drained: bool = False  # a batch found fewer due than it asked for: nothing more is due
 
 
-async def _fire_until_done(
-    db: Database, now: int, batch_size: int, budget: int | None, room: _Room, on_due: OnDue
-) -> None:
+async def _fire_until_done(db: Database, now: int, batch_size: int, budget: int | None, room: _Room) -> None:
     while not room.drained:
         limit = min(batch_size, room.left)
         if limit <= 0:
@@ -183,10 +183,10 @@ async def _fire_until_done(
             return
         room.left -= limit
         try:
-            fired, taken = await _fire_batch(db, now, limit, budget, on_due)
+            fired, taken = await _fire_batch(db, now, limit, budget, room.on_due)
         except UniqueViolation:  # a turn for an instant committed after this batch looked: look again
             log.info("a scheduled instant was fired meanwhile; taking the batch again")
-            fired, taken = await _fire_batch(db, now, limit, budget, on_due)
+            fired, taken = await _fire_batch(db, now, limit, budget, room.on_due)
         finally:
             room.left += limit
         room.left -= fired
@@ -207,11 +207,11 @@ async def tick(
     holds the process's workers from then: ``loop.Passes``). The in-flight count is read
     once per pass and kept up to date locally."""
     now = now_ms() if now is None else now
-    room = _Room(max_in_flight - await runs.scheduled_in_flight(db))
+    room = _Room(max_in_flight - await runs.scheduled_in_flight(db), on_due)
     parallel = parallel if db.dialect == "postgresql" else 1
     # A TaskGroup: when one batch fails, the others are cancelled before the error goes on
     # (the next pass must not start while they still write).
     async with asyncio.TaskGroup() as group:
         for _ in range(parallel):
-            group.create_task(_fire_until_done(db, now, batch_size, budget, room, on_due))
+            group.create_task(_fire_until_done(db, now, batch_size, budget, room))
     return Tick(room.fired, skipped_for_limit=room.limited and not room.drained)
